@@ -1,0 +1,242 @@
+"""The `aegmm` command line: thin verbs over the library (fit, assign, evaluate, demo)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from sklearn.exceptions import NotFittedError
+
+from .config import MixtureConfig as X
+from .config import ModelConfig as M
+from .config import TrainConfig as T
+
+USER_ERRORS = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    FileExistsError,
+    NotFittedError,
+    FloatingPointError,
+    NotADirectoryError,
+    PermissionError,
+)
+
+
+def _clusters(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of clusters or 'auto', got {text!r}") from None
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .data import load_images
+    from .pipeline import ImageClusterer
+    from .runs import cluster_sizes, fit_run, prepare_output, skipped_summary
+
+    out, start = Path(args.out), time.perf_counter()
+    clusterer = ImageClusterer(
+        image_size=args.image_size,
+        latent_dim=args.latent_dim,
+        stem=args.stem,
+        width=args.width,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        noise=args.noise,
+        n_components=args.clusters,
+        covariance_type=args.covariance,
+        reducer=args.reducer,
+        reduced_dim=args.reduced_dim,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    clusterer._configs(channels=3)  # validate every setting before touching the output folder
+    prepare_output(out, resume=args.resume, force=args.force)
+    data = load_images(args.data, image_size=args.image_size, progress=not args.quiet)
+    print(skipped_summary(data.skipped) or f"loaded {len(data):,} images from {args.data}", file=sys.stderr)
+    clusterer, table = fit_run(data, out, clusterer, resume=args.resume)
+    if table is not None:
+        sizes = cluster_sizes(table.cluster, clusterer.n_components_)
+        print(
+            f"fitted K={clusterer.n_components_} clusters on {len(data):,} images in "
+            f"{time.perf_counter() - start:.0f} s; cluster sizes {sizes}"
+        )
+        print(f"model and assignments written to {out}/ (assignments.csv)")
+    return 0
+
+
+def cmd_assign(args: argparse.Namespace) -> int:
+    from .io import load
+    from .runs import cluster_sizes, load_for, skipped_summary, write_assignments
+
+    clusterer = load(args.run, progress=not args.quiet)
+    data = load_for(clusterer, args.data)
+    if data.skipped:
+        print(skipped_summary(data.skipped), file=sys.stderr)
+    table = clusterer.assign(data)
+    write_assignments(Path(args.out), table)
+    print(
+        f"assigned {len(table.cluster):,} images to K={clusterer.n_components_} clusters "
+        f"(sizes {cluster_sizes(table.cluster, clusterer.n_components_)}); written to {args.out}"
+    )
+    if args.gallery:
+        from .evaluation.plots import assignment_gallery
+
+        assignment_gallery(data, table, Path(args.gallery))
+        print(f"gallery written to {args.gallery}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation.evaluate import evaluate_run
+
+    report = evaluate_run(
+        Path(args.run), args.data, Path(args.out), seed=args.seed, force=args.force, progress=not args.quiet
+    )
+    print(f"report written to {report}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), force=args.force, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aegmm",
+        description="Cluster image collections: a ResNet-18 autoencoder compresses each image, "
+        "a Gaussian mixture groups the latent vectors.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    fit = verbs.add_parser("fit", help="train the autoencoder and the mixture on a set of images")
+    fit.add_argument("data", help="a folder of images, a .zip, an .npz, or builtin:digits")
+    fit.add_argument("--out", required=True, help="run folder to write the model and assignments to")
+    fit.add_argument(
+        "--clusters",
+        type=_clusters,
+        default=X.n_components,
+        help="number of clusters K, or 'auto' (lowest BIC; default {X.n_components})",
+    )
+    fit.add_argument("--epochs", type=int, default=T.epochs, help=f"training epochs (default {T.epochs})")
+    fit.add_argument(
+        "--image-size",
+        type=int,
+        default=M.image_size,
+        help=f"images are resized to this square size (default {M.image_size})",
+    )
+    fit.add_argument(
+        "--latent-dim", type=int, default=M.latent_dim, help=f"latent vector size (default {M.latent_dim})"
+    )
+    fit.add_argument(
+        "--stem",
+        choices=["small", "standard"],
+        default=M.stem,
+        help="small: 3x3 conv, no max-pool (small images); standard: torchvision's 7x7 + max-pool",
+    )
+    fit.add_argument(
+        "--width",
+        type=float,
+        default=M.width,
+        help=f"channel multiplier; 1.0 = full ResNet-18 (default {M.width})",
+    )
+    fit.add_argument(
+        "--batch-size",
+        type=int,
+        default=T.batch_size,
+        help=f"images per training step (default {T.batch_size})",
+    )
+    fit.add_argument("--lr", type=float, default=T.lr, help=f"Adam learning rate (default {T.lr})")
+    fit.add_argument(
+        "--noise",
+        type=float,
+        default=T.noise,
+        help=f"denoising: std of input noise during training (default {T.noise})",
+    )
+    fit.add_argument(
+        "--reducer",
+        choices=["none", "pca", "umap"],
+        default=X.reducer,
+        help=f"reduction before the mixture (default {X.reducer}; umap needs aegmm[umap])",
+    )
+    fit.add_argument(
+        "--reduced-dim",
+        type=int,
+        default=X.reduced_dim,
+        help=f"output size of the reducer (default {X.reduced_dim})",
+    )
+    fit.add_argument(
+        "--covariance",
+        choices=["full", "tied", "diag", "spherical"],
+        default=X.covariance_type,
+        help="mixture covariance type (default full)",
+    )
+    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fit.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
+    fit.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    fit.add_argument("--force", action="store_true", help="replace an existing non-empty --out folder")
+    fit.add_argument("--quiet", action="store_true", help="no progress bars")
+    fit.set_defaults(func=cmd_fit)
+
+    assign = verbs.add_parser("assign", help="cluster new images with a fitted run")
+    assign.add_argument("run", help="run folder written by 'aegmm fit'")
+    assign.add_argument("data", help="images to assign: a folder, a .zip or an .npz")
+    assign.add_argument(
+        "--out", required=True, help="CSV file: path,cluster,probability,log_likelihood,skipped"
+    )
+    assign.add_argument("--gallery", help="also write a PNG grid of the images captioned with their cluster")
+    assign.add_argument("--quiet", action="store_true", help="no progress bars")
+    assign.set_defaults(func=cmd_assign)
+
+    evaluate = verbs.add_parser(
+        "evaluate", help="write an HTML report measuring a fitted run on a set of images"
+    )
+    evaluate.add_argument("run", help="run folder written by 'aegmm fit'")
+    evaluate.add_argument(
+        "data", help="images to evaluate on (labels, if any, are used for the label metrics)"
+    )
+    evaluate.add_argument("--out", required=True, help="folder for report.html, metrics.json and figures/")
+    evaluate.add_argument("--seed", type=int, default=0, help="random seed for the resampling measurements")
+    evaluate.add_argument("--force", action="store_true", help="replace an existing non-empty --out folder")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    demo = verbs.add_parser(
+        "demo", help="fit, assign and evaluate on built-in digits; no data or network needed"
+    )
+    demo.add_argument(
+        "--out", default="aegmm-demo", help="folder for the demo's outputs (default aegmm-demo)"
+    )
+    demo.add_argument("--force", action="store_true", help="replace an existing non-empty --out folder")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"aegmm: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "aegmm: interrupted; 'aegmm fit ... --resume' continues from the last complete epoch",
+            file=sys.stderr,
+        )
+        return 130

@@ -1,0 +1,121 @@
+"""Settings of a run, as frozen dataclasses saved with every model (nanoGPT's GPTConfig style)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+FORMAT_VERSION = 1  # bump when the layout of a saved run changes
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 32  # images are resized to image_size x image_size
+    channels: int = 3  # 1 for grayscale, 3 for RGB
+    latent_dim: int = 32  # numbers per image after the bottleneck
+    stem: str = "small"  # "small": 3x3 conv, no max-pool; "standard": torchvision's 7x7 conv + max-pool
+    width: float = 0.25  # channel multiplier: 1.0 is ResNet-18's 64-128-256-512
+
+    def __post_init__(self) -> None:
+        if self.stem not in ("small", "standard"):
+            raise ValueError(f"stem must be 'small' or 'standard', got {self.stem!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if not 0 < self.width <= 4:
+            raise ValueError(f"width must be in (0, 4], got {self.width}")
+        factor = self.downsampling
+        if self.image_size < factor or self.image_size % factor:
+            raise ValueError(
+                f"image_size must be a positive multiple of {factor} for the {self.stem!r} stem, "
+                f"got {self.image_size}"
+            )
+
+    @property
+    def downsampling(self) -> int:
+        """How much the encoder shrinks each side: 8 for the small stem, 32 for the standard one."""
+        return 8 if self.stem == "small" else 32
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10  # passes over the training images
+    batch_size: int = 128  # images per optimisation step (global, over all processes)
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 0.0  # Adam weight decay
+    val_fraction: float = 0.1  # share of images held out to measure validation loss
+    noise: float = 0.0  # std of Gaussian noise added to inputs (denoising autoencoder); 0 = off
+    flip: bool = False  # random horizontal flips during training
+    seed: int = 0  # seeds the split, the initial weights and the batch order
+    device: str = "auto"  # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "mps"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class MixtureConfig:
+    n_components: int | str = 10  # number of clusters K, or "auto" (lowest BIC over k_range)
+    k_range: tuple[int, int] = (2, 15)  # smallest and largest K tried when n_components="auto"
+    covariance_type: str = "full"  # "full", "tied", "diag" or "spherical" (sklearn's names)
+    reducer: str = "pca"  # "none", "pca" or "umap" (applied after standardising)
+    reduced_dim: int = 10  # output size of the reducer
+    n_init: int = 3  # EM restarts; the best is kept
+    reg_covar: float = 1e-4  # added to covariance diagonals for stability
+    max_iter: int = 300  # EM iterations per restart
+    seed: int = 0  # seeds the reducer and EM
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_components, str):
+            if self.n_components != "auto":
+                raise ValueError(f"n_components must be an integer or 'auto', got {self.n_components!r}")
+        elif self.n_components < 1:
+            raise ValueError(f"n_components must be >= 1, got {self.n_components}")
+        lo, hi = self.k_range
+        if not 1 <= lo <= hi:
+            raise ValueError(f"k_range must be (lo, hi) with 1 <= lo <= hi, got {self.k_range}")
+        if self.covariance_type not in ("full", "tied", "diag", "spherical"):
+            raise ValueError(
+                f"covariance_type must be one of full, tied, diag, spherical, got {self.covariance_type!r}"
+            )
+        if self.reducer not in ("none", "pca", "umap"):
+            raise ValueError(f"reducer must be 'none', 'pca' or 'umap', got {self.reducer!r}")
+        if self.reduced_dim < 1:
+            raise ValueError(f"reduced_dim must be >= 1, got {self.reduced_dim}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> RunConfig:
+        parts = {}
+        for f, kind in (("model", ModelConfig), ("train", TrainConfig), ("mixture", MixtureConfig)):
+            parts[f] = build_config(kind, saved.get(f, {}))
+        return cls(**parts)
+
+
+def build_config(kind: type, saved: dict[str, Any]):
+    """Rebuild a config dataclass from a saved dict; unknown keys are an error."""
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        raise ValueError(f"unknown {kind.__name__} settings {unknown}; expected some of {sorted(known)}")
+    values = dict(saved)
+    if "k_range" in values:
+        values["k_range"] = tuple(values["k_range"])
+    return kind(**values)

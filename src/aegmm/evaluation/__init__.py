@@ -1,0 +1,1 @@
+"""Evaluation of a fitted clusterer: metrics for the report."""

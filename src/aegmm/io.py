@@ -1,0 +1,144 @@
+"""Saving and loading a fitted ImageClusterer: safetensors and JSON only, never pickle.
+
+A run folder holds:
+  config.json              every setting, package and format version, a sha256 per file below
+  autoencoder.safetensors  network weights
+  normalization.json       per-channel mean and std of the training images
+  mixture.safetensors      standardiser, reducer and GaussianMixture arrays
+  mixture.json             mixture metadata (K, BIC per K tried, convergence)
+  history.json             per-epoch training and validation loss
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sklearn.utils.validation import check_is_fitted
+
+from .config import FORMAT_VERSION, RunConfig
+from .mixture import LatentMixture
+from .nn import AutoEncoder
+from .pipeline import ImageClusterer
+from .preprocess import Normalizer
+from .storage import (
+    read_arrays,
+    read_json,
+    read_tensors,
+    sha256,
+    write_arrays,
+    write_json,
+    write_tensors,
+)
+
+CONFIG = "config.json"
+WEIGHTS = "autoencoder.safetensors"
+NORMALIZATION = "normalization.json"
+MIXTURE_ARRAYS = "mixture.safetensors"
+MIXTURE_META = "mixture.json"
+HISTORY = "history.json"
+MODEL_FILES = (WEIGHTS, NORMALIZATION, MIXTURE_ARRAYS, MIXTURE_META, HISTORY)
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aegmm")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def save_run(clusterer: ImageClusterer, folder: Path) -> Path:
+    """Write the model files; config.json goes last, so a folder without it is never loadable."""
+    check_is_fitted(clusterer, "mixture_")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tensors(folder / WEIGHTS, clusterer.autoencoder_.state_dict())
+    norm = clusterer.normalizer_
+    write_json(folder / NORMALIZATION, {"mean": list(norm.mean), "std": list(norm.std)})
+    arrays, meta = clusterer.mixture_.to_arrays()
+    write_arrays(folder / MIXTURE_ARRAYS, arrays)
+    write_json(folder / MIXTURE_META, meta)
+    write_json(folder / HISTORY, clusterer.history_)
+    config = {
+        "format_version": FORMAT_VERSION,
+        "aegmm_version": package_version(),
+        **clusterer.config_.to_dict(),
+        "estimator": {"progress": clusterer.progress},
+        "files": {name: sha256(folder / name) for name in MODEL_FILES},
+    }
+    write_json(folder / CONFIG, config)
+    return folder
+
+
+def load(path: str | Path, *, progress: bool = True) -> ImageClusterer:
+    """Load a fitted ImageClusterer from a run folder written by `save` or `aegmm fit`."""
+    folder = Path(path)
+    if not (folder / CONFIG).is_file():
+        raise FileNotFoundError(f"{folder} is not an aegmm run: {CONFIG} is missing")
+    saved = read_json(folder / CONFIG)
+    version = saved.get("format_version") if isinstance(saved, dict) else None
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{folder} has model format version {version}; this aegmm ({package_version()}) "
+            f"reads version {FORMAT_VERSION}"
+        )
+    _verify_files(folder, saved.get("files", {}))
+    config = RunConfig.from_dict({k: saved[k] for k in ("model", "train", "mixture") if k in saved})
+    return _rebuild(folder, config, progress)
+
+
+def _verify_files(folder: Path, expected: dict[str, str]) -> None:
+    for name in MODEL_FILES:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder} is incomplete: {name} is missing")
+        if expected.get(name) != sha256(folder / name):
+            raise ValueError(
+                f"{folder / name} is corrupted or was changed: its sha256 does not match config.json"
+            )
+
+
+def _rebuild(folder: Path, config: RunConfig, progress: bool) -> ImageClusterer:
+    m, t, x = config.model, config.train, config.mixture
+    clusterer = ImageClusterer(
+        image_size=m.image_size,
+        channels=m.channels,
+        latent_dim=m.latent_dim,
+        stem=m.stem,
+        width=m.width,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        val_fraction=t.val_fraction,
+        noise=t.noise,
+        flip=t.flip,
+        n_components=x.n_components,
+        k_range=x.k_range,
+        covariance_type=x.covariance_type,
+        reducer=x.reducer,
+        reduced_dim=x.reduced_dim,
+        n_init=x.n_init,
+        reg_covar=x.reg_covar,
+        seed=t.seed,
+        device=t.device,
+        progress=progress,
+    )
+    model = AutoEncoder(m)
+    try:
+        model.load_state_dict(read_tensors(folder / WEIGHTS))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise ValueError(f"{folder / WEIGHTS} does not match the network in config.json ({first})") from None
+    norm = read_json(folder / NORMALIZATION)
+    meta = read_json(folder / MIXTURE_META)
+    try:
+        mixture = LatentMixture.from_arrays(read_arrays(folder / MIXTURE_ARRAYS), meta, x)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"{folder / MIXTURE_ARRAYS} does not hold a valid mixture ({exc})") from None
+    clusterer.config_ = config
+    clusterer.normalizer_ = Normalizer(tuple(norm["mean"]), tuple(norm["std"]))
+    clusterer.autoencoder_ = model.eval()
+    clusterer.history_ = read_json(folder / HISTORY)
+    clusterer.mixture_ = mixture
+    clusterer.n_components_ = int(mixture.gmm_.n_components)
+    return clusterer

@@ -1,0 +1,88 @@
+"""The ResNet-18 convolutional autoencoder: torchvision's trunk as encoder, a mirrored decoder."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import resnet18
+from torchvision.models.resnet import BasicBlock
+
+from ..config import ModelConfig
+from .blocks import UpBlock, output_head
+
+LAYERS = [2, 2, 2, 2]  # BasicBlocks per stage: ResNet-18
+PLANES = [64, 128, 256, 512]  # channels per stage at width 1.0
+
+
+def stage_planes(width: float) -> list[int]:
+    return [max(8, int(round(p * width))) for p in PLANES]
+
+
+class Encoder(nn.Module):
+    """torchvision's ResNet-18 trunk, optionally narrowed and with a small-image stem."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        planes = stage_planes(config.width)
+        trunk = resnet18(weights=None)  # torchvision's ResNet: conv1, bn1, relu, maxpool, layer1-4
+        if config.width != 1.0:
+            trunk.inplanes = planes[0]
+            trunk.bn1 = nn.BatchNorm2d(planes[0])
+            for i, (p, n) in enumerate(zip(planes, LAYERS)):
+                setattr(
+                    trunk, f"layer{i + 1}", trunk._make_layer(BasicBlock, p, n, stride=1 if i == 0 else 2)
+                )
+        if config.stem == "small":
+            trunk.conv1 = nn.Conv2d(config.channels, planes[0], 3, stride=1, padding=1, bias=False)
+            trunk.maxpool = nn.Identity()
+        else:
+            trunk.conv1 = nn.Conv2d(config.channels, planes[0], 7, stride=2, padding=3, bias=False)
+        self.stem = nn.Sequential(trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool)
+        self.stages = nn.Sequential(trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.bottleneck = nn.Linear(planes[-1], config.latent_dim)
+
+    def feature_maps(self, x: Tensor) -> list[Tensor]:
+        """Spatial outputs of the stem and each stage, for the 'encoded images' figure."""
+        maps = [self.stem(x)]
+        for stage in self.stages:
+            maps.append(stage(maps[-1]))
+        return maps
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stages(self.stem(x))  # (B, 512w, H/f, W/f), f = 8 (small stem) or 32
+        return self.bottleneck(torch.flatten(self.pool(x), 1))  # (B, latent_dim)
+
+
+class Decoder(nn.Module):
+    """Linear layer back to a 512-channel map, then 2x up-sampling residual stages to the image."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        planes = stage_planes(config.width)
+        self.start = config.image_size // config.downsampling
+        self.top = planes[-1]
+        self.expand = nn.Linear(config.latent_dim, self.top * self.start * self.start)
+        n_up = int(math.log2(config.downsampling))
+        chain = [planes[max(len(planes) - 1 - i, 0)] for i in range(n_up + 1)]  # 512, 256, 128, 64, 64...
+        self.stages = nn.Sequential(*(UpBlock(a, b) for a, b in zip(chain, chain[1:])))
+        self.head = output_head(chain[-1], config.channels)
+
+    def forward(self, z: Tensor) -> Tensor:
+        x = self.expand(z).view(-1, self.top, self.start, self.start)  # (B, 512w, H/f, W/f)
+        x = torch.relu(x)
+        return self.head(self.stages(x))  # (B, C, H, W)
+
+
+class AutoEncoder(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z = self.encoder(x)
+        return self.decoder(z), z

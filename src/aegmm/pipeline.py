@@ -1,0 +1,201 @@
+"""ImageClusterer: images -> autoencoder -> latent vectors -> mixture, in scikit-learn's style."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from .config import MixtureConfig, ModelConfig, RunConfig, TrainConfig
+from .data import ImageSet, load_images
+from .data.loaders import conform_images
+from .mixture import LatentMixture
+from .preprocess import Normalizer
+from .train import encode, reconstruct, train_autoencoder
+
+ImageInput = ImageSet | str | Path | np.ndarray
+
+_M, _T, _X = ModelConfig, TrainConfig, MixtureConfig  # field defaults are the single source
+
+
+@dataclass
+class Assignments:
+    """Cluster, its probability and the log-likelihood of each image, with the image's path."""
+
+    paths: list[str]
+    cluster: np.ndarray
+    probability: np.ndarray
+    log_likelihood: np.ndarray
+    skipped: list[tuple[str, str]]
+
+
+class ImageClusterer(BaseEstimator):
+    """Cluster images with a ResNet-18 autoencoder and a Gaussian mixture on its latent vectors.
+
+    Parameters mirror the fields of ModelConfig, TrainConfig and MixtureConfig; `channels=None`
+    takes the channel count of the training images.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int = _M.image_size,
+        channels: int | None = None,
+        latent_dim: int = _M.latent_dim,
+        stem: str = _M.stem,
+        width: float = _M.width,
+        epochs: int = _T.epochs,
+        batch_size: int = _T.batch_size,
+        lr: float = _T.lr,
+        weight_decay: float = _T.weight_decay,
+        val_fraction: float = _T.val_fraction,
+        noise: float = _T.noise,
+        flip: bool = _T.flip,
+        n_components: int | str = _X.n_components,
+        k_range: tuple[int, int] = _X.k_range,
+        covariance_type: str = _X.covariance_type,
+        reducer: str = _X.reducer,
+        reduced_dim: int = _X.reduced_dim,
+        n_init: int = _X.n_init,
+        reg_covar: float = _X.reg_covar,
+        seed: int = 0,
+        device: str = _T.device,
+        progress: bool = True,
+    ) -> None:
+        self.image_size, self.channels, self.latent_dim = image_size, channels, latent_dim
+        self.stem, self.width, self.epochs, self.batch_size = stem, width, epochs, batch_size
+        self.lr, self.weight_decay, self.val_fraction = lr, weight_decay, val_fraction
+        self.noise, self.flip, self.n_components, self.k_range = noise, flip, n_components, k_range
+        self.covariance_type, self.reducer, self.reduced_dim = covariance_type, reducer, reduced_dim
+        self.n_init, self.reg_covar, self.seed = n_init, reg_covar, seed
+        self.device, self.progress = device, progress
+
+    def _configs(self, channels: int) -> RunConfig:
+        return RunConfig(
+            model=ModelConfig(self.image_size, channels, self.latent_dim, self.stem, self.width),
+            train=TrainConfig(
+                self.epochs,
+                self.batch_size,
+                self.lr,
+                self.weight_decay,
+                self.val_fraction,
+                self.noise,
+                self.flip,
+                self.seed,
+                self.device,
+            ),
+            mixture=MixtureConfig(
+                self.n_components,
+                tuple(self.k_range),
+                self.covariance_type,
+                self.reducer,
+                self.reduced_dim,
+                self.n_init,
+                self.reg_covar,
+                seed=self.seed,
+            ),
+        )
+
+    # -- fitting ---------------------------------------------------------------------------------
+
+    def fit(self, data: ImageInput, y=None, *, checkpoint_dir: Path | None = None, resume: bool = False):
+        """Train the autoencoder on the images, then fit the mixture on their latent vectors."""
+        images = self._load(data, self.channels).images
+        config = self._configs(self.channels or images.shape[-1])
+        images = conform_images(images, config.model.image_size, config.model.channels)
+        normalizer = Normalizer.fit(images)
+        autoencoder, history = train_autoencoder(
+            images,
+            config.model,
+            config.train,
+            normalizer,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            progress=self.progress,
+        )
+        self.config_, self.normalizer_, self.autoencoder_, self.history_ = (
+            config,
+            normalizer,
+            autoencoder,
+            history,
+        )
+        latents = self._encode(images)
+        if self.progress:
+            print(f"fitting the Gaussian mixture on {len(latents):,} latent vectors")
+        self.mixture_ = LatentMixture(config.mixture).fit(latents)
+        self.n_components_ = int(self.mixture_.gmm_.n_components)
+        self.labels_ = self.mixture_.predict(latents)
+        return self
+
+    def fit_predict(self, data: ImageInput, y=None) -> np.ndarray:
+        return self.fit(data).labels_
+
+    # -- using ----------------------------------------------------------------------------------
+
+    def transform(self, data: ImageInput) -> np.ndarray:
+        """Latent vectors (N, latent_dim) of the images."""
+        return self._encode(self._images(data))
+
+    def predict(self, data: ImageInput) -> np.ndarray:
+        return self.mixture_.predict(self.transform(data))
+
+    def predict_proba(self, data: ImageInput) -> np.ndarray:
+        return self.mixture_.predict_proba(self.transform(data))
+
+    def score_samples(self, data: ImageInput) -> np.ndarray:
+        """Log-likelihood of each image under the mixture (in the mixture's feature space)."""
+        return self.mixture_.score_samples(self.transform(data))
+
+    def reconstruct(self, data: ImageInput) -> np.ndarray:
+        """Reconstructed images as float32 pixels in [0, 1], (N, H, W, C)."""
+        check_is_fitted(self, "autoencoder_")
+        return reconstruct(self.autoencoder_, self._images(data), self.normalizer_, device=self._device())
+
+    def assign(self, data: ImageInput) -> Assignments:
+        """Cluster, probability and log-likelihood of each image, with its path; one encoding pass."""
+        loaded = self._load(data, self.config_.model.channels)
+        latents = self._encode(conform_images(loaded.images, self.image_size, self.config_.model.channels))
+        proba = self.mixture_.predict_proba(latents)
+        return Assignments(
+            paths=loaded.paths,
+            cluster=proba.argmax(axis=1),
+            probability=proba.max(axis=1),
+            log_likelihood=self.mixture_.score_samples(latents),
+            skipped=loaded.skipped,
+        )
+
+    def save(self, path: str | Path) -> Path:
+        from .io import save_run
+
+        return save_run(self, Path(path))
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _device(self) -> str:
+        return "cpu" if self.device == "auto" else self.device
+
+    def _encode(self, images: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "autoencoder_")
+        return encode(
+            self.autoencoder_,
+            images,
+            self.normalizer_,
+            device=self._device(),
+            progress=self.progress and len(images) > 20_000,
+        )
+
+    def _load(self, data: ImageInput, channels: int | None) -> ImageSet:
+        if isinstance(data, ImageSet):
+            return data
+        if isinstance(data, str | Path):
+            return load_images(data, image_size=self.image_size, channels=channels, progress=self.progress)
+        images = conform_images(np.asarray(data), None, None)
+        return ImageSet(images, [str(i) for i in range(len(images))])
+
+    def _images(self, data: ImageInput) -> np.ndarray:
+        check_is_fitted(self, "autoencoder_")
+        model = self.config_.model
+        return conform_images(self._load(data, model.channels).images, model.image_size, model.channels)

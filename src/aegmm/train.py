@@ -1,0 +1,202 @@
+"""Training the autoencoder (MSE, Adam), with history, checkpoints, resume; and encoding."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from . import distributed
+from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .config import ModelConfig, TrainConfig
+from .nn import AutoEncoder
+from .preprocess import Normalizer
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled (train, validation) positions; validation gets round(n * val_fraction) images."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * val_fraction)) if n >= 4 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def train_autoencoder(
+    images: np.ndarray,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    normalizer: Normalizer,
+    *,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> tuple[AutoEncoder, list[dict]]:
+    """Train on uint8 (N, H, W, C) images; returns the model (eval mode, on CPU) and its history."""
+    device = distributed.resolve_device(train_config.device)
+    distributed.init(device)
+    torch.manual_seed(train_config.seed)
+    model = AutoEncoder(model_config).to(device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
+    )
+    start, history = 0, []
+    if resume and checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
+        start, history = load_checkpoint(checkpoint_dir, model, optimizer, model_config, train_config)
+    train_idx, val_idx = split_indices(len(images), train_config.val_fraction, train_config.seed)
+    if len(train_idx) < 2:
+        raise ValueError(f"training needs at least 2 images after the validation split, got {len(train_idx)}")
+    net = _wrap(model, device)
+    for epoch in range(start + 1, train_config.epochs + 1):
+        t0 = time.perf_counter()
+        loss = _train_epoch(
+            net, optimizer, images, train_idx, normalizer, train_config, epoch, device, progress
+        )
+        val = _mean_loss(model, images[val_idx], normalizer, device) if len(val_idx) else float("nan")
+        seconds = time.perf_counter() - t0
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss,
+                "val_loss": val,
+                "seconds": seconds,
+                "images_per_second": len(train_idx) / seconds,
+            }
+        )
+        if checkpoint_dir is not None and distributed.is_main():
+            save_checkpoint(checkpoint_dir, model, optimizer, epoch, history, model_config, train_config)
+        distributed.barrier()
+    return model.to("cpu").eval(), history
+
+
+def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    if distributed.world_size() == 1:
+        return model
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def epoch_batches(n: int, config: TrainConfig, epoch: int) -> list[np.ndarray]:
+    """This process's batches for an epoch: a DistributedSampler shard, split by the local batch."""
+    sampler = DistributedSampler(
+        range(n),
+        num_replicas=distributed.world_size(),
+        rank=distributed.rank(),
+        shuffle=True,
+        seed=config.seed,
+        drop_last=False,
+    )
+    sampler.set_epoch(epoch)
+    order = np.fromiter(sampler, dtype=np.int64)
+    local = max(1, config.batch_size // distributed.world_size())
+    batches = [order[i : i + local] for i in range(0, len(order), local)]
+    return [b for b in batches if len(b) > 1]  # batch norm needs two images
+
+
+def _train_epoch(net, optimizer, images, train_idx, normalizer, config, epoch, device, progress) -> float:
+    net.train()
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch * 7919 + distributed.rank())
+    batches = epoch_batches(len(train_idx), config, epoch)
+    bar = tqdm(
+        batches,
+        desc=f"epoch {epoch}/{config.epochs}",
+        unit="batch",
+        leave=True,
+        disable=not (progress and distributed.is_main()),
+    )
+    total, count, t0 = 0.0, 0, time.perf_counter()
+    for step, batch in enumerate(bar):
+        target = normalizer.to_tensor(images[np.sort(train_idx[batch])], device)
+        inputs = _augment(target, config, generator)
+        with _autocast(device):
+            output, _ = net(inputs)
+            loss = nn.functional.mse_loss(output.float(), target)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"training diverged: the loss became {value} in epoch {epoch} (batch {step + 1}); "
+                "the last good checkpoint is kept; try a lower learning rate (--lr)"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, count = total + value * len(batch), count + len(batch)
+        rate = count * distributed.world_size() / (time.perf_counter() - t0)
+        bar.set_postfix(loss=f"{total / count:.4f}", img_s=f"{rate:.0f}")
+    return total / max(count, 1)
+
+
+def _augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    if config.flip:
+        flip = torch.rand(len(x), generator=generator) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+    if config.noise > 0:
+        x = x + config.noise * torch.randn(x.shape, generator=generator).to(x.device)
+    return x
+
+
+@torch.inference_mode()
+def _mean_loss(
+    model: AutoEncoder, images: np.ndarray, normalizer: Normalizer, device, batch: int = 512
+) -> float:
+    model.eval()
+    total = 0.0
+    for start in range(0, len(images), batch):
+        x = normalizer.to_tensor(images[start : start + batch], device)
+        output, _ = model(x)
+        total += float(nn.functional.mse_loss(output.float(), x, reduction="sum")) / x[0].numel()
+    return total / len(images)
+
+
+@torch.inference_mode()
+def encode(
+    model: AutoEncoder,
+    images: np.ndarray,
+    normalizer: Normalizer,
+    *,
+    batch_size: int = 512,
+    device: str = "cpu",
+    progress: bool = False,
+) -> np.ndarray:
+    """Latent vectors float32 (N, latent_dim) of uint8 images, in eval mode."""
+    device = distributed.resolve_device(device)
+    model = model.to(device).eval()
+    out = np.empty((len(images), model.config.latent_dim), dtype=np.float32)
+    starts = range(0, len(images), batch_size)
+    for start in tqdm(starts, desc="encoding", unit="batch", disable=not progress):
+        x = normalizer.to_tensor(images[start : start + batch_size], device)
+        out[start : start + len(x)] = model.encoder(x).float().cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
+def reconstruct(
+    model: AutoEncoder,
+    images: np.ndarray,
+    normalizer: Normalizer,
+    *,
+    batch_size: int = 512,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Reconstructions as float32 pixels in [0, 1], (N, H, W, C) like the input."""
+    device = distributed.resolve_device(device)
+    model = model.to(device).eval()
+    parts = []
+    for start in range(0, len(images), batch_size):
+        x = normalizer.to_tensor(images[start : start + batch_size], device)
+        output, _ = model(x)
+        parts.append(normalizer.to_pixels(output).permute(0, 2, 3, 1).cpu().numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, *images.shape[1:]), np.float32)
