@@ -37,7 +37,7 @@ def _clusters(text: str) -> int | str:
 def cmd_fit(args: argparse.Namespace) -> int:
     from .data import load_images
     from .pipeline import ImageClusterer
-    from .runs import cluster_sizes, fit_run, prepare_output, skipped_summary
+    from .runs import check_output, cluster_sizes, fit_run, prepare_output, skipped_summary
 
     out, start = Path(args.out), time.perf_counter()
     clusterer = ImageClusterer(
@@ -58,9 +58,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     clusterer._configs(channels=3)  # validate every setting before touching the output folder
-    prepare_output(out, resume=args.resume, force=args.force)
+    check_output(out, resume=args.resume, force=args.force)
     data = load_images(args.data, image_size=args.image_size, progress=not args.quiet)
     print(skipped_summary(data.skipped) or f"loaded {len(data):,} images from {args.data}", file=sys.stderr)
+    prepare_output(out, resume=args.resume, force=args.force)
     clusterer, table = fit_run(data, out, clusterer, resume=args.resume)
     if table is not None:
         sizes = cluster_sizes(table.cluster, clusterer.n_components_)

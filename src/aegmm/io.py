@@ -63,7 +63,6 @@ def save_run(clusterer: ImageClusterer, folder: Path) -> Path:
         "format_version": FORMAT_VERSION,
         "aegmm_version": package_version(),
         **clusterer.config_.to_dict(),
-        "estimator": {"progress": clusterer.progress},
         "files": {name: sha256(folder / name) for name in MODEL_FILES},
     }
     write_json(folder / CONFIG, config)

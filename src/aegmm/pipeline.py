@@ -140,14 +140,16 @@ class ImageClusterer(BaseEstimator):
         return self._encode(self._images(data))
 
     def predict(self, data: ImageInput) -> np.ndarray:
-        return self.mixture_.predict(self.transform(data))
+        """Most probable cluster of each image."""
+        return self._fitted_mixture().predict(self.transform(data))
 
     def predict_proba(self, data: ImageInput) -> np.ndarray:
-        return self.mixture_.predict_proba(self.transform(data))
+        """Membership probabilities (N, K); each row sums to 1."""
+        return self._fitted_mixture().predict_proba(self.transform(data))
 
     def score_samples(self, data: ImageInput) -> np.ndarray:
         """Log-likelihood of each image under the mixture (in the mixture's feature space)."""
-        return self.mixture_.score_samples(self.transform(data))
+        return self._fitted_mixture().score_samples(self.transform(data))
 
     def reconstruct(self, data: ImageInput) -> np.ndarray:
         """Reconstructed images as float32 pixels in [0, 1], (N, H, W, C)."""
@@ -156,14 +158,15 @@ class ImageClusterer(BaseEstimator):
 
     def assign(self, data: ImageInput) -> Assignments:
         """Cluster, probability and log-likelihood of each image, with its path; one encoding pass."""
+        mixture = self._fitted_mixture()
         loaded = self._load(data, self.config_.model.channels)
         latents = self._encode(conform_images(loaded.images, self.image_size, self.config_.model.channels))
-        proba = self.mixture_.predict_proba(latents)
+        proba = mixture.predict_proba(latents)
         return Assignments(
             paths=loaded.paths,
             cluster=proba.argmax(axis=1),
             probability=proba.max(axis=1),
-            log_likelihood=self.mixture_.score_samples(latents),
+            log_likelihood=mixture.score_samples(latents),
             skipped=loaded.skipped,
         )
 
@@ -173,6 +176,10 @@ class ImageClusterer(BaseEstimator):
         return save_run(self, Path(path))
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _fitted_mixture(self) -> LatentMixture:
+        check_is_fitted(self, "mixture_")
+        return self.mixture_
 
     def _device(self) -> str:
         return "cpu" if self.device == "auto" else self.device

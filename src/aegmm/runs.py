@@ -20,15 +20,20 @@ ASSIGNMENTS = "assignments.csv"
 SKIPPED = "skipped.csv"
 
 
-def prepare_output(out: Path, *, resume: bool = False, force: bool = False) -> None:
-    """Refuse to write into an existing non-empty folder unless resuming or forced."""
+def check_output(out: Path, *, resume: bool = False, force: bool = False) -> None:
+    """Refuse a file, or an existing non-empty folder unless resuming or forced; writes nothing."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out must be a folder, but {out} is a file")
-    if out.is_dir() and any(out.iterdir()) and not resume:
-        if not force:
-            raise FileExistsError(
-                f"{out} already exists and is not empty; use --resume to continue it or --force to replace it"
-            )
+    if out.is_dir() and any(out.iterdir()) and not (resume or force):
+        raise FileExistsError(
+            f"{out} already exists and is not empty; use --resume to continue it or --force to replace it"
+        )
+
+
+def prepare_output(out: Path, *, resume: bool = False, force: bool = False) -> None:
+    """Check the output folder, then create it (emptied first when forced)."""
+    check_output(out, resume=resume, force=force)
+    if force and not resume and out.is_dir():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 

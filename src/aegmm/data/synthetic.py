@@ -27,27 +27,6 @@ def _font() -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, _FONT_SIZE)
 
 
-def _draw_glyph(
-    digit: int, stroke: int, angle: float, shear: float, flag: float
-) -> Image.Image:
-    """The digit in white on black, thickened, sheared and rotated, cropped to its ink."""
-    side = 2 * _FONT_SIZE
-    glyph = Image.new("L", (side, side), 0)
-    ImageDraw.Draw(glyph).text(
-        (side / 2, side / 2), str(digit), fill=255, font=_font(), anchor="mm",
-        stroke_width=stroke, stroke_fill=255,
-    )
-    if digit == 1:
-        glyph = _bare_one(glyph, flag)
-    # Slant like handwriting: x' = x + shear * (y - centre)
-    glyph = glyph.transform(
-        glyph.size, Image.Transform.AFFINE, (1, shear, -shear * side / 2, 0, 1, 0),
-        resample=Image.Resampling.BILINEAR,
-    )
-    glyph = glyph.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
-    return glyph.crop(glyph.getbbox())
-
-
 def _bare_one(glyph: Image.Image, flag: float) -> Image.Image:
     """A "1" as people write it: no foot, and only `flag` (0..1) of the font's flag kept."""
     pixels = np.asarray(glyph).copy()
@@ -66,11 +45,37 @@ def _bare_one(glyph: Image.Image, flag: float) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+def _draw_glyph(digit: int, stroke: int, angle: float, shear: float, flag: float) -> Image.Image:
+    """The digit in white on black, thickened, sheared and rotated, cropped to its ink."""
+    side = 2 * _FONT_SIZE
+    glyph = Image.new("L", (side, side), 0)
+    ImageDraw.Draw(glyph).text(
+        (side / 2, side / 2),
+        str(digit),
+        fill=255,
+        font=_font(),
+        anchor="mm",
+        stroke_width=stroke,
+        stroke_fill=255,
+    )
+    if digit == 1:
+        glyph = _bare_one(glyph, flag)
+    # Slant like handwriting: x' = x + shear * (y - centre)
+    glyph = glyph.transform(
+        glyph.size,
+        Image.Transform.AFFINE,
+        (1, shear, -shear * side / 2, 0, 1, 0),
+        resample=Image.Resampling.BILINEAR,
+    )
+    glyph = glyph.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
+    return glyph.crop(glyph.getbbox())
+
+
 def _render_one(digit: int, rng: np.random.Generator) -> np.ndarray:
     """One digit on the (_CANVAS, _CANVAS) canvas as float ink in [0, 1]."""
     glyph = _draw_glyph(
         digit,
-        stroke=int(rng.integers(0, 3)),
+        stroke=int(rng.integers(1, 4)),
         angle=float(rng.uniform(-15.0, 15.0)),
         shear=float(rng.uniform(-0.05, 0.2)),
         flag=float(rng.uniform(0.0, 0.5)),
@@ -96,7 +101,7 @@ def _area_downsample(canvas: np.ndarray, size: int) -> np.ndarray:
     if _CANVAS % size == 0:
         block = _CANVAS // size
         return canvas.reshape(size, block, size, block).mean(axis=(1, 3))
-    image = Image.fromarray(canvas, mode="F")
+    image = Image.fromarray(canvas.astype(np.float32))  # mode "F"
     return np.asarray(image.resize((size, size), resample=Image.Resampling.BOX))
 
 

@@ -1,0 +1,399 @@
+"""Evaluate a fitted run on a set of images: ``evaluate_run`` writes OUT/report.html,
+OUT/metrics.json and OUT/figures/*.png.
+
+The images are encoded and mapped to what the mixture sees (``mixture_.features``: standardised,
+then reduced), "the features" below. The saved mixture is scored as it is; every refit (CV, seeds,
+other K, K-Means, domain mixtures) uses the model's K, covariance type and reg_covar.
+
+metrics.json (schema_version 1)
+-------------------------------
+Nested keys are nested JSON objects; numbers are finite (null only where a value could not be
+computed). Log-likelihoods are natural logs of densities of the features (higher is better);
+BIC and AIC: lower is better. Keys marked [labels] exist only when the images have labels;
+[domains] only when they have two or more domains (explicit domains, else the labels act as
+domains) with enough images each; [auto K] only when the run chose K by BIC on its training images.
+
+    schema_version                 int: 1; bumped when a key changes meaning or is removed
+    data                           str: what was evaluated (path, builtin name or ImageSet source)
+    n_images                       int: images evaluated
+    skipped                        int: files of DATA that could not be decoded (not evaluated)
+    k                              int: components (clusters) of the saved mixture
+    covariance_type                str: covariance type of the mixture (sklearn's name)
+    n_features                     int: dimensions of the features
+    seconds                        float: wall time of the evaluation
+    reconstruction_mse             float: mean squared error of the reconstructions, pixels in [0, 1]
+    psnr                           float: 10 log10(1 / reconstruction_mse) in dB (capped at 100)
+    gmm.log_likelihood             float: total log-likelihood of the features, saved mixture
+    gmm.mean_log_likelihood        float: the same per image
+    gmm.bic                        float: BIC of the saved mixture on the features (= gmm_.bic)
+    gmm.aic                        float: AIC of the saved mixture on the features (= gmm_.aic)
+    gmm.n_parameters               int: free parameters of the mixture
+    gmm.cv_loglik                  list of 5 floats: mean held-out log-likelihood per image per fold
+    gmm.cv_loglik_mean             float: mean of gmm.cv_loglik
+    gmm.bic_seeds.mean             float: mean BIC of mixtures refitted with 10 seeds (n_init=1)
+    gmm.bic_seeds.std              float: their standard deviation (ddof=0)
+    gmm.bic_seeds.values           list of 10 floats: each seed's BIC
+    gmm.refit.log_likelihood       float: log-likelihood of a mixture refitted on the features
+    gmm.refit.bic                  float: its BIC
+    gmm.refit.aic                  float: its AIC
+    gmm.information_curve.k        list of int: K values around the model's K
+    gmm.information_curve.bic      list of floats: BIC of a mixture refitted with each K
+    gmm.information_curve.aic      list of floats: AIC of a mixture refitted with each K
+    gmm.training_bic_curve.k       list of int: [auto K] K values tried when fitting the run
+    gmm.training_bic_curve.bic     list of floats: [auto K] their BIC on the training images
+    kmeans.log_likelihood          float: K-Means (same K, same features) as a likelihood model
+    kmeans.mean_log_likelihood     float: the same per image
+    kmeans.bic                     float: its BIC (formulas: likelihood.KMEANS_FORMULAS)
+    kmeans.aic                     float: its AIC
+    kmeans.n_parameters            int: K*D + 1 + (K - 1)
+    kmeans.cv_loglik               list of 5 floats: mean held-out log-likelihood per image per fold
+    kmeans.cv_loglik_mean          float: mean of kmeans.cv_loglik
+    labels.names                   list of str: [labels] label names
+    labels.acc                     float: [labels] Hungarian-matched accuracy of the clusters
+    labels.nmi                     float: [labels] normalised mutual information
+    labels.ari                     float: [labels] adjusted Rand index
+    labels.purity                  float: [labels] purity
+    kmeans_latent.acc              float: [labels] the same four for K-Means on the features
+    kmeans_latent.nmi              float: [labels]
+    kmeans_latent.ari              float: [labels]
+    kmeans_latent.purity           float: [labels]
+    kmeans_pixels.acc              float: [labels] the same four for K-Means on raw pixels
+    kmeans_pixels.nmi              float: [labels]
+    kmeans_pixels.ari              float: [labels]
+    kmeans_pixels.purity           float: [labels]
+    kmeans_pixels.n_fit            int: [labels] images K-Means on pixels was fitted on (capped)
+    domains.source                 str: [domains] "domains" (explicit) or "labels" (labels as domains)
+    domains.names                  list of str: [domains] the D domains analysed, in order
+    domains.counts                 list of D int: [domains] images per domain
+    domains.bic                    list of D floats: [domains] BIC of each domain's own mixture
+    domains.aic                    list of D floats: [domains] AIC of each domain's own mixture
+    domains.kl                     D x D floats: [domains] KL(row P || column Q), Monte Carlo
+    domains.kl_stderr              D x D floats: [domains] standard errors of domains.kl
+    domains.kl_n_samples           int: [domains] samples drawn from P for each KL
+    domains.positive               str: [domains] positive class of both AUROCs (not the 1st domain)
+    domains.auroc_nll              float: [domains] AUROC of the main mixture's NLL (no labels fit)
+    domains.auroc_one_class        float: [domains] AUROC of the NLL under a 1st-domain mixture
+    domains.one_class.fit_domain   str: [domains] domain whose images fitted that mixture
+    domains.one_class.n_fit        int: [domains] images it was fitted on (half of that domain)
+    domains.one_class.n_scored     int: [domains] held-out images it scored
+    domains.cluster_counts         K x D int: [domains] images per (cluster, domain)
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.manifold import TSNE
+from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
+
+from aegmm.data import ImageSet
+from aegmm.data.loaders import conform_images
+from aegmm.evaluation import plots
+from aegmm.evaluation.baselines import N_SPLITS, kmeans_likelihood, kmeans_pixels, mixture_refits
+from aegmm.evaluation.domains import MAX_DOMAINS, analyse_domains, domain_figures, select_domains
+from aegmm.evaluation.metrics import gmm_information, label_agreement, reconstruction_quality
+from aegmm.evaluation.report import render_report
+from aegmm.io import load
+from aegmm.pipeline import ImageClusterer
+from aegmm.runs import load_for, prepare_output
+from aegmm.storage import write_atomic, write_json
+
+SCHEMA_VERSION = 1
+REPORT, METRICS, FIGURES = "report.html", "metrics.json", "figures"
+TSNE_LIMIT = 1500  # points embedded by t-SNE at most (a seeded random sample beyond)
+
+
+def schema() -> list[tuple[str, str]]:
+    """(key, meaning) of every metrics.json key, parsed from this module's docstring."""
+    return re.findall(r"^    (\S+) {2,}(.+)$", __doc__ or "", flags=re.MULTILINE)
+
+
+@dataclass
+class _Inputs:
+    clusterer: ImageClusterer
+    data: ImageSet
+    features: np.ndarray  # (N, D) what the mixture sees
+    proba: np.ndarray  # (N, K) posterior probabilities under the saved mixture
+    loglik: np.ndarray  # (N,) log-likelihood under the saved mixture
+    seed: int
+    kmeans_clusters: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.gmm: GaussianMixture = self.clusterer.mixture_.gmm_
+        self.k = int(self.gmm.n_components)
+
+    @property
+    def clusters(self) -> np.ndarray:
+        return self.proba.argmax(axis=1)
+
+
+@dataclass
+class _Results:
+    metrics: dict
+    figures: dict[str, bytes] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, name: str, figure) -> None:
+        self.figures[name] = plots.to_png(figure)
+
+
+def evaluate_run(
+    run: Path,
+    data_source: str | Path | ImageSet,
+    out: Path,
+    *,
+    seed: int = 0,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Measure the run in ``run`` on ``data_source`` and write the report; returns report.html.
+
+    ``out`` must be empty or missing unless ``force``; it is checked before any work and filled
+    only at the end (report.html last), so a failure never leaves a half-written report.
+    """
+    started = time.perf_counter()
+    log = _logger(progress, started)
+    run, out = Path(run), Path(out)
+    if out.exists() and not (force and out.is_dir()):
+        prepare_output(out)  # raises FileExistsError now for a file, or a non-empty folder unforced
+    clusterer = load(run, progress=progress)
+    data = _load_data(clusterer, data_source)
+    _check_enough_images(len(data), clusterer.n_components_)
+    log(f"evaluating {run} (K={clusterer.n_components_}) on {len(data):,} images")
+    results = _Results(metrics=_header(clusterer, data, data_source))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        inputs = _autoencoder(clusterer, data, seed, results, log)
+        # many small fits: 1 BLAS/OpenMP thread beats contended threads (50x on 2 busy cores)
+        with threadpool_limits(limits=1):
+            for step in (_mixture, _kmeans, _labels, _domains, _feature_space, _galleries):
+                step(inputs, results, log)
+    results.metrics["seconds"] = round(time.perf_counter() - started, 2)
+    html = render_report(
+        metrics=results.metrics, figures=results.figures, notes=results.notes, run=str(run), schema=schema()
+    )
+    _write(out, force, results, html)
+    log(f"report written to {out / REPORT}")
+    return out / REPORT
+
+
+def _logger(enabled: bool, started: float) -> Callable[[str], None]:
+    def log(message: str) -> None:
+        if enabled:
+            print(f"evaluate [{time.perf_counter() - started:6.1f} s] {message}", flush=True)
+
+    return log
+
+
+def _load_data(clusterer: ImageClusterer, source) -> ImageSet:
+    if isinstance(source, ImageSet):
+        model = clusterer.config_.model
+        return replace(source, images=conform_images(source.images, model.image_size, model.channels))
+    if not isinstance(source, str | Path):
+        raise TypeError(
+            f"expected the data as a path, a 'builtin:' name or an ImageSet, got {type(source).__name__}"
+        )
+    return load_for(clusterer, source)
+
+
+def _check_enough_images(n: int, k: int) -> None:
+    need = max(10, 2 * k)
+    if n < need:
+        raise ValueError(
+            f"evaluation needs at least {need} images for a K={k} mixture "
+            f"({N_SPLITS}-fold cross-validation refits it), got {n}"
+        )
+
+
+def _header(clusterer: ImageClusterer, data: ImageSet, source) -> dict:
+    name = (data.source or "an ImageSet") if isinstance(source, ImageSet) else str(source)
+    gmm = clusterer.mixture_.gmm_
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "data": name,
+        "n_images": len(data),
+        "skipped": len(data.skipped),
+        "k": int(gmm.n_components),
+        "covariance_type": str(gmm.covariance_type),
+        "n_features": int(gmm.means_.shape[1]),
+    }
+
+
+# -- the measurements, in the order of the report ------------------------------------------------
+
+
+def _autoencoder(clusterer: ImageClusterer, data: ImageSet, seed: int, results: _Results, log) -> _Inputs:
+    log("encoding and reconstructing the images")
+    images = data.images
+    latents = clusterer.transform(images)
+    reconstructions = clusterer.reconstruct(images)
+    quality = reconstruction_quality(images / 255.0, reconstructions)
+    results.metrics.update(reconstruction_mse=quality["mse"], psnr=quality["psnr"])
+    results.add("loss", plots.loss_history(clusterer.history_))
+    shown = np.unique(np.linspace(0, len(images) - 1, 10).astype(int))
+    grid = [list(images[shown]), list(reconstructions[shown])]
+    results.add("reconstructions", plots.image_mosaic(grid, row_labels=["original", "reconstruction"]))
+    results.add("encoded", _encoded_images(clusterer, images[np.linspace(0, len(images) - 1, 3).astype(int)]))
+    features = clusterer.mixture_.features(latents)
+    gmm = clusterer.mixture_.gmm_
+    return _Inputs(clusterer, data, features, gmm.predict_proba(features), gmm.score_samples(features), seed)
+
+
+@torch.inference_mode()
+def _encoded_images(clusterer: ImageClusterer, images: np.ndarray):
+    encoder = clusterer.autoencoder_.encoder.eval()
+    device = next(encoder.parameters()).device
+    maps = encoder.feature_maps(clusterer.normalizer_.to_tensor(images, device))
+    arrays = [m.float().cpu().numpy() for m in maps]
+    names = ["stem"] + [f"stage {i}" for i in range(1, len(arrays))]
+    return plots.feature_maps_grid(images, arrays, names)
+
+
+def _mixture(inputs: _Inputs, results: _Results, log) -> None:
+    log("measuring the mixture: log-likelihood, 5-fold CV, 10 seeds, BIC and AIC against K")
+    mixture = inputs.clusterer.mixture_
+    metrics = gmm_information(inputs.gmm, inputs.features)
+    metrics.update(mixture_refits(inputs.features, inputs.k, mixture.config, inputs.seed))
+    if len(mixture.bic_curve_) > 1:
+        ks = sorted(mixture.bic_curve_)
+        metrics["training_bic_curve"] = {"k": ks, "bic": [mixture.bic_curve_[c] for c in ks]}
+    results.metrics["gmm"] = metrics
+    results.add("information_criteria", plots.information_criteria(metrics["information_curve"], inputs.k))
+
+
+def _kmeans(inputs: _Inputs, results: _Results, log) -> None:
+    log("K-Means on the same features, as a likelihood model")
+    try:
+        results.metrics["kmeans"], inputs.kmeans_clusters = kmeans_likelihood(
+            inputs.features, inputs.k, inputs.seed
+        )
+    except ValueError as exc:
+        results.notes.append(
+            f"K-Means could not be read as a likelihood model ({exc}); its numbers are left out."
+        )
+        kmeans = KMeans(n_clusters=inputs.k, n_init=3, random_state=inputs.seed)
+        inputs.kmeans_clusters = kmeans.fit_predict(inputs.features)
+
+
+def _labels(inputs: _Inputs, results: _Results, log) -> None:
+    data = inputs.data
+    if not data.has_labels:
+        results.notes.append(
+            "The images have no labels: the agreement with labels (accuracy, NMI, ARI, purity, "
+            "contingency tables) and K-Means on pixels are left out."
+        )
+        return
+    log("agreement with the labels; K-Means on raw pixels")
+    pixels, n_fit = kmeans_pixels(data.images, inputs.k, inputs.seed)
+    if n_fit < len(data):
+        results.notes.append(f"K-Means on pixels was fitted on a random sample of {n_fit:,} images.")
+    present = np.unique(data.labels)
+    results.metrics["labels"] = {
+        "names": [str(data.label_names[i]) for i in present],
+        **label_agreement(data.labels, inputs.clusters),
+    }
+    results.metrics["kmeans_latent"] = label_agreement(data.labels, inputs.kmeans_clusters)
+    results.metrics["kmeans_pixels"] = {**label_agreement(data.labels, pixels), "n_fit": n_fit}
+    predictions = {
+        "Gaussian mixture": inputs.clusters,
+        "K-Means on the features": inputs.kmeans_clusters,
+        "K-Means on pixels": pixels,
+    }
+    results.add("contingency", plots.contingency_panels(data.labels, predictions, data.label_names))
+
+
+def _domains(inputs: _Inputs, results: _Results, log) -> None:
+    data, view = inputs.data, inputs.data.domain_view()
+    if view is None:
+        results.notes.append("The images have neither domains nor labels: the domain analysis is left out.")
+        return
+    codes, names, notes = select_domains(np.asarray(view[0]), view[1], inputs.k)
+    results.notes.extend(notes)
+    if not 2 <= len(names) <= MAX_DOMAINS:
+        results.notes.append(
+            f"The domain analysis needs 2 to {MAX_DOMAINS} domains with enough images, got {len(names)}; "
+            "it is left out."
+        )
+        return
+    log(f"domains {', '.join(names)}: a mixture per domain, KL, AUROC")
+    keep = codes >= 0
+    config = inputs.clusterer.mixture_.config
+    try:
+        analysis = analyse_domains(
+            inputs.features[keep], codes[keep], names, inputs.gmm, inputs.clusters[keep], config, inputs.seed
+        )
+    except ValueError as exc:  # e.g. a domain whose features are too degenerate for its own mixture
+        results.notes.append(f"The domain analysis failed and is left out: {exc}")
+        return
+    source = "domains" if data.domains is not None and data.domain_names is not None else "labels"
+    results.metrics["domains"] = {"source": source, **analysis.metrics}
+    for name, figure in domain_figures(analysis, names).items():
+        results.add(name, figure)
+
+
+def _feature_space(inputs: _Inputs, results: _Results, log) -> None:
+    x, clusters, data = inputs.features, inputs.clusters, inputs.data
+    padded = np.pad(x, ((0, 0), (0, max(0, 2 - x.shape[1]))))  # PCA to 2-D needs 2 features
+    pca = PCA(n_components=2, random_state=inputs.seed).fit(padded)
+    means = np.pad(inputs.gmm.means_, ((0, 0), (0, padded.shape[1] - x.shape[1])))
+    sample = np.arange(len(x))
+    if len(x) > TSNE_LIMIT:
+        sample = np.sort(np.random.default_rng(inputs.seed).choice(len(x), TSNE_LIMIT, replace=False))
+        results.notes.append(f"t-SNE embeds a random sample of {TSNE_LIMIT:,} of the {len(x):,} images.")
+    log(f"t-SNE of {len(sample):,} feature vectors")
+    perplexity = min(30.0, (len(sample) - 1) / 3.0)
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=inputs.seed)
+    embedded = tsne.fit_transform(x[sample])
+    centroids = np.full((inputs.k, 2), np.nan)
+    for c in np.unique(clusters[sample]):
+        centroids[c] = embedded[clusters[sample] == c].mean(axis=0)
+    views = {"pca": (pca.transform(padded), pca.transform(means), np.arange(len(x)), "PCA")}
+    views["tsne"] = (embedded, centroids, sample, "t-SNE")
+    for name, (points, centers, index, method) in views.items():
+        labels = (data.labels[index], data.label_names) if data.has_labels else None
+        figure = plots.feature_views(points, clusters[index], inputs.k, centers, labels, method=method)
+        results.add(name, figure)
+
+
+def _galleries(inputs: _Inputs, results: _Results, log) -> None:
+    log("cluster galleries and writing the report")
+    clusters = inputs.clusters
+    picked = inputs.proba[np.arange(len(clusters)), clusters]
+    typicality = np.log(np.maximum(picked, 1e-300)) + inputs.loglik  # log p(x, cluster of x)
+    figure = plots.cluster_galleries(inputs.data.images, clusters, typicality, inputs.k)
+    results.add("galleries", figure)
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+
+def _jsonable(value):
+    """Plain JSON values: numpy scalars and arrays converted, non-finite floats as null."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _write(out: Path, force: bool, results: _Results, html: str) -> None:
+    prepare_output(out, force=force)
+    for name, png in results.figures.items():
+        write_atomic(out / FIGURES / f"{name}.png", png)
+    write_json(out / METRICS, _jsonable(results.metrics))
+    write_atomic(out / REPORT, html.encode("utf-8"))

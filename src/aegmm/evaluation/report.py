@@ -1,0 +1,396 @@
+"""The evaluation report: one self-contained HTML page (inline CSS, figures as base64 PNG data
+URIs, no script, no network), laid out from the metrics and figures ``evaluate`` computed.
+
+Every string that comes from the user (paths, label and domain names, notes) is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from collections.abc import Mapping, Sequence
+from html import escape
+
+from aegmm.evaluation.domains import MAX_DOMAINS
+from aegmm.evaluation.metrics import KMEANS_FORMULAS
+
+CSS = """
+body{margin:0;background:#eef0f3;color:#1d232b;font:15px/1.5 system-ui,-apple-system,"Segoe UI",
+Roboto,Helvetica,Arial,sans-serif}
+main{box-sizing:border-box;max-width:1100px;margin:0 auto;padding:20px 32px 48px;background:#fff;
+min-height:100vh}
+h1{font-size:1.6em;margin:.3em 0}
+h2{font-size:1.3em;margin-top:2em;border-bottom:2px solid #dfe3e8;padding-bottom:.2em}
+h3{font-size:1.05em;margin-top:1.4em}
+.meta{color:#555;font-size:.9em;overflow-wrap:anywhere}
+nav{font-size:.9em;margin:.6em 0 1em}nav a{margin-right:1em;white-space:nowrap}
+img{display:block;max-width:100%;height:auto;margin:0 auto}
+figure{margin:1.2em 0}figcaption{font-size:.9em;color:#444;margin-top:.4em}
+.scroll{max-width:100%;overflow-x:auto}
+table{border-collapse:collapse;font-size:.9em;margin:.5em 0}
+th,td{border:1px solid #d5dae0;padding:4px 9px;text-align:left;vertical-align:top;
+overflow-wrap:anywhere}
+th{background:#f1f3f6;overflow-wrap:normal}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.note{background:#fff7df;border-left:4px solid #e9b100;padding:6px 12px;margin:.6em 0}
+pre{background:#f5f7f9;padding:10px 12px;overflow-x:auto;font-size:.85em}
+code{font-size:.92em}
+"""
+
+CAPTIONS = {
+    "loss": (
+        "Autoencoder loss",
+        "Mean squared error on normalised pixels per epoch for training and validation images; a "
+        "validation curve above a still-falling training curve means over-fitting.",
+    ),
+    "reconstructions": (
+        "Reconstructions",
+        "Each original (top row) above its reconstruction by the autoencoder; what is lost here is "
+        "invisible to the mixture.",
+    ),
+    "encoded": (
+        "Encoded images",
+        "Each original beside the two most active channels of the stem and of each ResNet stage, "
+        "from fine detail (left) to coarse, abstract maps (right).",
+    ),
+    "information_criteria": (
+        "BIC and AIC against K",
+        "Mixtures refitted on these images with K components; the lowest point of each curve is "
+        "the K that criterion prefers, the dashed line the model's K.",
+    ),
+    "contingency": (
+        "Clusters against labels",
+        "Each cell counts the images of one cluster (row) with one label (column); one dark cell "
+        "per row means clusters that follow the labels.",
+    ),
+    "domain_loglik": (
+        "Log-likelihood by domain",
+        "Histograms of each domain's images' log-likelihoods under the main mixture and under "
+        "mixtures fitted on one domain; separated histograms mean the domains are distinguishable.",
+    ),
+    "kl_log_ratios": (
+        "Monte Carlo KL samples",
+        "Per-sample log p(x) - log q(x) for points drawn from P; its mean (dashed) is the KL "
+        "estimate, and a wide spread means a large standard error.",
+    ),
+    "domain_shares": (
+        "Clusters by domain",
+        "The share of each domain in each cluster; bars of a single colour are clusters that hold "
+        "one domain only.",
+    ),
+    "roc": (
+        "ROC curves",
+        "True against false positive rate of the negative log-likelihood as a detector of the "
+        "positive class; the further above the diagonal, the better.",
+    ),
+    "pca": (
+        "PCA of the features",
+        "The features projected on their first two principal components, coloured by cluster "
+        "(stars: mixture means) and by label; overlap here can still be separated in more dimensions.",
+    ),
+    "tsne": (
+        "t-SNE of the features",
+        "A t-SNE map of the features (stars: centroids of each cluster's points); it keeps "
+        "neighbourhoods, not distances, so only read which points group together.",
+    ),
+    "galleries": (
+        "Cluster galleries",
+        "Per cluster (with its size), the 8 images with the highest log p(image, cluster) and, "
+        "after a gap, the 3 with the lowest; the left part shows what the cluster stands for.",
+    ),
+}
+
+
+def _get(metrics: Mapping, key: str):
+    value = metrics
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool | str):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, Sequence):
+        return ", ".join(_fmt(v) for v in value)
+    if abs(value) >= 100:
+        return f"{value:,.1f}"
+    return f"{value:.4f}" if abs(value) >= 0.01 or value == 0 else f"{value:.3g}"
+
+
+NUM = ' class="num"'
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """An escaped table in a horizontally scrollable box; all-number columns align right."""
+
+    def is_number(value) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    numeric = [all(is_number(row[j]) for row in rows if j < len(row)) for j in range(len(headers))]
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = [f"<td{NUM if numeric[j] else ''}>{escape(_fmt(c))}</td>" for j, c in enumerate(row)]
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<div class="scroll"><table><tr>{head}</tr>{"".join(body)}</table></div>'
+
+
+def _figure(figures: Mapping[str, bytes], name: str) -> str:
+    if name not in figures:
+        return ""
+    title, sentence = CAPTIONS[name]
+    data = base64.b64encode(figures[name]).decode("ascii")
+    return (
+        f'<figure id="fig-{name}"><img src="data:image/png;base64,{data}" alt="{escape(title)}">'
+        f"<figcaption><b>{escape(title)}.</b> {escape(sentence)}</figcaption></figure>"
+    )
+
+
+def _p(text: str) -> str:
+    return f"<p>{escape(text)}</p>"
+
+
+# -- sections ------------------------------------------------------------------------------------
+
+
+def _values(m: Mapping, *keys: str, unit: str = "") -> str:
+    return " / ".join(_fmt(_get(m, key)) for key in keys) + unit
+
+
+def _summary(m: Mapping) -> str:
+    rows = [
+        ["Images evaluated", _values(m, "n_images"), f"from {m['data']}"],
+        ["Clusters K", _values(m, "k"),
+         f"{m['covariance_type']} covariances on {m['n_features']}-D features"],
+        ["Reconstruction MSE / PSNR", _values(m, "reconstruction_mse", "psnr", unit=" dB"),
+         "pixels in [0, 1]; lower MSE and higher PSNR are better"],
+        ["Held-out log-likelihood per image: GMM / K-Means",
+         _values(m, "gmm.cv_loglik_mean", "kmeans.cv_loglik_mean"),
+         "5-fold cross-validation, same K and features; higher is better"],
+        ["BIC: GMM (saved) / K-Means", _values(m, "gmm.bic", "kmeans.bic"), "lower is better"],
+    ]  # fmt: skip
+    if "labels" in m:
+        rows.append(["Labels: accuracy / NMI / ARI / purity",
+                     _values(m, "labels.acc", "labels.nmi", "labels.ari", "labels.purity"),
+                     "Hungarian-matched; 1 = clusters equal the labels"])  # fmt: skip
+        rows.append(["Accuracy of K-Means: features / pixels",
+                     _values(m, "kmeans_latent.acc", "kmeans_pixels.acc"),
+                     "baselines for the accuracy above"])  # fmt: skip
+    if "domains" in m:
+        rows += _summary_domains(m["domains"])
+    return '<h2 id="summary">Summary</h2>' + _table(["Measure", "Value", "How to read it"], rows)
+
+
+def _summary_domains(d: Mapping) -> list[list[str]]:
+    rows = [
+        ["AUROC, NLL under the main mixture", _fmt(d["auroc_nll"]),
+         f"no labels used to fit; positive class {d['positive']}; 0.5 = chance"],
+        ["AUROC, NLL under a mixture of one domain", _fmt(d["auroc_one_class"]),
+         f"fitted on half of the {d['one_class']['fit_domain']} images only"],
+    ]  # fmt: skip
+    if len(d["names"]) == 2:
+        (a, b), kl, se = d["names"], d["kl"], d["kl_stderr"]
+        text = f"KL({a} || {b}) = {_fmt(kl[0][1])} ± {_fmt(se[0][1])}; "
+        text += f"KL({b} || {a}) = {_fmt(kl[1][0])} ± {_fmt(se[1][0])}"
+        rows.append(["KL between the domain mixtures", text, "nats; 0 = identical mixtures"])
+    return rows
+
+
+def _autoencoder(m: Mapping, figures: Mapping) -> str:
+    rows = [["Reconstruction MSE (pixels in [0, 1])", m["reconstruction_mse"]], ["PSNR (dB)", m["psnr"]]]
+    return (
+        '<h2 id="autoencoder">Autoencoder</h2>'
+        + _table(["Measure", "Value"], rows)
+        + "".join(_figure(figures, name) for name in ("loss", "reconstructions", "encoded"))
+    )
+
+
+def _mixture(m: Mapping, figures: Mapping) -> str:
+    g = m["gmm"]
+    rows = [
+        ["Log-likelihood (total / per image)", _values(g, "log_likelihood", "mean_log_likelihood")],
+        ["BIC / AIC", _values(g, "bic", "aic")],
+        ["Free parameters", g["n_parameters"]],
+        ["5-fold held-out log-likelihood per image, by fold", g["cv_loglik"]],
+        ["  mean over the folds", g["cv_loglik_mean"]],
+        ["BIC over 10 seeds (refitted, n_init=1): mean ± std",
+         _values(g, "bic_seeds.mean", "bic_seeds.std").replace(" / ", " ± ")],
+    ]  # fmt: skip
+    text = (
+        "The saved mixture scores the features of these images as it is (it was fitted on the "
+        "training images). Cross-validation and the seeds refit a mixture with the same K, "
+        "covariance type and reg_covar on these features."
+    )
+    html = '<h2 id="mixture">Mixture fit</h2>' + _p(text) + _table(["Measure", "Value"], rows)
+    if "training_bic_curve" in g:
+        curve = g["training_bic_curve"]
+        html += _p("K was chosen by the lowest BIC on the training images:")
+        html += _table(["K", *map(str, curve["k"])], [["BIC", *curve["bic"]]])
+    return html + _figure(figures, "information_criteria")
+
+
+def _kmeans(m: Mapping) -> str:
+    g, k = m["gmm"], m.get("kmeans")
+    rows = [
+        ["GMM, saved (fitted on the training images)", g["log_likelihood"], g["mean_log_likelihood"],
+         g["aic"], g["bic"], g["n_parameters"], g["cv_loglik_mean"]],
+        ["GMM, refitted on these images", g["refit"]["log_likelihood"],
+         g["refit"]["log_likelihood"] / m["n_images"], g["refit"]["aic"], g["refit"]["bic"],
+         g["n_parameters"], g["cv_loglik_mean"]],
+    ]  # fmt: skip
+    if k:
+        keys = ("log_likelihood", "mean_log_likelihood", "aic", "bic", "n_parameters", "cv_loglik_mean")
+        rows.append(["K-Means as a likelihood model (fitted on these images)", *(k[key] for key in keys)])
+    folds = [["GMM", *g["cv_loglik"]]] + ([["K-Means", *k["cv_loglik"]]] if k else [])
+    headers = [
+        "Model",
+        "Log-likelihood",
+        "per image",
+        "AIC",
+        "BIC",
+        "Parameters",
+        "Held-out per image (5-fold)",
+    ]
+    text = (
+        f"K-Means with the same K ({m['k']}) on the same features, read as a Gaussian model with "
+        "hard assignments and one shared spherical variance. The fair comparison is the held-out "
+        "column: every model is refitted on 4/5 of the images and scored on the rest (the same "
+        "folds for both). The two refitted rows are fitted on these very images."
+    )
+    return (
+        '<h2 id="kmeans">K-Means compared</h2>'
+        + _p(text)
+        + _table(headers, rows)
+        + _table(["Held-out log-likelihood per image, fold", *map(str, range(1, 6))], folds)
+        + f"<h3>Formulas</h3><pre>{escape(KMEANS_FORMULAS)}</pre>"
+    )
+
+
+def _labels(m: Mapping, figures: Mapping) -> str:
+    html = '<h2 id="labels">Agreement with labels</h2>'
+    if "labels" not in m:
+        return html + '<p class="note">The images have no labels, so this section is left out.</p>'
+    keys = ("acc", "nmi", "ari", "purity")
+    rows = [
+        ["Gaussian mixture", *(m["labels"][key] for key in keys)],
+        ["K-Means on the features", *(m["kmeans_latent"][key] for key in keys)],
+        ["K-Means on raw pixels", *(m["kmeans_pixels"][key] for key in keys)],
+    ]
+    text = f"Labels: {', '.join(m['labels']['names'])}. All three use the same K ({m['k']}); "
+    text += "labels are used only to score, never to fit."
+    return (
+        html
+        + _p(text)
+        + _table(["Clustering", "Accuracy", "NMI", "ARI", "Purity"], rows)
+        + _figure(figures, "contingency")
+    )
+
+
+def _domains(m: Mapping, figures: Mapping) -> str:
+    html = '<h2 id="domains">Domains</h2>'
+    if "domains" not in m:
+        return html + (
+            f'<p class="note">No analysis: the images need 2 to {MAX_DOMAINS} domains (or labels) '
+            "with enough images each.</p>"
+        )
+    d = m["domains"]
+    names, first = d["names"], d["names"][0]
+    origin = "explicit domains of the images" if d["source"] == "domains" else "the labels, used as domains"
+    html += _p(f"Domains: {', '.join(names)} ({origin}); images: {_fmt(d['counts'])}.")
+    use = [
+        ["Per-domain mixtures: BIC, AIC, KL", "yes: each is fitted on one domain's images", "-"],
+        ["AUROC, NLL under the main mixture", "no: the model never saw a domain label", "yes"],
+        ["AUROC, NLL under a mixture of one domain",
+         f"partly: fitted on half of the {first} images, known to be {first}", "yes"],
+        ["Cluster shares by domain", "no: the main model's clusters", "yes"],
+    ]  # fmt: skip
+    html += "<h3>Which numbers used labels</h3>" + _table(
+        ["Numbers", "Labels used to fit?", "To score?"], use
+    )
+    rows = [[n, c, b, a] for n, c, b, a in zip(names, d["counts"], d["bic"], d["aic"])]
+    html += "<h3>A mixture per domain</h3>" + _table(["Domain", "Images", "BIC", "AIC"], rows)
+    kl = [
+        [p, *(f"{_fmt(v)} ± {_fmt(s)}" for v, s in zip(row, se))]
+        for p, row, se in zip(names, d["kl"], d["kl_stderr"])
+    ]
+    html += "<h3>KL divergence between the domain mixtures</h3>" + _p(
+        f"KL(P || Q) in nats, row P, column Q, ± standard error; Monte Carlo with {d['kl_n_samples']:,} "
+        "samples drawn from P. KL is not symmetric: read both directions."
+    )
+    html += (
+        _table(["P \\ Q", *names], kl) + _figure(figures, "kl_log_ratios") + _figure(figures, "domain_loglik")
+    )
+    return html + _detection(d, figures)
+
+
+def _detection(d: Mapping, figures: Mapping) -> str:
+    names, first, oc = d["names"], d["names"][0], d["one_class"]
+    html = "<h3>Telling the domains apart without labels</h3>" + _table(
+        ["Detector", "AUROC", "Fitted on", "Scored on"],
+        [["NLL under the main mixture", d["auroc_nll"], "the training images, no labels",
+          f"{sum(d['counts']):,} images"],
+         [f"NLL under a mixture of {first}", d["auroc_one_class"], f"{oc['n_fit']:,} {first} images",
+          f"{oc['n_scored']:,} held-out images"]],
+    )  # fmt: skip
+    direction = (
+        f"Score: the negative log-likelihood (higher = more unusual). Positive class: {d['positive']}"
+        + (" (one-vs-rest for the first domain)" if len(names) > 2 else "")
+        + f". AUROC above 0.5: {d['positive']} images look less likely than {first} images; below 0.5: "
+        "more likely. Reported as computed, not flipped."
+    )
+    return html + _p(direction) + _figure(figures, "roc") + _figure(figures, "domain_shares")
+
+
+def _schema(schema: Sequence[tuple[str, str]], version) -> str:
+    text = (
+        f"metrics.json, schema_version {version}. Nested keys are nested objects; [labels] keys exist "
+        "only with labels, [domains] keys only with two or more domains, [auto K] only when K was "
+        "chosen by BIC."
+    )
+    return (
+        '<h2 id="schema">Schema</h2>' + _p(text) + _table(["Key", "Meaning"], [list(row) for row in schema])
+    )
+
+
+def render_report(
+    *,
+    metrics: Mapping,
+    figures: Mapping[str, bytes],
+    notes: Sequence[str],
+    run: str,
+    schema: Sequence[tuple[str, str]],
+) -> str:
+    """The whole HTML page as a string."""
+    m = metrics
+    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    meta = f"Run {run} · data {m['data']} · {m['n_images']:,} images · {m.get('seconds', 0):.0f} s · {when}"
+    toc = [("summary", "Summary"), ("autoencoder", "Autoencoder"), ("mixture", "Mixture fit"),
+           ("kmeans", "K-Means"), ("labels", "Labels"), ("domains", "Domains"),
+           ("pictures", "Feature space"), ("galleries", "Galleries"), ("schema", "Schema")]  # fmt: skip
+    nav = "".join(f'<a href="#{anchor}">{escape(title)}</a>' for anchor, title in toc)
+    notes_html = "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
+    body = [
+        f'<h1>aegmm evaluation report</h1><p class="meta">{escape(meta)}</p><nav>{nav}</nav>',
+        _summary(m),
+        notes_html,
+        _autoencoder(m, figures),
+        _mixture(m, figures),
+        _kmeans(m),
+        _labels(m, figures),
+        _domains(m, figures),
+        '<h2 id="pictures">Feature space</h2>' + _figure(figures, "pca") + _figure(figures, "tsne"),
+        '<h2 id="galleries">Cluster galleries</h2>' + _figure(figures, "galleries"),
+        _schema(schema, m["schema_version"]),
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>aegmm evaluation: {escape(str(m['data']))}</title><style>{CSS}</style></head>"
+        f"<body><main>{''.join(body)}</main></body></html>\n"
+    )

@@ -1,0 +1,116 @@
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aegmm.cli import build_parser, main
+from conftest import two_group_images
+
+TINY_ARGS = [
+    "--image-size",
+    "16",
+    "--width",
+    "0.125",
+    "--latent-dim",
+    "8",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--clusters",
+    "2",
+    "--reduced-dim",
+    "4",
+    "--quiet",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    images, labels = two_group_images(40)
+    np.savez(root / "train.npz", images=images, labels=labels)
+    assert main(["fit", str(root / "train.npz"), "--out", str(root / "run"), *TINY_ARGS]) == 0
+    return root / "run"
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_fit_writes_model_files_and_assignments(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.json", "autoencoder.safetensors", "mixture.safetensors", "assignments.csv"} <= names
+    rows = _rows(run_dir / "assignments.csv")
+    assert len(rows) == 40
+    assert list(rows[0]) == ["path", "cluster", "probability", "log_likelihood", "skipped"]
+    assert {r["cluster"] for r in rows} <= {"0", "1"}
+
+
+def test_assign_writes_a_row_per_image_and_the_reason_for_skipped_ones(run_dir, tmp_path, capsys):
+    folder = tmp_path / "new"
+    folder.mkdir()
+    images, _ = two_group_images(6, seed=5)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"ñew {i}.png")
+    (folder / "broken.jpg").write_bytes(b"not really a jpeg")
+    out = tmp_path / "assigned.csv"
+    assert main(["assign", str(run_dir), str(folder), "--out", str(out), "--quiet"]) == 0
+    rows = _rows(out)
+    assert len(rows) == 7
+    broken = [r for r in rows if r["path"] == "broken.jpg"][0]
+    assert broken["cluster"] == "" and "not a readable image" in broken["skipped"]
+    assert "skipped 1 file" in capsys.readouterr().err
+
+
+def test_assign_matches_fit_assignments_for_the_training_images(run_dir, tmp_path):
+    out = tmp_path / "again.csv"
+    assert (
+        main(["assign", str(run_dir), str(run_dir.parent / "train.npz"), "--out", str(out), "--quiet"]) == 0
+    )
+    again = [r["cluster"] for r in _rows(out)]
+    assert again == [r["cluster"] for r in _rows(run_dir / "assignments.csv")]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "missing_dir", "--out", "OUT"], "input not found: missing_dir"),
+        (
+            ["fit", "builtin:digits", "--out", "OUT", "--image-size", "12"],
+            "image_size must be a positive multiple of 8",
+        ),
+        (["assign", "nowhere", "builtin:digits", "--out", "x.csv"], "nowhere is not an aegmm run"),
+        (["fit", "builtin:digits", "--out", "OUT", "--lr", "-1"], "lr must be > 0, got -1.0"),
+    ],
+)
+def test_errors_are_one_readable_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("aegmm: error: ") and message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "OUT").exists()
+
+
+def test_existing_run_is_not_overwritten_without_force(run_dir, capsys):
+    assert main(["fit", "builtin:digits", "--out", str(run_dir), "--quiet"]) == 2
+    assert "use --resume to continue it or --force to replace it" in capsys.readouterr().err
+
+
+def test_bad_cluster_count_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "builtin:digits", "--out", "x", "--clusters", "many"])
+    assert exit_info.value.code == 2
+    assert "expected a number of clusters or 'auto', got 'many'" in capsys.readouterr().err
+
+
+def test_every_option_of_every_verb_is_described():
+    parser = build_parser()
+    verbs = parser._subparsers._group_actions[0].choices
+    assert set(verbs) == {"fit", "assign", "evaluate", "demo"}
+    for name, verb in verbs.items():
+        for action in verb._actions:
+            assert action.help, f"aegmm {name} {action.dest} has no help text"

@@ -1,0 +1,214 @@
+"""Tests of `aegmm evaluate` (aegmm.evaluation.evaluate) and the assignment gallery."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from threadpoolctl import threadpool_limits
+
+from aegmm import ImageClusterer, ImageSet, load, load_images
+from aegmm.evaluation import evaluate as evaluate_module
+from aegmm.evaluation.evaluate import evaluate_run, schema
+from aegmm.evaluation.plots import assignment_gallery, loss_history, new_axes
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+EVIL = '<b class="x">zero</b>'  # a label name that must be escaped in the report
+
+REQUIRED = [
+    "schema_version",
+    "n_images",
+    "reconstruction_mse",
+    "psnr",
+    "gmm.log_likelihood",
+    "gmm.bic",
+    "gmm.aic",
+    "gmm.cv_loglik",
+    "gmm.bic_seeds.mean",
+    "gmm.bic_seeds.std",
+    "kmeans.bic",
+    "kmeans.aic",
+    "kmeans.cv_loglik",
+]
+LABEL_KEYS = [
+    "labels.acc",
+    "labels.nmi",
+    "labels.ari",
+    "labels.purity",
+    "kmeans_latent.acc",
+    "kmeans_pixels.acc",
+]
+DOMAIN_KEYS = ["domains.names", "domains.kl", "domains.auroc_nll", "domains.auroc_one_class"]
+
+
+def _get(metrics: dict, key: str):
+    for part in key.split("."):
+        metrics = metrics[part]
+    return metrics
+
+
+def _leaves(metrics: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in metrics.items():
+        path = f"{prefix}{key}"
+        keys |= _leaves(value, f"{path}.") if isinstance(value, dict) else {path}
+    return keys
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run far faster on one thread than on threads contending for 2 busy cores."""
+    with threadpool_limits(limits=1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def digits() -> ImageSet:
+    """240 8x8 digits from both domains (real, simulated), labels 0-9, one label name needing escaping."""
+    data = load_images("builtin:digits+simulated", image_size=8)
+    index = np.sort(np.random.default_rng(0).choice(len(data), 240, replace=False))
+    subset = data.subset(index)
+    subset.label_names = [EVIL, *subset.label_names[1:]]
+    subset.source = 'digits <&> "subset"'
+    return subset
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, digits) -> Path:
+    clusterer = ImageClusterer(
+        image_size=8, width=0.125, latent_dim=8, epochs=1, n_components=3, progress=False
+    ).fit(digits)
+    return clusterer.save(tmp_path_factory.mktemp("run") / "run")
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, run_dir, digits) -> tuple[Path, dict, str]:
+    out = tmp_path_factory.mktemp("evaluation") / "out"
+    report = evaluate_run(run_dir, digits, out, progress=False)
+    assert report == out / "report.html"
+    return out, json.loads((out / "metrics.json").read_text()), report.read_text()
+
+
+def test_metrics_json_has_every_key_with_finite_numbers(evaluated, digits):
+    _, metrics, _ = evaluated
+    for key in REQUIRED + LABEL_KEYS + DOMAIN_KEYS:
+        value = _get(metrics, key)
+        if key != "domains.names":
+            assert np.all(np.isfinite(np.asarray(value, dtype=float))), key
+    assert metrics["n_images"] == len(digits)
+    assert len(metrics["gmm"]["cv_loglik"]) == 5 and len(metrics["kmeans"]["cv_loglik"]) == 5
+    assert metrics["domains"]["names"] == ["real", "simulated"]
+    assert metrics["domains"]["source"] == "domains"
+    for key in ("kl", "kl_stderr"):
+        matrix = np.asarray(metrics["domains"][key])
+        assert matrix.shape == (2, 2) and np.all(np.diag(matrix) == 0.0)
+    assert np.all(np.asarray(metrics["domains"]["kl"])[~np.eye(2, dtype=bool)] > 0)
+    assert 0.0 <= metrics["domains"]["auroc_nll"] <= 1.0
+    assert metrics["domains"]["positive"] == "simulated"
+
+
+def test_metrics_keys_are_the_documented_schema(evaluated):
+    out, metrics, html = evaluated
+    documented = {key for key, _ in schema()}
+    assert _leaves(metrics) <= documented
+    assert set(REQUIRED + LABEL_KEYS + DOMAIN_KEYS) <= documented
+    assert 'id="schema"' in html and all(f"<td>{key}</td>" in html for key in documented)
+
+
+def test_gmm_bic_equals_sklearn_on_the_model_features(evaluated, run_dir, digits):
+    _, metrics, _ = evaluated
+    clusterer = load(run_dir, progress=False)
+    features = clusterer.mixture_.features(clusterer.transform(digits.images))
+    assert metrics["gmm"]["bic"] == pytest.approx(clusterer.mixture_.gmm_.bic(features), rel=1e-9)
+    assert metrics["gmm"]["aic"] == pytest.approx(clusterer.mixture_.gmm_.aic(features), rel=1e-9)
+
+
+def test_figures_are_pngs_embedded_in_a_self_contained_report(evaluated):
+    out, _, html = evaluated
+    figures = sorted((out / "figures").glob("*.png"))
+    names = {f.stem for f in figures}
+    assert {"loss", "reconstructions", "encoded", "information_criteria", "contingency"} <= names
+    assert {"domain_loglik", "kl_log_ratios", "domain_shares", "roc", "pca", "tsne", "galleries"} <= names
+    for figure in figures:
+        png = figure.read_bytes()
+        assert png.startswith(PNG_MAGIC)
+        assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in html
+    assert html.count("<img ") == len(figures)
+    assert re.search(r"https?:", html) is None
+    assert "<script" not in html and "<link" not in html
+    assert "<b>zero</b>" not in html and "&lt;b class=&quot;x&quot;&gt;zero&lt;/b&gt;" in html
+    assert "digits &lt;&amp;&gt; &quot;subset&quot;" in html
+
+
+def test_report_notes_and_tables_without_labels(tmp_path, run_dir, digits):
+    npz = tmp_path / "images.npz"
+    np.savez(npz, images=digits.images[:40])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("replaced with --force")
+    evaluate_run(run_dir, npz, out, force=True, progress=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    html = (out / "report.html").read_text()
+    assert not {"labels", "kmeans_latent", "kmeans_pixels", "domains"} & set(metrics)
+    assert metrics["n_images"] == 40 and len(metrics["gmm"]["cv_loglik"]) == 5
+    assert "The images have no labels" in html and "neither domains nor labels" in html
+    assert not (out / "old.txt").exists()
+    assert not (out / "figures" / "contingency.png").exists()
+    assert not (out / "figures" / "domain_shares.png").exists()
+    assert html.count("<img ") == len(list((out / "figures").glob("*.png")))
+
+
+def test_refuses_a_non_empty_output_folder_without_force(tmp_path, run_dir, digits):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        evaluate_run(run_dir, digits, out, progress=False)
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_failure_leaves_no_report(tmp_path, run_dir, digits, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(evaluate_module, "write_json", broken)  # fails after the figures are written
+    with pytest.raises(RuntimeError, match="disk full"):
+        evaluate_run(run_dir, digits.subset(np.arange(40)), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "report.html").exists()
+
+
+def test_rejects_too_few_images_and_unknown_data(tmp_path, run_dir, digits):
+    with pytest.raises(ValueError, match=r"at least 10 images for a K=3 mixture .* got 5"):
+        evaluate_run(run_dir, digits.subset(np.arange(5)), tmp_path / "a", progress=False)
+    with pytest.raises(TypeError, match="expected the data as a path.*got list"):
+        evaluate_run(run_dir, [1, 2], tmp_path / "b", progress=False)
+
+
+def test_assignment_gallery_writes_a_capped_png(tmp_path, run_dir, digits):
+    clusterer = load(run_dir, progress=False)
+    table = clusterer.assign(digits)
+    path = tmp_path / "gallery.png"
+    figure = assignment_gallery(digits, table, path)
+    assert isinstance(figure, Figure)
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    assert "the first 100 of 240" in figure.axes[0].get_title()
+    captions = [t.get_text() for t in figure.axes[0].texts]
+    assert len(captions) == 100 and captions[0].startswith(f"cluster {table.cluster[0]} (")
+    small = digits.subset(np.arange(7))
+    title = assignment_gallery(small, clusterer.assign(small)).axes[0].get_title()
+    assert "first" not in title and title.startswith("7 images")
+    with pytest.raises(ValueError, match=r"one assignment per image \(7\), got 240"):
+        assignment_gallery(small, table)
+
+
+def test_plot_functions_draw_on_a_given_axes():
+    fig, ax = new_axes()
+    history = [{"epoch": 1, "train_loss": 1.0, "val_loss": math.nan}, {"epoch": 2, "train_loss": 0.5}]
+    assert loss_history(history, ax=ax) is fig
+    assert [line.get_label() for line in ax.get_lines()] == ["training"]

@@ -1,0 +1,56 @@
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from aegmm.config import ModelConfig
+from aegmm.nn import AutoEncoder
+
+
+@pytest.mark.parametrize(
+    ("stem", "size", "channels"),
+    [("small", 8, 1), ("small", 16, 3), ("small", 32, 3), ("standard", 32, 3), ("standard", 64, 1)],
+)
+def test_shapes_through_encoder_and_decoder(stem, size, channels):
+    config = ModelConfig(image_size=size, channels=channels, latent_dim=6, stem=stem, width=0.125)
+    model = AutoEncoder(config).eval()
+    x = torch.randn(3, channels, size, size)
+    with torch.no_grad():
+        output, z = model(x)
+        maps = model.encoder.feature_maps(x)
+    assert z.shape == (3, 6)
+    assert output.shape == x.shape
+    factor = 8 if stem == "small" else 32
+    assert maps[-1].shape[-1] == size // factor
+    assert len(maps) == 5  # stem + four ResNet stages
+
+
+def test_full_width_encoder_is_torchvisions_resnet18_trunk():
+    encoder = AutoEncoder(ModelConfig(image_size=64, stem="standard", width=1.0)).encoder
+    reference = resnet18(weights=None)
+    ours = [tuple(p.shape) for p in encoder.stages.parameters()]
+    theirs = [tuple(p.shape) for name, p in reference.named_parameters() if name.startswith("layer")]
+    assert ours == theirs
+    assert encoder.stem[0].kernel_size == (7, 7)
+    assert isinstance(encoder.stem[3], torch.nn.MaxPool2d)
+
+
+def test_width_narrows_the_network():
+    def size(width):
+        return sum(p.numel() for p in AutoEncoder(ModelConfig(width=width)).parameters())
+
+    assert size(0.25) < size(0.5) / 3 < size(1.0) / 9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"image_size": 20}, "image_size must be a positive multiple of 8 for the 'small' stem, got 20"),
+        ({"image_size": 16, "stem": "standard"}, "multiple of 32 for the 'standard' stem"),
+        ({"stem": "big"}, "stem must be 'small' or 'standard'"),
+        ({"channels": 2}, "channels must be 1 or 3"),
+        ({"width": 0}, "width must be in"),
+    ],
+)
+def test_invalid_model_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ModelConfig(**kwargs)

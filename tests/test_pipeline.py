@@ -1,0 +1,129 @@
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+import aegmm
+from aegmm import ImageClusterer
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    from conftest import two_group_images
+
+    images, labels = two_group_images(64)
+    return ImageClusterer(**TINY).fit(images), images, labels
+
+
+def test_fit_predict_shapes_and_contracts(fitted):
+    clusterer, images, labels = fitted
+    proba = clusterer.predict_proba(images)
+    assert proba.shape == (64, 2) and np.allclose(proba.sum(axis=1), 1)
+    assert np.array_equal(clusterer.predict(images), clusterer.labels_)
+    assert np.array_equal(proba.argmax(axis=1), clusterer.labels_)
+    assert clusterer.transform(images).shape == (64, 8)
+    assert np.isfinite(clusterer.score_samples(images)).all()
+    recon = clusterer.reconstruct(images[:5])
+    assert recon.shape == (5, 16, 16, 3) and recon.min() >= 0 and recon.max() <= 1
+    assert clusterer.n_components_ == 2
+
+
+def test_fit_predict_equals_fit_then_predict(fitted):
+    _, images, _ = fitted
+    first = ImageClusterer(**TINY).fit_predict(images)
+    second = ImageClusterer(**TINY).fit(images).predict(images)
+    assert np.array_equal(first, second)
+
+
+def test_two_obvious_groups_are_found(fitted):
+    from aegmm.evaluation.metrics import cluster_accuracy
+
+    clusterer, _, labels = fitted
+    assert cluster_accuracy(labels, clusterer.labels_) >= 0.9
+
+
+def test_predictions_after_load_equal_those_before_saving(fitted, tmp_path):
+    clusterer, images, _ = fitted
+    clusterer.save(tmp_path / "run")
+    loaded = aegmm.load(tmp_path / "run", progress=False)
+    assert np.array_equal(loaded.predict(images), clusterer.predict(images))
+    assert np.allclose(loaded.predict_proba(images), clusterer.predict_proba(images))
+    assert np.allclose(loaded.score_samples(images), clusterer.score_samples(images))
+    assert loaded.get_params() == clone(clusterer).get_params() | {"channels": 3}
+    assert loaded.history_ == clusterer.history_
+
+
+def test_unfitted_clusterer_raises_not_fitted(images):
+    with pytest.raises(NotFittedError):
+        ImageClusterer().predict(images)
+
+
+def test_automatic_k_keeps_the_lowest_bic(images):
+    clusterer = ImageClusterer(**(TINY | {"n_components": "auto", "k_range": (1, 4), "epochs": 1})).fit(
+        images
+    )
+    curve = clusterer.mixture_.bic_curve_
+    assert sorted(curve) == [1, 2, 3, 4]
+    assert clusterer.n_components_ == min(curve, key=curve.get)
+
+
+@pytest.mark.parametrize("reducer", ["none", "pca", "umap"])
+def test_reducers_place_new_images_identically_after_loading(reducer, images, tmp_path):
+    clusterer = ImageClusterer(**(TINY | {"reducer": reducer, "epochs": 1})).fit(images[:40])
+    clusterer.save(tmp_path)
+    loaded = aegmm.load(tmp_path)
+    assert np.allclose(loaded.score_samples(images[40:]), clusterer.score_samples(images[40:]))
+    expected_dim = {"none": 8, "pca": 4, "umap": 4}[reducer]
+    assert clusterer.mixture_.gmm_.means_.shape == (2, expected_dim)
+
+
+def test_more_clusters_than_images_is_a_clear_error(images):
+    with pytest.raises(
+        ValueError, match=r"n_components must be <= the number of distinct latent vectors \(10\), got 12"
+    ):
+        ImageClusterer(**(TINY | {"n_components": 12, "epochs": 1, "val_fraction": 0})).fit(images[:10])
+
+
+@pytest.fixture
+def saved_run(fitted, tmp_path):
+    fitted[0].save(tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_tampered_weights_are_refused(saved_run):
+    path = saved_run / "autoencoder.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="corrupted or was changed"):
+        aegmm.load(saved_run)
+
+
+def test_other_format_version_is_refused(saved_run):
+    config = json.loads((saved_run / "config.json").read_text())
+    config["format_version"] = 99
+    (saved_run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="format version 99; this aegmm .* reads version 1"):
+        aegmm.load(saved_run)
+
+
+def test_missing_file_is_refused(saved_run):
+    (saved_run / "mixture.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="mixture.safetensors is missing"):
+        aegmm.load(saved_run)
+
+
+def test_unknown_setting_is_refused(saved_run):
+    config = json.loads((saved_run / "config.json").read_text())
+    config["model"]["depth"] = 50
+    (saved_run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"unknown ModelConfig settings \['depth'\]"):
+        aegmm.load(saved_run)
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not an aegmm run: config.json is missing"):
+        aegmm.load(tmp_path)

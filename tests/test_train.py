@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+from aegmm.checkpoint import has_checkpoint
+from aegmm.config import ModelConfig, TrainConfig
+from aegmm.preprocess import Normalizer
+from aegmm.train import _mean_loss, epoch_batches, train_autoencoder
+
+MODEL = ModelConfig(image_size=16, channels=3, latent_dim=8, width=0.125)
+
+
+def _train(images, **kwargs):
+    settings = dict(epochs=2, batch_size=16, seed=0, device="cpu") | kwargs
+    extra = {k: settings.pop(k) for k in ("checkpoint_dir", "resume", "normalizer") if k in settings}
+    normalizer = extra.pop("normalizer", Normalizer.fit(images))
+    return train_autoencoder(images, MODEL, TrainConfig(**settings), normalizer, progress=False, **extra)
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_training_lowers_the_reconstruction_loss(images):
+    normalizer = Normalizer.fit(images)
+    torch.manual_seed(0)
+    from aegmm.nn import AutoEncoder
+
+    before = _mean_loss(AutoEncoder(MODEL), images, normalizer, torch.device("cpu"))
+    model, history = _train(images, epochs=4, batch_size=8, lr=3e-3)
+    after = _mean_loss(model, images, normalizer, torch.device("cpu"))
+    assert after < 0.7 * before
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert all(np.isfinite(h["val_loss"]) for h in history)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(images):
+    a, _ = _train(images)
+    b, _ = _train(images)
+    c, _ = _train(images, seed=1)
+    wa, wb, wc = _weights(a), _weights(b), _weights(c)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(images, tmp_path):
+    full, full_history = _train(images, epochs=3, noise=0.1, flip=True)
+    _train(images, epochs=1, noise=0.1, flip=True, checkpoint_dir=tmp_path)  # "interrupted" after epoch 1
+    assert has_checkpoint(tmp_path)
+    resumed, history = _train(images, epochs=3, noise=0.1, flip=True, checkpoint_dir=tmp_path, resume=True)
+    wf, wr = _weights(full), _weights(resumed)
+    assert all(torch.allclose(wf[k].float(), wr[k].float(), atol=1e-6) for k in wf)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] == pytest.approx(full_history[-1]["train_loss"], rel=1e-5)
+
+
+def test_resume_refuses_changed_settings(images, tmp_path):
+    _train(images, epochs=1, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"training settings changed: \['lr'\]"):
+        _train(images, epochs=2, lr=0.01, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_a_non_finite_loss_stops_training_and_names_the_epoch(images, tmp_path):
+    _train(images, epochs=1, checkpoint_dir=tmp_path)
+    broken = Normalizer(mean=(0.5,) * 3, std=(1e-30,) * 3)  # inputs overflow to inf
+    with pytest.raises(FloatingPointError, match="loss became (inf|nan) in epoch 2"):
+        _train(images, epochs=2, checkpoint_dir=tmp_path, resume=True, normalizer=broken)
+    assert has_checkpoint(tmp_path)  # the last good checkpoint (epoch 1) is kept
+
+
+def test_batches_cover_each_image_once_and_change_order_per_epoch():
+    config = TrainConfig(batch_size=8, seed=3)
+    first = np.concatenate(epoch_batches(50, config, 1))
+    second = np.concatenate(epoch_batches(50, config, 2))
+    assert sorted(first) == list(range(50)) and sorted(second) == list(range(50))
+    assert not np.array_equal(first, second)
