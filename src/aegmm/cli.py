@@ -35,6 +35,7 @@ def _clusters(text: str) -> int | str:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from . import distributed
     from .data import load_images
     from .pipeline import ImageClusterer
     from .runs import check_output, cluster_sizes, fit_run, prepare_output, skipped_summary
@@ -58,11 +59,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     clusterer._configs(channels=3)  # validate every setting before touching the output folder
-    check_output(out, resume=args.resume, force=args.force)
-    data = load_images(args.data, image_size=args.image_size, progress=not args.quiet)
-    print(skipped_summary(data.skipped) or f"loaded {len(data):,} images from {args.data}", file=sys.stderr)
-    prepare_output(out, resume=args.resume, force=args.force)
+    main_process = distributed.is_main()  # under torchrun, rank 0 alone touches the output folder
+    if main_process:
+        check_output(out, resume=args.resume, force=args.force)
+    data = load_images(args.data, image_size=args.image_size, progress=not args.quiet and main_process)
+    if main_process:
+        print(skipped_summary(data.skipped) or f"loaded {len(data):,} images from {args.data}", file=sys.stderr)
+        prepare_output(out, resume=args.resume, force=args.force)
     clusterer, table = fit_run(data, out, clusterer, resume=args.resume)
+    distributed.shutdown()
     if table is not None:
         sizes = cluster_sizes(table.cluster, clusterer.n_components_)
         print(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -13,7 +15,10 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    """This process's rank; before the group is joined, the RANK that torchrun set (else 0)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
 
 
 def is_main() -> bool:
@@ -37,6 +42,28 @@ def init(device: torch.device) -> None:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def mean_over_processes(value: torch.Tensor) -> float:
+    """The mean of a scalar over all processes (the value itself in one process)."""
+    if world_size() == 1:
+        return float(value)
+    total = value.float().reshape(1).clone()
+    dist.all_reduce(total)
+    return float(total) / world_size()
+
+
+def log_shard(epoch: int, indices: np.ndarray) -> None:
+    """With AEGMM_SHARD_LOG=DIR, each process appends the positions it trains on (for tests)."""
+    folder = os.environ.get("AEGMM_SHARD_LOG")
+    if folder:
+        with open(os.path.join(folder, f"rank{rank()}.jsonl"), "a") as handle:
+            handle.write(json.dumps({"epoch": epoch, "indices": indices.tolist()}) + "\n")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from . import distributed
 from .config import MixtureConfig, ModelConfig, RunConfig, TrainConfig
 from .data import ImageSet, load_images
 from .data.loaders import conform_images
@@ -122,6 +123,8 @@ class ImageClusterer(BaseEstimator):
             autoencoder,
             history,
         )
+        if not distributed.is_main():
+            return self  # under torchrun every process trains; rank 0 alone clusters and saves
         latents = self._encode(images)
         if self.progress:
             print(f"fitting the Gaussian mixture on {len(latents):,} latent vectors")

@@ -89,19 +89,19 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def epoch_batches(n: int, config: TrainConfig, epoch: int) -> list[np.ndarray]:
-    """This process's batches for an epoch: a DistributedSampler shard, split by the local batch."""
+def epoch_batches(
+    n: int, config: TrainConfig, epoch: int, rank: int | None = None, world: int | None = None
+) -> list[np.ndarray]:
+    """A process's batches for an epoch: a DistributedSampler shard, split by the local batch."""
+    rank = distributed.rank() if rank is None else rank
+    world = distributed.world_size() if world is None else world
     sampler = DistributedSampler(
-        range(n),
-        num_replicas=distributed.world_size(),
-        rank=distributed.rank(),
-        shuffle=True,
-        seed=config.seed,
-        drop_last=False,
+        range(n), num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=False
     )
     sampler.set_epoch(epoch)
     order = np.fromiter(sampler, dtype=np.int64)
-    local = max(1, config.batch_size // distributed.world_size())
+    distributed.log_shard(epoch, order)
+    local = max(1, config.batch_size // world)
     batches = [order[i : i + local] for i in range(0, len(order), local)]
     return [b for b in batches if len(b) > 1]  # batch norm needs two images
 
@@ -124,7 +124,7 @@ def _train_epoch(net, optimizer, images, train_idx, normalizer, config, epoch, d
         with _autocast(device):
             output, _ = net(inputs)
             loss = nn.functional.mse_loss(output.float(), target)
-        value = float(loss.detach())
+        value = distributed.mean_over_processes(loss.detach())  # every process stops together
         if not math.isfinite(value):
             raise FloatingPointError(
                 f"training diverged: the loss became {value} in epoch {epoch} (batch {step + 1}); "
