@@ -110,7 +110,7 @@ def test_bad_cluster_count_is_rejected_by_the_parser(capsys):
 def test_every_option_of_every_verb_is_described():
     parser = build_parser()
     verbs = parser._subparsers._group_actions[0].choices
-    assert set(verbs) == {"fit", "assign", "evaluate", "demo"}
+    assert set(verbs) == {"fit", "assign", "evaluate", "pack", "demo"}
     for name, verb in verbs.items():
         for action in verb._actions:
             assert action.help, f"aegmm {name} {action.dest} has no help text"

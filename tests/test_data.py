@@ -116,3 +116,18 @@ def test_builtin_digits_need_no_download():
 def test_bad_inputs_give_one_clear_error(tmp_path, make, match):
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         load_images(make(tmp_path))
+
+
+def test_packed_npy_is_memory_mapped_and_equals_the_decoded_folder(image_folder, tmp_path):
+    from aegmm.data.pack import pack_images
+
+    (image_folder / "dark" / "broken.png").write_bytes(b"\x89PNG broken")
+    result = pack_images(image_folder, tmp_path / "packed.npy", image_size=8, channels=3)
+    assert result["images"] == 24 and result["skipped"] == 1
+    packed = load_images(tmp_path / "packed.npy")
+    direct = load_images(image_folder, image_size=8, channels=3)
+    assert isinstance(packed.images, np.memmap)
+    assert np.array_equal(np.asarray(packed.images), direct.images)
+    assert packed.label_names == direct.label_names and np.array_equal(packed.labels, direct.labels)
+    assert packed.skipped == direct.skipped
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind

@@ -110,6 +110,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from .data.pack import pack_images
+
+    result = pack_images(args.data, Path(args.out), image_size=args.image_size, channels=args.channels,
+                         progress=not args.quiet)
+    print(f"packed {result['images']:,} images into {result['path']} ({result['skipped']} skipped; "
+          f"see {Path(args.out).with_suffix('.json')})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -217,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--force", action="store_true", help="replace an existing non-empty --out folder")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    pack = verbs.add_parser("pack", help="decode a folder or .zip once into a memory-mapped .npy for large runs")
+    pack.add_argument("data", help="a folder of images or a .zip")
+    pack.add_argument("--out", required=True, help="the .npy file to write (a .json beside it keeps paths and labels)")
+    pack.add_argument("--image-size", type=int, default=M.image_size, help=f"square size to store (default {M.image_size})")
+    pack.add_argument("--channels", type=int, choices=[1, 3], default=3, help="1 (gray) or 3 (RGB; default)")
+    pack.add_argument("--quiet", action="store_true", help="no progress bars")
+    pack.set_defaults(func=cmd_pack)
 
     demo = verbs.add_parser(
         "demo", help="fit, assign and evaluate on built-in digits; no data or network needed"

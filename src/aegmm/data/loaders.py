@@ -44,10 +44,14 @@ def load_images(
             data = _load_zip(path, image_size, channels, progress)
         elif path.suffix.lower() == ".npz":
             data = _load_npz(path)
+        elif path.suffix.lower() == ".npy":
+            from .pack import load_npy
+
+            data = load_npy(path)  # memory-mapped: batches are read from disk as they are used
         else:
             raise ValueError(
                 f"unknown input format {path.suffix or '(no extension)'!r} for {path}; "
-                "expected a folder, a .zip, an .npz or builtin:digits"
+                "expected a folder, a .zip, an .npz, a packed .npy or builtin:digits"
             )
     data = _conform(data, image_size, channels)
     if len(data) == 0:
