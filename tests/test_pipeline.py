@@ -127,3 +127,17 @@ def test_unknown_setting_is_refused(saved_run):
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not an aegmm run: config.json is missing"):
         aegmm.load(tmp_path)
+
+
+def test_mixture_is_fitted_on_a_subsample_above_the_limit():
+    from aegmm.config import MixtureConfig
+    from aegmm.mixture import LatentMixture
+
+    rng = np.random.default_rng(0)
+    latents = np.concatenate([rng.normal(-3, 1, (500, 3)), rng.normal(3, 1, (500, 3))])
+    config = MixtureConfig(n_components=2, reducer="none", n_init=1, max_fit_samples=100)
+    small = LatentMixture(config).fit(latents)
+    full = LatentMixture(MixtureConfig(n_components=2, reducer="none", n_init=1)).fit(latents)
+    assert not np.allclose(small.center_, full.center_)  # statistics come from the subsample
+    assert np.array_equal(np.sort(small.gmm_.means_[:, 0]).round(0), np.sort(full.gmm_.means_[:, 0]).round(0))
+    assert small.predict(latents).shape == (1000,)

@@ -72,8 +72,11 @@ class MixtureConfig:
     reg_covar: float = 1e-4  # added to covariance diagonals for stability
     max_iter: int = 300  # EM iterations per restart
     seed: int = 0  # seeds the reducer and EM
+    max_fit_samples: int = 200_000  # above this many images, fit on a random subsample of this size
 
     def __post_init__(self) -> None:
+        if self.max_fit_samples < 2:
+            raise ValueError(f"max_fit_samples must be >= 2, got {self.max_fit_samples}")
         if isinstance(self.n_components, str):
             if self.n_components != "auto":
                 raise ValueError(f"n_components must be an integer or 'auto', got {self.n_components!r}")

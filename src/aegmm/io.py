@@ -118,6 +118,7 @@ def _rebuild(folder: Path, config: RunConfig, progress: bool) -> ImageClusterer:
         reduced_dim=x.reduced_dim,
         n_init=x.n_init,
         reg_covar=x.reg_covar,
+        max_fit_samples=x.max_fit_samples,
         seed=t.seed,
         device=t.device,
         progress=progress,

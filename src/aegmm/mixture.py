@@ -25,7 +25,8 @@ class LatentMixture:
     # -- fitting ---------------------------------------------------------------------------------
 
     def fit(self, latents: np.ndarray) -> LatentMixture:
-        latents = _check_latents(latents)
+        """Fit on the latents, or on a random subsample of max_fit_samples of them."""
+        latents = _check_latents(self._subsample(latents))
         self.center_ = latents.mean(axis=0)
         scale = latents.std(axis=0)
         self.scale_ = np.where(scale < 1e-8, 1.0, scale)
@@ -36,6 +37,13 @@ class LatentMixture:
         self.bic_curve_ = {k: float(g.bic(reduced)) for k, g in fits.items()}
         self.gmm_ = fits[min(self.bic_curve_, key=self.bic_curve_.get)]
         return self
+
+    def _subsample(self, latents: np.ndarray) -> np.ndarray:
+        limit = self.config.max_fit_samples
+        if len(latents) <= limit:
+            return latents
+        rng = np.random.default_rng(self.config.seed)
+        return np.asarray(latents)[np.sort(rng.choice(len(latents), size=limit, replace=False))]
 
     def _candidate_ks(self, n_distinct: int) -> list[int]:
         cfg = self.config
@@ -109,13 +117,18 @@ class LatentMixture:
         return self.reduce((latents - self.center_) / self.scale_)
 
     def predict(self, latents: np.ndarray) -> np.ndarray:
-        return self.gmm_.predict(self.features(latents))
+        return self.predict_proba(latents).argmax(axis=1)
 
     def predict_proba(self, latents: np.ndarray) -> np.ndarray:
-        return self.gmm_.predict_proba(self.features(latents))
+        return self._batched(self.gmm_.predict_proba, latents)
 
     def score_samples(self, latents: np.ndarray) -> np.ndarray:
-        return self.gmm_.score_samples(self.features(latents))
+        return self._batched(self.gmm_.score_samples, latents)
+
+    def _batched(self, method, latents: np.ndarray, batch: int = 100_000) -> np.ndarray:
+        """Apply a GMM method in batches, so memory does not grow with the number of images."""
+        parts = [method(self.features(latents[i : i + batch])) for i in range(0, len(latents), batch)]
+        return np.concatenate(parts) if parts else method(self.features(latents))
 
     # -- saving ---------------------------------------------------------------------------------
 

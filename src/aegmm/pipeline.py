@@ -62,6 +62,7 @@ class ImageClusterer(BaseEstimator):
         reduced_dim: int = _X.reduced_dim,
         n_init: int = _X.n_init,
         reg_covar: float = _X.reg_covar,
+        max_fit_samples: int = _X.max_fit_samples,
         seed: int = 0,
         device: str = _T.device,
         progress: bool = True,
@@ -72,6 +73,7 @@ class ImageClusterer(BaseEstimator):
         self.noise, self.flip, self.n_components, self.k_range = noise, flip, n_components, k_range
         self.covariance_type, self.reducer, self.reduced_dim = covariance_type, reducer, reduced_dim
         self.n_init, self.reg_covar, self.seed = n_init, reg_covar, seed
+        self.max_fit_samples = max_fit_samples
         self.device, self.progress = device, progress
 
     def _configs(self, channels: int) -> RunConfig:
@@ -97,6 +99,7 @@ class ImageClusterer(BaseEstimator):
                 self.n_init,
                 self.reg_covar,
                 seed=self.seed,
+                max_fit_samples=self.max_fit_samples,
             ),
         )
 
