@@ -114,3 +114,17 @@ def test_every_option_of_every_verb_is_described():
     for name, verb in verbs.items():
         for action in verb._actions:
             assert action.help, f"aegmm {name} {action.dest} has no help text"
+
+
+def test_streamed_assignment_in_small_chunks_equals_one_pass(run_dir, tmp_path, image_folder):
+    import aegmm
+    from aegmm.runs import assign_to_csv, load_for, write_assignments
+
+    (image_folder / "dark" / "zero.png").write_bytes(b"")
+    clusterer = aegmm.load(run_dir, progress=False)
+    _, _, counts, skipped = assign_to_csv(clusterer, image_folder, tmp_path / "chunked.csv", chunk=5)
+    write_assignments(tmp_path / "whole.csv", clusterer.assign(load_for(clusterer, image_folder)))
+    chunked, whole = _rows(tmp_path / "chunked.csv"), _rows(tmp_path / "whole.csv")
+    key = lambda r: r["path"]  # noqa: E731
+    assert sorted(chunked, key=key) == sorted(whole, key=key)
+    assert counts.sum() == 24 and [p for p, _ in skipped] == ["dark/zero.png"]

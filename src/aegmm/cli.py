@@ -80,22 +80,20 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_assign(args: argparse.Namespace) -> int:
     from .io import load
-    from .runs import cluster_sizes, load_for, skipped_summary, write_assignments
+    from .runs import assign_to_csv, format_counts, skipped_summary
 
     clusterer = load(args.run, progress=not args.quiet)
-    data = load_for(clusterer, args.data)
-    if data.skipped:
-        print(skipped_summary(data.skipped), file=sys.stderr)
-    table = clusterer.assign(data)
-    write_assignments(Path(args.out), table)
+    first, images, counts, skipped = assign_to_csv(clusterer, args.data, Path(args.out))
+    if skipped:
+        print(skipped_summary(skipped), file=sys.stderr)
     print(
-        f"assigned {len(table.cluster):,} images to K={clusterer.n_components_} clusters "
-        f"(sizes {cluster_sizes(table.cluster, clusterer.n_components_)}); written to {args.out}"
+        f"assigned {counts.sum():,} images to K={clusterer.n_components_} clusters "
+        f"(sizes {format_counts(counts)}); written to {args.out}"
     )
     if args.gallery:
         from .evaluation.plots import assignment_gallery
 
-        assignment_gallery(data, table, Path(args.gallery))
+        assignment_gallery(images, first, Path(args.gallery))
         print(f"gallery written to {args.gallery}")
     return 0
 

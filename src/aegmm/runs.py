@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from .storage import write_atomic
 CHECKPOINTS = "checkpoint"
 ASSIGNMENTS = "assignments.csv"
 SKIPPED = "skipped.csv"
+ASSIGNMENT_COLUMNS = ["path", "cluster", "probability", "log_likelihood", "skipped"]
 
 
 def check_output(out: Path, *, resume: bool = False, force: bool = False) -> None:
@@ -59,12 +61,52 @@ def write_assignments(path: Path, table: Assignments) -> None:
     """CSV: path,cluster,probability,log_likelihood,skipped; skipped files get an empty cluster."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["path", "cluster", "probability", "log_likelihood", "skipped"])
+    writer.writerow(ASSIGNMENT_COLUMNS)
+    _write_rows(writer, table)
+    write_atomic(Path(path), buffer.getvalue().encode())
+
+
+def _write_rows(writer, table: Assignments) -> None:
     for p, c, prob, ll in zip(table.paths, table.cluster, table.probability, table.log_likelihood):
         writer.writerow([p, int(c), f"{prob:.6f}", f"{ll:.6f}", ""])
     for p, reason in table.skipped:
         writer.writerow([p, "", "", "", reason])
-    write_atomic(Path(path), buffer.getvalue().encode())
+
+
+def assign_to_csv(
+    clusterer: ImageClusterer, source: str | Path, path: Path, *, chunk: int = 20_000
+) -> tuple[Assignments, ImageSet, np.ndarray, list[tuple[str, str]]]:
+    """Assign images chunk by chunk, streaming rows to a CSV that is renamed into place at the end.
+
+    Memory stays bounded by one chunk. Returns the first chunk's assignments and images (for a
+    gallery), the number of images per cluster, and every skipped file with its reason.
+    """
+    from .data.chunks import iter_chunks
+
+    model = clusterer.config_.model
+    tmp = Path(path).with_name(f".{Path(path).name}.partial")
+    first: tuple[Assignments, ImageSet] | None = None
+    counts = np.zeros(clusterer.n_components_, dtype=np.int64)
+    skipped: list[tuple[str, str]] = []
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(ASSIGNMENT_COLUMNS)
+        for part in iter_chunks(source, image_size=model.image_size, channels=model.channels, chunk=chunk):
+            table = clusterer.assign(part) if len(part) else _empty_table(part)
+            _write_rows(writer, table)
+            counts += np.bincount(table.cluster, minlength=len(counts))
+            skipped += part.skipped
+            first = first or (table, part)
+    if not counts.sum():
+        tmp.unlink()
+        raise ValueError(f"no readable images in {source} ({len(skipped)} files skipped)")
+    os.replace(tmp, path)
+    return first[0], first[1], counts, skipped
+
+
+def _empty_table(part: ImageSet) -> Assignments:
+    empty = np.zeros(0)
+    return Assignments([], empty.astype(np.int64), empty, empty, part.skipped)
 
 
 def write_skipped(path: Path, skipped: Sequence[tuple[str, str]]) -> None:
@@ -90,7 +132,10 @@ def skipped_summary(skipped: Sequence[tuple[str, str]], shown: int = 5) -> str:
 
 
 def cluster_sizes(clusters: np.ndarray, k: int) -> str:
-    counts = np.bincount(np.asarray(clusters, dtype=np.int64), minlength=k)
+    return format_counts(np.bincount(np.asarray(clusters, dtype=np.int64), minlength=k))
+
+
+def format_counts(counts: np.ndarray) -> str:
     return ", ".join(f"{i}: {n}" for i, n in enumerate(counts))
 
 

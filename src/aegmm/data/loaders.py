@@ -95,22 +95,30 @@ def _load_files(
 ) -> ImageSet:
     arrays, paths, skipped = [], [], []
     for rel, read in tqdm(entries, total=total, desc="decoding", unit="file", disable=not progress):
-        if not is_image_name(rel):
-            skipped.append((rel, "not an image file name (extension)"))
-            continue
-        try:
-            arrays.append(decode_image(read(), image_size, channels))
+        image = decode_entry(rel, read, image_size, channels)
+        if isinstance(image, str):
+            skipped.append((rel, image))
+        else:
+            arrays.append(image)
             paths.append(rel)
-        except DecodeError as exc:
-            skipped.append((rel, str(exc)))
-        except OSError as exc:
-            skipped.append((rel, f"could not read file ({exc.strerror or exc})"))
     if not arrays:
         return ImageSet(np.zeros((0, 1, 1, 1), np.uint8), [], skipped=skipped, source=str(root))
     labels, label_names = _folder_labels(paths)
     images = _stack(arrays, channels)
     shown = [str(root / p) if root.is_dir() else p for p in paths]
     return ImageSet(images, shown, labels, label_names, skipped=skipped, source=str(root))
+
+
+def decode_entry(rel: str, read: Callable[[], bytes], image_size, channels) -> np.ndarray | str:
+    """One file's decoded image, or the reason it was skipped."""
+    if not is_image_name(rel):
+        return "not an image file name (extension)"
+    try:
+        return decode_image(read(), image_size, channels)
+    except DecodeError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"could not read file ({exc.strerror or exc})"
 
 
 def _folder_labels(paths: list[str]) -> tuple[np.ndarray | None, list[str] | None]:

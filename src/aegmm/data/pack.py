@@ -16,9 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..storage import write_json
-from .decode import DecodeError, decode_image, is_image_name
 from .imageset import ImageSet
-from .loaders import _folder_files, _folder_labels
+from .loaders import _folder_files, _folder_labels, decode_entry
 
 
 def sidecar(path: Path) -> Path:
@@ -49,14 +48,12 @@ def _pack(entries, source: Path, out: Path, image_size: int, channels: int, prog
                                        shape=(max(len(entries), 1), image_size, image_size, channels))
     paths, skipped = [], []
     for rel, read in tqdm(entries, desc="packing", unit="file", disable=not progress):
-        if not is_image_name(rel):
-            skipped.append((rel, "not an image file name (extension)"))
-            continue
-        try:
-            images[len(paths)] = decode_image(read(), image_size, channels)
+        image = decode_entry(rel, read, image_size, channels)
+        if isinstance(image, str):
+            skipped.append((rel, image))
+        else:
+            images[len(paths)] = image
             paths.append(rel)
-        except (DecodeError, OSError) as exc:
-            skipped.append((rel, str(exc)))
     if not paths:
         del images
         tmp.unlink()

@@ -1,0 +1,58 @@
+"""Reading a large input in chunks, so that assigning millions of images uses bounded memory."""
+
+from __future__ import annotations
+
+import contextlib
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .imageset import ImageSet
+from .loaders import _folder_files, _stack, _zip_reader, conform_images, decode_entry, load_images
+
+
+def iter_chunks(
+    source: str | Path, *, image_size: int, channels: int, chunk: int = 20_000
+) -> Iterator[ImageSet]:
+    """ImageSets of at most `chunk` decoded images (skipped files ride along with their chunk)."""
+    path = Path(str(source))
+    if str(source).startswith("builtin:") or path.suffix.lower() in (".npz", ".npy"):
+        data = load_images(source, channels=channels)  # .npy stays memory-mapped
+        for start in range(0, len(data), chunk):
+            part = data.subset(np.arange(start, min(start + chunk, len(data))))
+            part.images = conform_images(part.images, image_size, channels)
+            part.skipped = data.skipped if start == 0 else []
+            yield part
+        return
+    if not path.exists():
+        raise FileNotFoundError(f"input not found: {path} (expected a folder, .zip, .npz or .npy)")
+    with _entries(path) as entries:
+        for start in range(0, max(len(entries), 1), chunk):
+            yield _decode_chunk(entries[start : start + chunk], path, image_size, channels)
+
+
+@contextlib.contextmanager
+def _entries(path: Path):
+    if path.is_dir():
+        yield list(_folder_files(path))
+        return
+    if path.suffix.lower() != ".zip":
+        raise ValueError(f"unknown input format {path.suffix!r} for {path}; expected a folder, .zip, .npz or .npy")
+    with zipfile.ZipFile(path) as archive:
+        members = sorted((m for m in archive.infolist() if not m.is_dir()), key=lambda m: m.filename)
+        yield [(m.filename, _zip_reader(archive, m)) for m in members]
+
+
+def _decode_chunk(entries, root: Path, image_size: int, channels: int) -> ImageSet:
+    arrays, paths, skipped = [], [], []
+    for rel, read in entries:
+        image = decode_entry(rel, read, image_size, channels)
+        if isinstance(image, str):
+            skipped.append((rel, image))
+        else:
+            arrays.append(image)
+            paths.append(str(root / rel) if root.is_dir() else rel)
+    images = _stack(arrays, channels) if arrays else np.zeros((0, image_size, image_size, channels), np.uint8)
+    return ImageSet(images, paths, skipped=skipped, source=str(root))
