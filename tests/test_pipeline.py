@@ -141,3 +141,24 @@ def test_mixture_is_fitted_on_a_subsample_above_the_limit():
     assert not np.allclose(small.center_, full.center_)  # statistics come from the subsample
     assert np.array_equal(np.sort(small.gmm_.means_[:, 0]).round(0), np.sort(full.gmm_.means_[:, 0]).round(0))
     assert small.predict(latents).shape == (1000,)
+
+
+def test_large_fits_encode_to_a_memory_mapped_file_with_the_same_result(images, monkeypatch):
+    import aegmm.pipeline
+    import aegmm.train
+
+    settings = TINY | {"epochs": 1}
+    in_memory = ImageClusterer(**settings).fit(images)
+    written = []
+    real_encode = aegmm.train.encode
+
+    def spy(*args, out=None, **kwargs):
+        written.append(out)
+        return real_encode(*args, out=out, **kwargs)
+
+    monkeypatch.setattr(aegmm.pipeline, "LATENTS_IN_MEMORY", 10)
+    monkeypatch.setattr(aegmm.pipeline, "encode", spy)
+    mapped = ImageClusterer(**settings).fit(images)
+    assert written[0] is not None and written[0].suffix == ".npy"
+    assert not written[0].exists()  # the scratch file is removed after fitting
+    assert np.array_equal(mapped.labels_, in_memory.labels_)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from .preprocess import Normalizer
 from .train import encode, reconstruct, train_autoencoder
 
 ImageInput = ImageSet | str | Path | np.ndarray
+LATENTS_IN_MEMORY = 500_000  # above this many training images, latents go to a memory-mapped file
 
 _M, _T, _X = ModelConfig, TrainConfig, MixtureConfig  # field defaults are the single source
 
@@ -128,13 +130,18 @@ class ImageClusterer(BaseEstimator):
         )
         if not distributed.is_main():
             return self  # under torchrun every process trains; rank 0 alone clusters and saves
-        latents = self._encode(images)
+        with tempfile.TemporaryDirectory(prefix="aegmm-latents-") as scratch:
+            big = len(images) > LATENTS_IN_MEMORY
+            latents = self._encode(images, Path(scratch) / "latents.npy" if big else None)
+            self._fit_mixture(latents, config)
+        return self
+
+    def _fit_mixture(self, latents: np.ndarray, config: RunConfig) -> None:
         if self.progress:
             print(f"fitting the Gaussian mixture on {len(latents):,} latent vectors")
         self.mixture_ = LatentMixture(config.mixture).fit(latents)
         self.n_components_ = int(self.mixture_.gmm_.n_components)
         self.labels_ = self.mixture_.predict(latents)
-        return self
 
     def fit_predict(self, data: ImageInput, y=None) -> np.ndarray:
         return self.fit(data).labels_
@@ -190,7 +197,7 @@ class ImageClusterer(BaseEstimator):
     def _device(self) -> str:
         return "cpu" if self.device == "auto" else self.device
 
-    def _encode(self, images: np.ndarray) -> np.ndarray:
+    def _encode(self, images: np.ndarray, out: Path | None = None) -> np.ndarray:
         check_is_fitted(self, "autoencoder_")
         return encode(
             self.autoencoder_,
@@ -198,6 +205,7 @@ class ImageClusterer(BaseEstimator):
             self.normalizer_,
             device=self._device(),
             progress=self.progress and len(images) > 20_000,
+            out=out,
         )
 
     def _load(self, data: ImageInput, channels: int | None) -> ImageSet:

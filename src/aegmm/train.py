@@ -170,11 +170,20 @@ def encode(
     batch_size: int = 512,
     device: str = "cpu",
     progress: bool = False,
+    out: str | Path | None = None,
 ) -> np.ndarray:
-    """Latent vectors float32 (N, latent_dim) of uint8 images, in eval mode."""
+    """Latent vectors float32 (N, latent_dim) of uint8 images, in eval mode.
+
+    With `out` (a .npy path) they are written chunk by chunk to a memory-mapped file instead
+    of memory, and that memory map is returned.
+    """
     device = distributed.resolve_device(device)
     model = model.to(device).eval()
-    out = np.empty((len(images), model.config.latent_dim), dtype=np.float32)
+    shape = (len(images), model.config.latent_dim)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    else:
+        out = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=shape)
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="encoding", unit="batch", disable=not progress):
         x = normalizer.to_tensor(images[start : start + batch_size], device)
