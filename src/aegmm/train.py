@@ -43,6 +43,8 @@ def train_autoencoder(
     distributed.init(device)
     torch.manual_seed(train_config.seed)
     model = AutoEncoder(model_config).to(device)
+    if device.type == "cuda":  # channels-last convolutions are faster on GPUs (not on CPU here)
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
     )
@@ -120,6 +122,8 @@ def _train_epoch(net, optimizer, images, train_idx, normalizer, config, epoch, d
     total, count, t0 = 0.0, 0, time.perf_counter()
     for step, batch in enumerate(bar):
         target = normalizer.to_tensor(images[np.sort(train_idx[batch])], device)
+        if device.type == "cuda":
+            target = target.contiguous(memory_format=torch.channels_last)
         inputs = _augment(target, config, generator)
         with _autocast(device):
             output, _ = net(inputs)
