@@ -66,8 +66,10 @@ def log_shard(epoch: int, indices: np.ndarray) -> None:
             handle.write(json.dumps({"epoch": epoch, "indices": indices.tolist()}) + "\n")
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str | torch.device) -> torch.device:
     """'auto' -> CUDA, then Apple MPS, then CPU; anything else must be available."""
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         if torch.cuda.is_available():
             name = "cuda"

@@ -120,7 +120,7 @@ def _rebuild(folder: Path, config: RunConfig, progress: bool) -> ImageClusterer:
         reg_covar=x.reg_covar,
         max_fit_samples=x.max_fit_samples,
         seed=t.seed,
-        device=t.device,
+        device="auto",  # the machine that loads a model may differ from the one that trained it
         progress=progress,
     )
     model = AutoEncoder(m)

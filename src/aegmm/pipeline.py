@@ -194,8 +194,8 @@ class ImageClusterer(BaseEstimator):
         check_is_fitted(self, "mixture_")
         return self.mixture_
 
-    def _device(self) -> str:
-        return "cpu" if self.device == "auto" else self.device
+    def _device(self):
+        return distributed.resolve_device(self.device)
 
     def _encode(self, images: np.ndarray, out: Path | None = None) -> np.ndarray:
         check_is_fitted(self, "autoencoder_")
