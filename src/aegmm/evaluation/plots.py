@@ -306,13 +306,13 @@ def image_mosaic(
     ax.imshow(np.clip(canvas, 0.0, 1.0), interpolation="nearest")
     ax.set_axis_off()
     for r, label in enumerate(row_labels or []):
-        ax.text(-gap, gap + r * cell_h + h / 2, label, ha="right", va="center", fontsize=8)
+        ax.text(-gap, gap + r * cell_h + h / 2, label, ha="right", va="center", fontsize=10)
     for c, label in enumerate(col_labels or []):
-        ax.text(gap + c * cell_w + w / 2, -gap, label, ha="center", va="bottom", fontsize=7)
+        ax.text(gap + c * cell_w + w / 2, -gap, label, ha="center", va="bottom", fontsize=9)
     for r, row in enumerate(captions or []):
         for c, text in enumerate(row):
             x, y = gap + c * cell_w + w / 2, gap + r * cell_h + h + band / 2
-            ax.text(x, y, text, ha="center", va="center", fontsize=7)
+            ax.text(x, y, text, ha="center", va="center", fontsize=8)
     if title:
         ax.set_title(title, pad=26 if col_labels else 6)
     return fig

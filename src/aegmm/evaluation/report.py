@@ -248,15 +248,7 @@ def _kmeans(m: Mapping) -> str:
         keys = ("log_likelihood", "mean_log_likelihood", "aic", "bic", "n_parameters", "cv_loglik_mean")
         rows.append(["K-Means as a likelihood model (fitted on these images)", *(k[key] for key in keys)])
     folds = [["GMM", *g["cv_loglik"]]] + ([["K-Means", *k["cv_loglik"]]] if k else [])
-    headers = [
-        "Model",
-        "Log-likelihood",
-        "per image",
-        "AIC",
-        "BIC",
-        "Parameters",
-        "Held-out per image (5-fold)",
-    ]
+    headers = ["Model", "Log-likelihood", "per image", "AIC", "BIC", "Parameters", "Held-out per image"]
     text = (
         f"K-Means with the same K ({m['k']}) on the same features, read as a Gaussian model with "
         "hard assignments and one shared spherical variance. The fair comparison is the held-out "
@@ -284,6 +276,12 @@ def _labels(m: Mapping, figures: Mapping) -> str:
     ]
     text = f"Labels: {', '.join(m['labels']['names'])}. All three use the same K ({m['k']}); "
     text += "labels are used only to score, never to fit."
+    if m["k"] > len(m["labels"]["names"]):
+        text += (
+            f" With more clusters than labels, the Hungarian accuracy matches {len(m['labels']['names'])} "
+            "clusters to the labels and counts every image of the other clusters as wrong; purity "
+            "(each cluster votes for its majority label) is the fairer number then."
+        )
     return (
         html
         + _p(text)
@@ -316,8 +314,8 @@ def _domains(m: Mapping, figures: Mapping) -> str:
     rows = [[n, c, b, a] for n, c, b, a in zip(names, d["counts"], d["bic"], d["aic"])]
     html += "<h3>A mixture per domain</h3>" + _table(["Domain", "Images", "BIC", "AIC"], rows)
     kl = [
-        [p, *(f"{_fmt(v)} ± {_fmt(s)}" for v, s in zip(row, se))]
-        for p, row, se in zip(names, d["kl"], d["kl_stderr"])
+        [p, *("-" if i == j else f"{_fmt(v)} ± {_fmt(s)}" for j, (v, s) in enumerate(zip(row, se)))]
+        for i, (p, row, se) in enumerate(zip(names, d["kl"], d["kl_stderr"]))
     ]
     html += "<h3>KL divergence between the domain mixtures</h3>" + _p(
         f"KL(P || Q) in nats, row P, column Q, ± standard error; Monte Carlo with {d['kl_n_samples']:,} "
