@@ -14,7 +14,7 @@ def test_folder_is_searched_recursively_with_subfolder_labels(image_folder):
     assert data.images.shape == (24, 16, 16, 3) and data.images.dtype == np.uint8
     assert data.label_names == ["bright", "dark"]
     assert sorted(np.bincount(data.labels)) == [12, 12]
-    assert all(("bright" in p) == (data.label_names[l] == "bright") for p, l in zip(data.paths, data.labels))
+    assert all(("bright" in p) == (data.label_names[i] == "bright") for p, i in zip(data.paths, data.labels))
 
 
 def test_folder_skips_and_lists_unreadable_files(image_folder):

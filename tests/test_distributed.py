@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import two_group_images
 from safetensors.torch import load_file
 
 import aegmm
@@ -18,6 +17,7 @@ from aegmm.config import ModelConfig, TrainConfig
 from aegmm.nn import AutoEncoder
 from aegmm.preprocess import Normalizer
 from aegmm.train import epoch_batches, split_indices
+from conftest import two_group_images
 
 ARGS = [
     "--image-size",
@@ -87,7 +87,10 @@ def test_the_distributed_run_loads_and_predicts(ddp_run):
 
 def test_ranks_train_on_disjoint_shards_that_cover_the_training_images(ddp_run):
     root, _ = ddp_run
-    logs = [[json.loads(line) for line in open(root / "shards" / f"rank{r}.jsonl")] for r in (0, 1)]
+    logs = [
+        [json.loads(line) for line in (root / "shards" / f"rank{r}.jsonl").read_text().splitlines()]
+        for r in (0, 1)
+    ]
     n_train = len(split_indices(64, TRAIN.val_fraction, TRAIN.seed)[0])
     for epoch0, epoch1 in zip(*logs):
         a, b = set(epoch0["indices"]), set(epoch1["indices"])

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
 
 from aegmm import ImageClusterer
+from conftest import TINY
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
