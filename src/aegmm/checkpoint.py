@@ -1,7 +1,15 @@
-"""Training checkpoints: weights and Adam state as safetensors, the rest as JSON, written atomically."""
+"""Training checkpoints: weights and Adam state as safetensors, the rest as JSON, written atomically.
+
+A checkpoint is one file, `train_state.safetensors`, replaced atomically after each epoch: its
+header carries the epoch, history and settings, so weights and bookkeeping can never disagree,
+whenever the process is stopped. `train_state.json` is a readable copy written just after it.
+A state that is no longer finite (a diverged run) is never saved over the last good one.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -10,10 +18,11 @@ import torch
 from torch import nn
 
 from .config import ModelConfig, TrainConfig
-from .storage import read_json, read_tensors, write_json, write_tensors
+from .storage import read_json, read_tensor_metadata, read_tensors, write_json, write_tensors
 
 STATE_FILE = "train_state.safetensors"
 META_FILE = "train_state.json"
+META_KEY = "aegmm.checkpoint"  # header entry of STATE_FILE holding the JSON bookkeeping
 RESUMABLE = ("epochs", "device")  # settings a resumed run may change
 
 
@@ -31,7 +40,7 @@ def save_checkpoint(
     for index, state in opt["state"].items():
         for key, value in state.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value)
-    write_tensors(Path(folder) / STATE_FILE, tensors)
+    _check_finite(tensors, history, epoch)
     meta = {
         "epoch": epoch,
         "history": history,
@@ -39,11 +48,26 @@ def save_checkpoint(
         "model": asdict(model_config),
         "train": asdict(train_config),
     }
-    write_json(Path(folder) / META_FILE, meta)  # written last: its epoch marks a complete checkpoint
+    write_tensors(Path(folder) / STATE_FILE, tensors, metadata={META_KEY: json.dumps(meta)})
+    write_json(Path(folder) / META_FILE, meta)  # for people; loading trusts the state file's header
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], history: list[dict], epoch: int) -> None:
+    last = history[-1] if history else {}
+    bad = [f"the {k.replace('_', ' ')}" for k in ("train_loss", "val_loss") if math.isinf(last.get(k, 0.0))]
+    bad += [
+        f"tensor {k}" for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+    if bad:
+        kept = f"the checkpoint of epoch {epoch - 1} is kept" if epoch > 1 else "no checkpoint was saved"
+        raise FloatingPointError(
+            f"training diverged in epoch {epoch}: {bad[0]} became infinite or NaN; {kept}; "
+            "try a lower learning rate (--lr)"
+        )
 
 
 def has_checkpoint(folder: Path) -> bool:
-    return (Path(folder) / META_FILE).is_file() and (Path(folder) / STATE_FILE).is_file()
+    return (Path(folder) / STATE_FILE).is_file()
 
 
 def load_checkpoint(
@@ -54,7 +78,7 @@ def load_checkpoint(
     train_config: TrainConfig,
 ) -> tuple[int, list[dict]]:
     """Restore weights and optimizer state; returns (last complete epoch, history)."""
-    meta = read_json(Path(folder) / META_FILE)
+    meta = _read_meta(Path(folder))
     _check_same_run(meta, model_config, train_config, folder)
     tensors = read_tensors(Path(folder) / STATE_FILE)
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
@@ -66,6 +90,16 @@ def load_checkpoint(
             state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     return int(meta["epoch"]), list(meta["history"])
+
+
+def _read_meta(folder: Path) -> dict:
+    header = read_tensor_metadata(folder / STATE_FILE)
+    if META_KEY not in header:  # written before the bookkeeping moved into the state file
+        return read_json(folder / META_FILE)
+    try:
+        return json.loads(header[META_KEY])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{folder / STATE_FILE} holds unreadable checkpoint metadata ({exc})") from None
 
 
 def _check_same_run(meta: dict, model_config: ModelConfig, train_config: TrainConfig, folder) -> None:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import signal
 import sys
+import threading
 import time
+import zipfile
 from pathlib import Path
 
 from sklearn.exceptions import NotFittedError
@@ -22,7 +27,39 @@ USER_ERRORS = (
     FloatingPointError,
     NotADirectoryError,
     PermissionError,
+    OSError,  # e.g. a full disk or an --out that is a folder: one line, not a traceback
+    zipfile.BadZipFile,
 )
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C: files being written are cleaned up, checkpoints stay valid."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def _clusters(text: str) -> int | str:
@@ -38,7 +75,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from . import distributed
     from .data import load_images
     from .pipeline import ImageClusterer
-    from .runs import check_output, cluster_sizes, fit_run, prepare_output, skipped_summary
+    from .runs import SKIPPED, check_cluster_count, check_output, cluster_sizes, fit_into, skipped_summary
 
     out, start = Path(args.out), time.perf_counter()
     clusterer = ImageClusterer(
@@ -63,10 +100,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if main_process:
         check_output(out, resume=args.resume, force=args.force)
     data = load_images(args.data, image_size=args.image_size, progress=not args.quiet and main_process)
+    check_cluster_count(clusterer, len(data))
     if main_process:
-        print(skipped_summary(data.skipped) or f"loaded {len(data):,} images from {args.data}", file=sys.stderr)
-        prepare_output(out, resume=args.resume, force=args.force)
-    clusterer, table = fit_run(data, out, clusterer, resume=args.resume)
+        summary = skipped_summary(data.skipped, listed_in=out / SKIPPED)
+        print(summary or f"loaded {len(data):,} images from {args.data}", file=sys.stderr)
+    clusterer, table = fit_into(data, out, clusterer, resume=args.resume, force=args.force)
     distributed.shutdown()
     if table is not None:
         sizes = cluster_sizes(table.cluster, clusterer.n_components_)
@@ -85,7 +123,7 @@ def cmd_assign(args: argparse.Namespace) -> int:
     clusterer = load(args.run, progress=not args.quiet)
     first, images, counts, skipped = assign_to_csv(clusterer, args.data, Path(args.out))
     if skipped:
-        print(skipped_summary(skipped), file=sys.stderr)
+        print(skipped_summary(skipped, listed_in=Path(args.out)), file=sys.stderr)
     print(
         f"assigned {counts.sum():,} images to K={clusterer.n_components_} clusters "
         f"(sizes {format_counts(counts)}); written to {args.out}"
@@ -100,10 +138,16 @@ def cmd_assign(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.evaluate import evaluate_run
+    from .io import load
+    from .runs import SKIPPED, load_for, skipped_summary, write_skipped
 
+    data = load_for(load(args.run, progress=False), args.data)  # to report the skipped files
+    if data.skipped:
+        print(skipped_summary(data.skipped, listed_in=Path(args.out) / SKIPPED), file=sys.stderr)
     report = evaluate_run(
-        Path(args.run), args.data, Path(args.out), seed=args.seed, force=args.force, progress=not args.quiet
+        Path(args.run), data, Path(args.out), seed=args.seed, force=args.force, progress=not args.quiet
     )
+    write_skipped(Path(args.out) / SKIPPED, data.skipped)
     print(f"report written to {report}")
     return 0
 
@@ -111,10 +155,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_pack(args: argparse.Namespace) -> int:
     from .data.pack import pack_images
 
-    result = pack_images(args.data, Path(args.out), image_size=args.image_size, channels=args.channels,
-                         progress=not args.quiet)
-    print(f"packed {result['images']:,} images into {result['path']} ({result['skipped']} skipped; "
-          f"see {Path(args.out).with_suffix('.json')})")
+    result = pack_images(
+        args.data, Path(args.out), image_size=args.image_size, channels=args.channels, progress=not args.quiet
+    )
+    print(
+        f"packed {result['images']:,} images into {result['path']} ({result['skipped']} skipped; "
+        f"see {Path(args.out).with_suffix('.json')})"
+    )
     return 0
 
 
@@ -171,10 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=T.batch_size,
         help=f"images per training step (default {T.batch_size})",
     )
-    fit.add_argument("--lr", type=float, default=T.lr, help=f"Adam learning rate (default {T.lr})")
+    fit.add_argument("--lr", type=_finite, default=T.lr, help=f"Adam learning rate (default {T.lr})")
     fit.add_argument(
         "--noise",
-        type=float,
+        type=_finite,
         default=T.noise,
         help=f"denoising: std of input noise during training (default {T.noise})",
     )
@@ -226,10 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    pack = verbs.add_parser("pack", help="decode a folder or .zip once into a memory-mapped .npy for large runs")
+    pack = verbs.add_parser(
+        "pack", help="decode a folder or .zip once into a memory-mapped .npy for large runs"
+    )
     pack.add_argument("data", help="a folder of images or a .zip")
-    pack.add_argument("--out", required=True, help="the .npy file to write (a .json beside it keeps paths and labels)")
-    pack.add_argument("--image-size", type=int, default=M.image_size, help=f"square size to store (default {M.image_size})")
+    pack.add_argument(
+        "--out", required=True, help="the .npy file to write (a .json beside it keeps paths and labels)"
+    )
+    pack.add_argument(
+        "--image-size", type=int, default=M.image_size, help=f"square size to store (default {M.image_size})"
+    )
     pack.add_argument("--channels", type=int, choices=[1, 3], default=3, help="1 (gray) or 3 (RGB; default)")
     pack.add_argument("--quiet", action="store_true", help="no progress bars")
     pack.set_defaults(func=cmd_pack)
@@ -249,16 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _sigterm_as_interrupt():
+            return args.func(args)
     except USER_ERRORS as exc:
         if args.debug:
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"aegmm: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            "aegmm: interrupted; 'aegmm fit ... --resume' continues from the last complete epoch",
-            file=sys.stderr,
+    except KeyboardInterrupt as exc:
+        stopped = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+        hint = (
+            "; 'aegmm fit ... --resume' continues from the last complete epoch" if args.verb == "fit" else ""
         )
-        return 130
+        print(f"aegmm: {stopped}{hint}", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
 from sklearn.utils.validation import check_is_fitted
 
 from .config import FORMAT_VERSION, RunConfig
@@ -81,8 +83,12 @@ def load(path: str | Path, *, progress: bool = True) -> ImageClusterer:
             f"{folder} has model format version {version}; this aegmm ({package_version()}) "
             f"reads version {FORMAT_VERSION}"
         )
-    _verify_files(folder, saved.get("files", {}))
-    config = RunConfig.from_dict({k: saved[k] for k in ("model", "train", "mixture") if k in saved})
+    files = saved.get("files")
+    _verify_files(folder, files if isinstance(files, dict) else {})
+    try:
+        config = RunConfig.from_dict({k: saved[k] for k in ("model", "train", "mixture") if k in saved})
+    except (TypeError, AttributeError) as exc:
+        raise ValueError(f"{folder / CONFIG} holds invalid settings ({exc})") from None
     return _rebuild(folder, config, progress)
 
 
@@ -94,6 +100,18 @@ def _verify_files(folder: Path, expected: dict[str, str]) -> None:
             raise ValueError(
                 f"{folder / name} is corrupted or was changed: its sha256 does not match config.json"
             )
+
+
+def _read_normalizer(path: Path, channels: int) -> Normalizer:
+    norm = read_json(path)
+    try:
+        mean, std = (tuple(float(v) for v in norm[key]) for key in ("mean", "std"))
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{path} must hold lists 'mean' and 'std' of {channels} numbers") from None
+    finite = np.isfinite(mean + std).all() and min(std, default=0.0) > 0
+    if len(mean) != channels or len(std) != channels or not finite:
+        raise ValueError(f"{path} must hold {channels} finite means and positive stds, got {mean}, {std}")
+    return Normalizer(mean, std)
 
 
 def _rebuild(folder: Path, config: RunConfig, progress: bool) -> ImageClusterer:
@@ -129,14 +147,18 @@ def _rebuild(folder: Path, config: RunConfig, progress: bool) -> ImageClusterer:
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1].strip()
         raise ValueError(f"{folder / WEIGHTS} does not match the network in config.json ({first})") from None
-    norm = read_json(folder / NORMALIZATION)
+    if not all(bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point()):
+        raise ValueError(f"{folder / WEIGHTS} holds NaN or infinite weights")
+    normalizer = _read_normalizer(folder / NORMALIZATION, m.channels)
     meta = read_json(folder / MIXTURE_META)
     try:
         mixture = LatentMixture.from_arrays(read_arrays(folder / MIXTURE_ARRAYS), meta, x)
-    except (KeyError, ValueError, TypeError) as exc:
+        if mixture.center_.shape != (m.latent_dim,):
+            raise ValueError(f"expected {m.latent_dim} latent dimensions, got {mixture.center_.shape}")
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise ValueError(f"{folder / MIXTURE_ARRAYS} does not hold a valid mixture ({exc})") from None
     clusterer.config_ = config
-    clusterer.normalizer_ = Normalizer(tuple(norm["mean"]), tuple(norm["std"]))
+    clusterer.normalizer_ = normalizer
     clusterer.autoencoder_ = model.eval()
     clusterer.history_ = read_json(folder / HISTORY)
     clusterer.mixture_ = mixture

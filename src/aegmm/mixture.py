@@ -31,8 +31,11 @@ class LatentMixture:
         scale = latents.std(axis=0)
         self.scale_ = np.where(scale < 1e-8, 1.0, scale)
         standard = (latents - self.center_) / self.scale_
-        reduced = self._fit_reducer(standard)
-        ks = self._candidate_ks(len(np.unique(reduced.round(6), axis=0)))
+        self._candidate_ks(_count_distinct(standard))  # fewer distinct points than K: a clear error now
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # PCA of identical points: 0/0 variance ratios
+            reduced = self._fit_reducer(standard)
+        ks = self._candidate_ks(_count_distinct(reduced))
         fits = {k: self._fit_gmm(reduced, k) for k in ks}
         self.bic_curve_ = {k: float(g.bic(reduced)) for k, g in fits.items()}
         self.gmm_ = fits[min(self.bic_curve_, key=self.bic_curve_.get)]
@@ -53,13 +56,13 @@ class LatentMixture:
             if not ks:
                 raise ValueError(
                     f"n_components='auto' tries K in {lo}..{hi}, but the images give only "
-                    f"{n_distinct} distinct latent vectors"
+                    f"{n_distinct} distinct latent vectors (identical images?); ask for K <= {n_distinct}"
                 )
             return ks
         if cfg.n_components > n_distinct:
             raise ValueError(
-                f"n_components must be <= the number of distinct latent vectors ({n_distinct}), "
-                f"got {cfg.n_components}"
+                f"n_components must be <= the number of distinct latent vectors ({n_distinct}), got "
+                f"{cfg.n_components}; identical images give identical vectors: ask for at most {n_distinct}"
             )
         return [int(cfg.n_components)]
 
@@ -148,12 +151,44 @@ class LatentMixture:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict, config: MixtureConfig) -> LatentMixture:
+        check_arrays(arrays, int(meta["n_components"]), config.covariance_type)
         mixture = cls(config)
         mixture.center_, mixture.scale_ = arrays["center"], arrays["scale"]
         mixture.reducer_arrays_ = {k: v for k, v in arrays.items() if k.startswith(("pca_", "umap_"))}
         mixture.bic_curve_ = {int(k): float(v) for k, v in meta["bic_curve"].items()}
         mixture.gmm_ = restore_gmm(arrays, meta, config)
         return mixture
+
+
+def check_arrays(arrays: dict[str, np.ndarray], k: int, covariance_type: str) -> None:
+    """Saved arrays must fit together (shapes) and be finite floats: a tampered file is refused."""
+    d = _dims(arrays, "center", 1)[0]
+    if "pca_components" in arrays:
+        f = _dims(arrays, "pca_components", 2)[0]
+        reducer = {"pca_mean": (d,), "pca_components": (f, d), "pca_scale": (f,)}
+    elif "umap_embedding" in arrays:
+        n, f = _dims(arrays, "umap_embedding", 2)
+        reducer = {"umap_inputs": (n, d), "umap_embedding": (n, f)}
+    else:
+        f, reducer = d, {}
+    cov = {"full": (k, f, f), "tied": (f, f), "diag": (k, f), "spherical": (k,)}[covariance_type]
+    expected = {"center": (d,), "scale": (d,), **reducer, "gmm.weights_": (k,), "gmm.means_": (k, f)}
+    expected |= {"gmm.covariances_": cov, "gmm.precisions_cholesky_": cov}
+    for name, shape in expected.items():
+        value = np.asarray(arrays[name])
+        if value.shape != shape or value.dtype.kind != "f":
+            raise ValueError(
+                f"array {name!r} must be float with shape {shape}, got {value.dtype} {value.shape}"
+            )
+        if not np.isfinite(value).all():
+            raise ValueError(f"array {name!r} holds NaN or infinite values")
+
+
+def _dims(arrays: dict[str, np.ndarray], name: str, ndim: int) -> tuple[int, ...]:
+    shape = np.shape(arrays[name])
+    if len(shape) != ndim:
+        raise ValueError(f"array {name!r} must have {ndim} dimension(s), got shape {shape}")
+    return shape
 
 
 def restore_gmm(arrays: dict[str, np.ndarray], meta: dict, config: MixtureConfig) -> GaussianMixture:
@@ -181,12 +216,20 @@ def _precisions(chol: np.ndarray, covariance_type: str) -> np.ndarray:
     return chol**2
 
 
+def _count_distinct(x: np.ndarray) -> int:
+    """Points that differ after rounding to 6 decimals (the scale of standardised latents)."""
+    return len(np.unique(x.round(6), axis=0))
+
+
 def _check_latents(latents: np.ndarray) -> np.ndarray:
     latents = np.asarray(latents, dtype=np.float64)
     if latents.ndim != 2 or len(latents) < 2:
         raise ValueError(f"expected at least 2 latent vectors as a 2-D array, got shape {latents.shape}")
     if not np.isfinite(latents).all():
-        raise ValueError("latent vectors contain NaN or infinite values; the autoencoder diverged")
+        raise ValueError(
+            "latent vectors contain NaN or infinite values: the autoencoder diverged during training; "
+            "try a lower learning rate (--lr)"
+        )
     return latents
 
 

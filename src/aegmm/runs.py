@@ -32,12 +32,44 @@ def check_output(out: Path, *, resume: bool = False, force: bool = False) -> Non
         )
 
 
-def prepare_output(out: Path, *, resume: bool = False, force: bool = False) -> None:
-    """Check the output folder, then create it (emptied first when forced)."""
+def prepare_output(out: Path, *, resume: bool = False, force: bool = False) -> bool:
+    """Check the output folder, then create it (emptied first when forced); True if (re)created."""
     check_output(out, resume=resume, force=force)
+    created = not out.exists()
     if force and not resume and out.is_dir():
         shutil.rmtree(out)
+        created = True
     out.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def check_cluster_count(clusterer: ImageClusterer, n_images: int) -> None:
+    """K (or the smallest K tried) must not exceed the number of images: checked before training."""
+    k = clusterer.n_components
+    if k == "auto" and clusterer.k_range[0] > n_images:
+        raise ValueError(
+            f"n_components='auto' tries K >= {clusterer.k_range[0]}, but there are {n_images} images"
+        )
+    if k != "auto" and k > n_images:
+        raise ValueError(f"n_components must be <= the number of images ({n_images}), got {k}")
+
+
+def fit_into(
+    data: ImageSet, out: Path, clusterer: ImageClusterer, *, resume: bool = False, force: bool = False
+) -> tuple[ImageClusterer, Assignments | None]:
+    """Check K, create `out` (rank 0 only) and fit into it.
+
+    If the fit fails, a folder created here that is still empty is removed again; a folder
+    holding checkpoints is kept, so that `--resume` can continue the work.
+    """
+    check_cluster_count(clusterer, len(data))
+    created = prepare_output(out, resume=resume, force=force) if distributed.is_main() else False
+    try:
+        return fit_run(data, out, clusterer, resume=resume)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def fit_run(
@@ -84,23 +116,31 @@ def assign_to_csv(
     from .data.chunks import iter_chunks
 
     model = clusterer.config_.model
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"--out must be the path of a CSV file, but {path} is a folder")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_name(f".{Path(path).name}.partial")
     first: tuple[Assignments, ImageSet] | None = None
     counts = np.zeros(clusterer.n_components_, dtype=np.int64)
     skipped: list[tuple[str, str]] = []
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(ASSIGNMENT_COLUMNS)
-        for part in iter_chunks(source, image_size=model.image_size, channels=model.channels, chunk=chunk):
-            table = clusterer.assign(part) if len(part) else _empty_table(part)
-            _write_rows(writer, table)
-            counts += np.bincount(table.cluster, minlength=len(counts))
-            skipped += part.skipped
-            first = first or (table, part)
-    if not counts.sum():
-        tmp.unlink()
-        raise ValueError(f"no readable images in {source} ({len(skipped)} files skipped)")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(ASSIGNMENT_COLUMNS)
+            for part in iter_chunks(
+                source, image_size=model.image_size, channels=model.channels, chunk=chunk
+            ):
+                table = clusterer.assign(part) if len(part) else _empty_table(part)
+                _write_rows(writer, table)
+                counts += np.bincount(table.cluster, minlength=len(counts))
+                skipped += part.skipped
+                first = first or (table, part)
+        if not counts.sum():
+            raise ValueError(f"no readable images in {source} ({len(skipped)} files skipped)")
+        os.replace(tmp, path)
+    except BaseException:  # an error or an interrupt: no partial CSV is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return first[0], first[1], counts, skipped
 
 
@@ -121,10 +161,14 @@ def write_skipped(path: Path, skipped: Sequence[tuple[str, str]]) -> None:
     write_atomic(Path(path), buffer.getvalue().encode())
 
 
-def skipped_summary(skipped: Sequence[tuple[str, str]], shown: int = 5) -> str:
+def skipped_summary(
+    skipped: Sequence[tuple[str, str]], listed_in: Path | None = None, shown: int = 20
+) -> str:
+    """Lines for the console: each skipped file with its reason (the first `shown` of them)."""
     if not skipped:
         return ""
-    lines = [f"skipped {len(skipped)} file(s) that could not be used:"]
+    where = f"; all are listed in {listed_in}" if listed_in else ""
+    lines = [f"skipped {len(skipped)} file(s) that could not be used{where}:"]
     lines += [f"  {p}: {reason}" for p, reason in skipped[:shown]]
     if len(skipped) > shown:
         lines.append(f"  ... and {len(skipped) - shown} more")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save as dump_numpy
 from safetensors.torch import load_file as load_torch
@@ -56,15 +56,30 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{path} is not valid JSON (nested too deeply)") from None
 
 
-def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def write_tensors(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
+    """Tensors, and optional text metadata in the same file's header (one atomic write)."""
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    write_atomic(path, dump_torch(cpu))
+    write_atomic(path, dump_torch(cpu, metadata=metadata))
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     return _read(path, load_torch)
+
+
+def read_tensor_metadata(path: Path) -> dict[str, str]:
+    """The text metadata stored in a safetensors header ({} when there is none)."""
+    return _read(path, _header_metadata)
+
+
+def _header_metadata(name: str) -> dict[str, str]:
+    with safe_open(name, framework="pt") as handle:
+        return dict(handle.metadata() or {})
 
 
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:

