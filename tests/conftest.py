@@ -75,3 +75,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"the shared data folder is missing: expected {SHARED_DATA} (see README: Data)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny tensors gain nothing from a second thread, and threads contend badly on a busy machine."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -83,7 +83,7 @@ def test_assign_matches_fit_assignments_for_the_training_images(run_dir, tmp_pat
             "image_size must be a positive multiple of 8",
         ),
         (["assign", "nowhere", "builtin:digits", "--out", "x.csv"], "nowhere is not an aegmm run"),
-        (["fit", "builtin:digits", "--out", "OUT", "--lr", "-1"], "lr must be > 0, got -1.0"),
+        (["fit", "builtin:digits", "--out", "OUT", "--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
     ],
 )
 def test_errors_are_one_readable_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):

@@ -211,9 +211,7 @@ def test_cross_validated_loglik_prefers_the_right_k(blobs):
 def test_bic_over_seeds_and_information_curve(blobs):
     X, _ = blobs
     result = bic_over_seeds(X, 3, "diag", 1e-6, seeds=[0, 1, 2])
-    direct = [
-        GaussianMixture(3, covariance_type="diag", random_state=s).fit(X).bic(X) for s in (0, 1, 2)
-    ]
+    direct = [GaussianMixture(3, covariance_type="diag", random_state=s).fit(X).bic(X) for s in (0, 1, 2)]
     assert result["values"] == pytest.approx(direct)
     assert result["mean"] == pytest.approx(np.mean(direct))
     assert result["std"] == pytest.approx(np.std(direct))
@@ -223,9 +221,7 @@ def test_bic_over_seeds_and_information_curve(blobs):
     assert int(np.argmin(curve["bic"])) == 2
     with pytest.raises(ValueError, match="covariance_type must be one of"):
         information_curve(X, [1], covariance_type="banana")
-    with pytest.raises(
-        ValueError, match=r"n_components must be in \[1, number of points \(150\)\]"
-    ):
+    with pytest.raises(ValueError, match=r"n_components must be in \[1, number of points \(150\)\]"):
         bic_over_seeds(X, 0)
 
 

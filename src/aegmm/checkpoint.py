@@ -59,11 +59,15 @@ def _check_finite(tensors: dict[str, torch.Tensor], history: list[dict], epoch: 
         f"tensor {k}" for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()
     ]
     if bad:
-        kept = f"the checkpoint of epoch {epoch - 1} is kept" if epoch > 1 else "no checkpoint was saved"
         raise FloatingPointError(
-            f"training diverged in epoch {epoch}: {bad[0]} became infinite or NaN; {kept}; "
+            f"training diverged in epoch {epoch}: {bad[0]} became infinite or NaN; {kept_checkpoint(epoch)}; "
             "try a lower learning rate (--lr)"
         )
+
+
+def kept_checkpoint(epoch: int) -> str:
+    """What is left after epoch `epoch` diverged: the previous epoch's checkpoint, if any."""
+    return f"the checkpoint of epoch {epoch - 1} is kept" if epoch > 1 else "no checkpoint was saved"
 
 
 def has_checkpoint(folder: Path) -> bool:

@@ -138,16 +138,10 @@ def cmd_assign(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.evaluate import evaluate_run
-    from .io import load
-    from .runs import SKIPPED, load_for, skipped_summary, write_skipped
 
-    data = load_for(load(args.run, progress=False), args.data)  # to report the skipped files
-    if data.skipped:
-        print(skipped_summary(data.skipped, listed_in=Path(args.out) / SKIPPED), file=sys.stderr)
     report = evaluate_run(
-        Path(args.run), data, Path(args.out), seed=args.seed, force=args.force, progress=not args.quiet
+        Path(args.run), args.data, Path(args.out), seed=args.seed, force=args.force, progress=not args.quiet
     )
-    write_skipped(Path(args.out) / SKIPPED, data.skipped)
     print(f"report written to {report}")
     return 0
 

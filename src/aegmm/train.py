@@ -15,7 +15,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import has_checkpoint, kept_checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .nn import AutoEncoder
 from .preprocess import Normalizer
@@ -61,6 +61,11 @@ def train_autoencoder(
             net, optimizer, images, train_idx, normalizer, train_config, epoch, device, progress
         )
         val = _mean_loss(model, images[val_idx], normalizer, device) if len(val_idx) else float("nan")
+        if len(val_idx) and not math.isfinite(val):
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch}: the validation loss became {val}; "
+                f"{kept_checkpoint(epoch)}; try a lower learning rate (--lr)"
+            )
         seconds = time.perf_counter() - t0
         history.append(
             {
@@ -132,7 +137,7 @@ def _train_epoch(net, optimizer, images, train_idx, normalizer, config, epoch, d
         if not math.isfinite(value):
             raise FloatingPointError(
                 f"training diverged: the loss became {value} in epoch {epoch} (batch {step + 1}); "
-                "the last good checkpoint is kept; try a lower learning rate (--lr)"
+                f"{kept_checkpoint(epoch)}; try a lower learning rate (--lr)"
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from .imageset import ImageSet
-from .loaders import _folder_files, _stack, _zip_reader, conform_images, decode_entry, load_images
+from .loaders import _stack, conform_images, decode_entry, file_entries, load_images
 
 
 def iter_chunks(
@@ -28,21 +26,13 @@ def iter_chunks(
         return
     if not path.exists():
         raise FileNotFoundError(f"input not found: {path} (expected a folder, .zip, .npz or .npy)")
-    with _entries(path) as entries:
+    if path.suffix.lower() not in (".zip", "") and not path.is_dir():
+        raise ValueError(
+            f"unknown input format {path.suffix!r} for {path}; expected a folder, .zip, .npz or .npy"
+        )
+    with file_entries(path) as entries:
         for start in range(0, max(len(entries), 1), chunk):
             yield _decode_chunk(entries[start : start + chunk], path, image_size, channels)
-
-
-@contextlib.contextmanager
-def _entries(path: Path):
-    if path.is_dir():
-        yield list(_folder_files(path))
-        return
-    if path.suffix.lower() != ".zip":
-        raise ValueError(f"unknown input format {path.suffix!r} for {path}; expected a folder, .zip, .npz or .npy")
-    with zipfile.ZipFile(path) as archive:
-        members = sorted((m for m in archive.infolist() if not m.is_dir()), key=lambda m: m.filename)
-        yield [(m.filename, _zip_reader(archive, m)) for m in members]
 
 
 def _decode_chunk(entries, root: Path, image_size: int, channels: int) -> ImageSet:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import stat
 import zipfile
 import zlib
@@ -103,11 +104,22 @@ def open_zip(path: Path) -> zipfile.ZipFile:
         raise ValueError(f"{path} is not a readable zip archive ({exc})") from None
 
 
-def _load_zip(path: Path, image_size, channels, progress) -> ImageSet:
+@contextlib.contextmanager
+def file_entries(path: Path) -> Iterator[list[FileEntry]]:
+    """(relative path, reader) of every file in a folder or a zip, sorted; the zip stays open."""
+    if path.is_dir():
+        yield list(_folder_files(path))
+        return
+    if path.suffix.lower() != ".zip":
+        raise ValueError(f"expected a folder or a .zip, got {path.name}")
     with open_zip(path) as archive:
         members = sorted((m for m in archive.infolist() if not m.is_dir()), key=lambda m: m.filename)
-        entries = ((m.filename, _zip_reader(archive, m)) for m in members)
-        return _load_files(entries, path, image_size, channels, progress, total=len(members))
+        yield [(m.filename, _zip_reader(archive, m)) for m in members]
+
+
+def _load_zip(path: Path, image_size, channels, progress) -> ImageSet:
+    with file_entries(path) as entries:
+        return _load_files(entries, path, image_size, channels, progress, total=len(entries))
 
 
 def _zip_reader(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> Callable[[], bytes]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,35 +16,40 @@ from tqdm.auto import tqdm
 
 from ..storage import write_json
 from .imageset import ImageSet
-from .loaders import _folder_files, _folder_labels, decode_entry
+from .loaders import _folder_labels, decode_entry, file_entries
 
 
 def sidecar(path: Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def pack_images(source: str | Path, out: str | Path, *, image_size: int, channels: int = 3,
-                progress: bool = False) -> dict:
+def pack_images(
+    source: str | Path, out: str | Path, *, image_size: int, channels: int = 3, progress: bool = False
+) -> dict:
     """Decode every image of a folder or .zip into `out` (.npy, uint8 N x S x S x C)."""
     source, out = Path(source), Path(out)
     if out.suffix != ".npy":
         raise ValueError(f"--out must end in .npy, got {out.name}")
     if not source.exists():
         raise FileNotFoundError(f"input not found: {source} (expected a folder or a .zip)")
-    if source.is_dir():
-        return _pack(list(_folder_files(source)), source, out, image_size, channels, progress)
-    if source.suffix.lower() != ".zip":
+    if not source.is_dir() and source.suffix.lower() != ".zip":
         raise ValueError(f"pack reads a folder or a .zip, got {source.name}")
-    with zipfile.ZipFile(source) as archive:
-        members = sorted((m for m in archive.infolist() if not m.is_dir()), key=lambda m: m.filename)
-        entries = [(m.filename, (lambda m=m: archive.read(m))) for m in members]
+    with file_entries(source) as entries:
         return _pack(entries, source, out, image_size, channels, progress)
 
 
 def _pack(entries, source: Path, out: Path, image_size: int, channels: int, progress: bool) -> dict:
     tmp = out.with_name(f".{out.name}.partial")
-    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                       shape=(max(len(entries), 1), image_size, image_size, channels))
+    try:
+        return _pack_into(tmp, entries, source, out, image_size, channels, progress)
+    finally:
+        tmp.unlink(missing_ok=True)  # also after an error or an interrupt
+
+
+def _pack_into(tmp: Path, entries, source: Path, out: Path, image_size, channels, progress) -> dict:
+    images = np.lib.format.open_memmap(
+        tmp, mode="w+", dtype=np.uint8, shape=(max(len(entries), 1), image_size, image_size, channels)
+    )
     paths, skipped = [], []
     for rel, read in tqdm(entries, desc="packing", unit="file", disable=not progress):
         image = decode_entry(rel, read, image_size, channels)
@@ -55,14 +59,16 @@ def _pack(entries, source: Path, out: Path, image_size: int, channels: int, prog
             images[len(paths)] = image
             paths.append(rel)
     if not paths:
-        del images
-        tmp.unlink()
         raise ValueError(f"no readable images in {source} ({len(skipped)} files skipped)")
     _truncate(images, len(paths), out)
-    tmp.unlink()
     labels, names = _folder_labels(paths)
-    meta = {"source": str(source), "paths": paths, "skipped": skipped,
-            "labels": None if labels is None else labels.tolist(), "label_names": names}
+    meta = {
+        "source": str(source),
+        "paths": paths,
+        "skipped": skipped,
+        "labels": None if labels is None else labels.tolist(),
+        "label_names": names,
+    }
     write_json(sidecar(out), meta)
     return {"images": len(paths), "skipped": len(skipped), "path": str(out)}
 
@@ -85,10 +91,17 @@ def load_npy(path: Path) -> ImageSet:
     except ValueError as exc:
         raise ValueError(f"{path} is not a readable .npy array ({exc})") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f"{path}: expected uint8 (N, H, W, C) with C in 1, 3, got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"{path}: expected uint8 (N, H, W, C) with C in 1, 3, got {images.dtype} {images.shape}"
+        )
     meta = json.loads(sidecar(path).read_text()) if sidecar(path).is_file() else {}
     paths = meta.get("paths") or [str(i) for i in range(len(images))]
     labels = meta.get("labels")
-    return ImageSet(images, paths, None if labels is None else np.asarray(labels, dtype=np.int64),
-                    meta.get("label_names"), skipped=[tuple(s) for s in meta.get("skipped", [])],
-                    source=str(path))
+    return ImageSet(
+        images,
+        paths,
+        None if labels is None else np.asarray(labels, dtype=np.int64),
+        meta.get("label_names"),
+        skipped=[tuple(s) for s in meta.get("skipped", [])],
+        source=str(path),
+    )

@@ -82,6 +82,7 @@ domains) with enough images each; [auto K] only when the run chose K by BIC on i
 from __future__ import annotations
 
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -106,7 +107,7 @@ from aegmm.evaluation.metrics import gmm_information, label_agreement, reconstru
 from aegmm.evaluation.report import render_report
 from aegmm.io import load
 from aegmm.pipeline import ImageClusterer
-from aegmm.runs import load_for, prepare_output
+from aegmm.runs import SKIPPED, load_for, prepare_output, skipped_summary, write_skipped
 from aegmm.storage import write_atomic, write_json
 
 SCHEMA_VERSION = 1
@@ -169,6 +170,8 @@ def evaluate_run(
         prepare_output(out)  # raises FileExistsError now for a file, or a non-empty folder unforced
     clusterer = load(run, progress=progress)
     data = _load_data(clusterer, data_source)
+    if data.skipped:
+        print(skipped_summary(data.skipped, listed_in=out / SKIPPED), file=sys.stderr)
     _check_enough_images(len(data), clusterer.n_components_)
     log(f"evaluating {run} (K={clusterer.n_components_}) on {len(data):,} images")
     results = _Results(metrics=_header(clusterer, data, data_source))
@@ -183,7 +186,7 @@ def evaluate_run(
     html = render_report(
         metrics=results.metrics, figures=results.figures, notes=results.notes, run=str(run), schema=schema()
     )
-    _write(out, force, results, html)
+    _write(out, force, results, html, data.skipped)
     log(f"report written to {out / REPORT}")
     return out / REPORT
 
@@ -391,8 +394,9 @@ def _jsonable(value):
     return value
 
 
-def _write(out: Path, force: bool, results: _Results, html: str) -> None:
+def _write(out: Path, force: bool, results: _Results, html: str, skipped) -> None:
     prepare_output(out, force=force)
+    write_skipped(out / SKIPPED, skipped)
     for name, png in results.figures.items():
         write_atomic(out / FIGURES / f"{name}.png", png)
     write_json(out / METRICS, _jsonable(results.metrics))

@@ -135,8 +135,7 @@ class KMeansGaussian(BaseEstimator):
         if np.any(counts == 0):
             empty = np.flatnonzero(counts == 0).tolist()
             raise ValueError(
-                f"expected every centroid to be nearest to at least one point, got empty "
-                f"cluster(s) {empty}"
+                f"expected every centroid to be nearest to at least one point, got empty cluster(s) {empty}"
             )
         sse = float(np.sum((X - centers[labels]) ** 2))
         if sse <= 0.0:
@@ -195,9 +194,7 @@ def cross_validated_loglik(
         raise TypeError(f"expected make_model to be a callable, got {type(make_model).__name__}")
     X = as_matrix(X)
     if not 2 <= n_splits <= X.shape[0]:
-        raise ValueError(
-            f"n_splits must be in [2, number of points ({X.shape[0]})], got {n_splits}"
-        )
+        raise ValueError(f"n_splits must be in [2, number of points ({X.shape[0]})], got {n_splits}")
     folds = KFold(n_splits=n_splits, shuffle=True, random_state=seed).split(X)
     scores = []
     for i, (train, test) in enumerate(folds):
@@ -211,13 +208,9 @@ def cross_validated_loglik(
 
 def _fit_gmm(X, n_components, covariance_type, reg_covar, seed, n_init=1) -> GaussianMixture:
     if covariance_type not in _COVARIANCE_TYPES:
-        raise ValueError(
-            f"covariance_type must be one of {_COVARIANCE_TYPES}, got {covariance_type!r}"
-        )
+        raise ValueError(f"covariance_type must be one of {_COVARIANCE_TYPES}, got {covariance_type!r}")
     if not 1 <= n_components <= X.shape[0]:
-        raise ValueError(
-            f"n_components must be in [1, number of points ({X.shape[0]})], got {n_components}"
-        )
+        raise ValueError(f"n_components must be in [1, number of points ({X.shape[0]})], got {n_components}")
     gmm = GaussianMixture(
         n_components=n_components,
         covariance_type=covariance_type,
@@ -241,10 +234,7 @@ def bic_over_seeds(
     seeds = list(seeds)
     if not seeds:
         raise ValueError("expected at least one seed, got none")
-    values = [
-        float(_fit_gmm(X, n_components, covariance_type, reg_covar, s, n_init).bic(X))
-        for s in seeds
-    ]
+    values = [float(_fit_gmm(X, n_components, covariance_type, reg_covar, s, n_init).bic(X)) for s in seeds]
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
 
 
@@ -298,8 +288,7 @@ def _check_mixtures(mixtures: Mapping[str, GaussianMixture]) -> int:
         dims.add(gmm.means_.shape[1])
         if len(dims) > 1:
             raise ValueError(
-                f"expected mixtures over the same number of features, got {sorted(dims)} "
-                f"(at {name!r})"
+                f"expected mixtures over the same number of features, got {sorted(dims)} (at {name!r})"
             )
     return dims.pop()
 
@@ -315,9 +304,7 @@ def _summarise(log_ratios: np.ndarray) -> tuple[float, float]:
     return kl, stderr
 
 
-def mc_kl_divergence(
-    p: GaussianMixture, q: GaussianMixture, n_samples: int = 20000, seed: int = 0
-) -> dict:
+def mc_kl_divergence(p: GaussianMixture, q: GaussianMixture, n_samples: int = 20000, seed: int = 0) -> dict:
     """Monte Carlo KL(P || Q) = E_P[log p(x) - log q(x)] with x drawn from P.
 
     Returns ``kl``, ``stderr`` (std of the log ratios / sqrt(n)), ``n_samples`` and

@@ -51,9 +51,7 @@ MAX_PSNR = 100.0  # dB; reported for a perfect reconstruction (mse == 0) and use
 def _check_labels(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.ndim != 1 or y_pred.ndim != 1:
-        raise ValueError(
-            f"expected 1-D y_true and y_pred, got shapes {y_true.shape} and {y_pred.shape}"
-        )
+        raise ValueError(f"expected 1-D y_true and y_pred, got shapes {y_true.shape} and {y_pred.shape}")
     if len(y_true) != len(y_pred):
         raise ValueError(
             f"expected y_true and y_pred of the same length, got {len(y_true)} and {len(y_pred)}"
@@ -116,9 +114,7 @@ def roc_auc(scores, is_positive) -> float:
     if not values <= {0, 1}:
         raise ValueError(f"expected is_positive to hold booleans or 0/1, got values {values}")
     if len(values) < 2:
-        raise ValueError(
-            f"expected both positive and negative examples, got only is_positive={values.pop()}"
-        )
+        raise ValueError(f"expected both positive and negative examples, got only is_positive={values.pop()}")
     return float(roc_auc_score(is_positive.astype(bool), scores))
 
 
