@@ -115,32 +115,8 @@ def _read_normalizer(path: Path, channels: int) -> Normalizer:
 
 
 def _rebuild(folder: Path, config: RunConfig, progress: bool) -> ImageClusterer:
-    m, t, x = config.model, config.train, config.mixture
-    clusterer = ImageClusterer(
-        image_size=m.image_size,
-        channels=m.channels,
-        latent_dim=m.latent_dim,
-        stem=m.stem,
-        width=m.width,
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        val_fraction=t.val_fraction,
-        noise=t.noise,
-        flip=t.flip,
-        n_components=x.n_components,
-        k_range=x.k_range,
-        covariance_type=x.covariance_type,
-        reducer=x.reducer,
-        reduced_dim=x.reduced_dim,
-        n_init=x.n_init,
-        reg_covar=x.reg_covar,
-        max_fit_samples=x.max_fit_samples,
-        seed=t.seed,
-        device="auto",  # the machine that loads a model may differ from the one that trained it
-        progress=progress,
-    )
+    m, x = config.model, config.mixture
+    clusterer = ImageClusterer.from_config(config, progress=progress)
     model = AutoEncoder(m)
     try:
         model.load_state_dict(read_tensors(folder / WEIGHTS))

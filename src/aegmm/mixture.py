@@ -67,15 +67,7 @@ class LatentMixture:
         return [int(cfg.n_components)]
 
     def _fit_gmm(self, x: np.ndarray, k: int) -> GaussianMixture:
-        cfg = self.config
-        gmm = GaussianMixture(
-            n_components=k,
-            covariance_type=cfg.covariance_type,
-            n_init=cfg.n_init,
-            reg_covar=cfg.reg_covar,
-            max_iter=cfg.max_iter,
-            random_state=cfg.seed,
-        )
+        gmm = make_gmm(k, self.config)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             try:
@@ -189,6 +181,18 @@ def _dims(arrays: dict[str, np.ndarray], name: str, ndim: int) -> tuple[int, ...
     if len(shape) != ndim:
         raise ValueError(f"array {name!r} must have {ndim} dimension(s), got shape {shape}")
     return shape
+
+
+def make_gmm(k: int, config: MixtureConfig, seed: int | None = None) -> GaussianMixture:
+    """An unfitted GaussianMixture with the run's settings (its own seed unless one is given)."""
+    return GaussianMixture(
+        n_components=k,
+        covariance_type=config.covariance_type,
+        n_init=config.n_init,
+        reg_covar=config.reg_covar,
+        max_iter=config.max_iter,
+        random_state=config.seed if seed is None else seed,
+    )
 
 
 def restore_gmm(arrays: dict[str, np.ndarray], meta: dict, config: MixtureConfig) -> GaussianMixture:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +104,15 @@ class ImageClusterer(BaseEstimator):
                 max_fit_samples=self.max_fit_samples,
             ),
         )
+
+    @classmethod
+    def from_config(cls, config: RunConfig, *, progress: bool = True) -> ImageClusterer:
+        """An unfitted clusterer with a saved run's settings (the inverse of `_configs`)."""
+        m, t, x = asdict(config.model), asdict(config.train), asdict(config.mixture)
+        params = m | {k: v for k, v in t.items() if k != "device"} | x
+        params.pop("max_iter")  # not a clusterer parameter: always the MixtureConfig default
+        params["seed"] = t["seed"]
+        return cls(**params, device="auto", progress=progress)  # the loading machine may differ
 
     # -- fitting ---------------------------------------------------------------------------------
 

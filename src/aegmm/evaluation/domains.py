@@ -26,6 +26,7 @@ from sklearn.mixture import GaussianMixture
 from aegmm.config import MixtureConfig
 from aegmm.evaluation import plots
 from aegmm.evaluation.metrics import gmm_information, kl_matrix, mc_kl_divergence, roc_auc
+from aegmm.mixture import make_gmm
 
 MAX_DOMAINS = 10  # more domains than this are not analysed (the KL matrix grows as D^2)
 KL_SAMPLES = 20_000  # Monte Carlo sample size of each KL divergence
@@ -71,15 +72,7 @@ def select_domains(
 
 
 def _fit(x: np.ndarray, k: int, config: MixtureConfig, seed: int) -> GaussianMixture:
-    gmm = GaussianMixture(
-        n_components=k,
-        covariance_type=config.covariance_type,
-        reg_covar=config.reg_covar,
-        n_init=config.n_init,
-        max_iter=config.max_iter,
-        random_state=seed,
-    )
-    return gmm.fit(x)
+    return make_gmm(k, config, seed).fit(x)
 
 
 def analyse_domains(
