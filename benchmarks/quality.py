@@ -1,0 +1,202 @@
+"""Clustering quality of aegmm against peers on CIFAKE (held-out) and scikit-learn's digits.
+
+    python benchmarks/quality.py                      # full run: 16,000 fit / 4,000 scored + digits
+    python benchmarks/quality.py --quick              # smoke run (~2-4 minutes on 2 CPU cores)
+    python benchmarks/quality.py --variant reducer=umap --variant noise=0.1
+
+Tasks (K is given to every method, never selected):
+- cifar10: the 10 CIFAR-10 classes over REAL and FAKE together (K=10); acc, NMI, ARI.
+- real_fake: REAL vs FAKE (K=2); acc, NMI, and the ROC AUC of label-free per-image scores.
+- digits: scikit-learn's 1,797 digits (K=10), fitted and scored on all of them as peers do.
+CIFAKE split: 16,000 fit / 4,000 held-out, stratified by domain x CIFAR class, seed --seed.
+Writes quality.json and quality.md under --out (benchmarks/results by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import (
+    CIFAKE_ZIP,
+    Labelled,
+    agreement,
+    auroc,
+    load_cifake,
+    load_digits,
+    machine,
+    max_rss_mib,
+    measure,
+    split_cifake,
+    stratified_subset,
+)
+from peers import CLUSTIMAGE_NOTE, PEERS
+from report import write_markdown
+from variants import Variant, cluster, parse_variant, train
+
+RESULTS = Path(__file__).resolve().parent / "results"
+METHODS = (*PEERS, "clustimage", "aegmm")
+QUICK = {"fit_size": 1000, "test_size": 400, "epochs": 1}
+
+
+def tasks_of(dataset: str, scored: Labelled) -> list[dict]:
+    """Each task: name, K, true labels of the scored images, and the AUROC target if any."""
+    if dataset == "digits":
+        return [{"task": "digits", "k": 10, "y": scored.classes, "positive": None}]
+    return [
+        {"task": "cifar10", "k": 10, "y": scored.classes, "positive": None},
+        {"task": "real_fake", "k": 2, "y": scored.domains, "positive": scored.domains == 1},
+    ]
+
+
+def score_outcome(outcome, task: dict) -> dict:
+    row = {"metrics": agreement(task["y"], outcome.labels), "notes": outcome.notes}
+    if task["positive"] is not None:
+        row["scores"] = {name: auroc(s, task["positive"]) for name, s in outcome.scores.items()}
+    return row
+
+
+def run_peers(methods, dataset, fit, scored, seed, emit) -> None:
+    for method in methods:
+        if method == "clustimage":
+            emit({"dataset": dataset, "method": method, "skipped": CLUSTIMAGE_NOTE})
+            continue
+        for task in tasks_of(dataset, scored):
+            print(f"[{time.strftime('%H:%M:%S')}] {dataset} {task['task']} {method}", flush=True)
+            with measure() as cost:
+                outcome = PEERS[method](fit.images, scored.images, task["k"], seed)
+            row = {"dataset": dataset, "task": task["task"], "k": task["k"], "method": method}
+            emit({**row, **score_outcome(outcome, task), "time": cost.as_dict()})
+
+
+def run_aegmm(variants: list[Variant], dataset, fit, scored, epochs, emit) -> None:
+    groups: dict[tuple, list[Variant]] = {}
+    for variant in variants:
+        groups.setdefault(variant.train, []).append(variant)
+    tasks = tasks_of(dataset, scored)
+    for members in groups.values():
+        print(f"[{time.strftime('%H:%M:%S')}] {dataset} aegmm training for {members[0].name}", flush=True)
+        trained = train(members[0], fit.images, scored.images, tasks[0]["k"], epochs)
+        print(f"    trained: {json.dumps(trained.timings)}", flush=True)
+        for variant in members:
+            for task in tasks:
+                outcome, mixing = cluster(variant, trained, task["k"])
+                row = {"dataset": dataset, "task": task["task"], "k": task["k"], "method": "aegmm"}
+                row.update(variant=variant.name, settings=variant.settings, **score_outcome(outcome, task))
+                emit({**row, "time": mixing, "train": trained.timings})
+                print(f"    {variant.name} {task['task']}: {row['metrics']}", flush=True)
+
+
+def datasets(args) -> dict[str, tuple[Labelled, Labelled, dict]]:
+    out = {}
+    if "cifake" in args.datasets:
+        fit, held_out = split_cifake(load_cifake(CIFAKE_ZIP), test_size=4000, seed=args.seed)
+        fit = stratified_subset(fit, args.fit_size, seed=args.seed)
+        held_out = stratified_subset(held_out, args.test_size, seed=args.seed)
+        info = {
+            "source": CIFAKE_ZIP.name,
+            "split": "16,000 fit / 4,000 held-out of the 20,000, stratified by domain x CIFAR class "
+            f"(sklearn train_test_split, random_state={args.seed})",
+            "fit_images": len(fit.images),
+            "scored_images": len(held_out.images),
+            "scored": "held-out images only (never fitted)",
+        }
+        out["cifake"] = (fit, held_out, info)
+    if "digits" in args.datasets:
+        digits = load_digits()
+        info = {
+            "source": "builtin:digits (sklearn load_digits, 8x8, 0..16 scaled to 0..255)",
+            "fit_images": len(digits.images),
+            "scored_images": len(digits.images),
+            "scored": "the same 1,797 images that were fitted (transductive, as the peers report it)",
+        }
+        out["digits"] = (digits, digits, info)
+    return out
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="1,000 fit / 400 scored CIFAKE images, 1 epoch")
+    parser.add_argument("--epochs", type=int, default=None, help="aegmm epochs (default: the library's)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for quality.json and quality.md")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="aegmm settings to try besides the defaults, e.g. reducer=umap or latent_dim=64,noise=0.1",
+    )
+    parser.add_argument("--no-default", action="store_true", help="leave aegmm's defaults out")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
+    parser.add_argument("--datasets", default="cifake,digits", help="comma list of cifake, digits")
+    parser.add_argument("--fit-size", type=int, default=16000, help="CIFAKE fit images (stratified subset)")
+    parser.add_argument("--test-size", type=int, default=4000, help="CIFAKE held-out images scored")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and of every method")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.fit_size, args.test_size = min(args.fit_size, QUICK["fit_size"]), min(args.test_size, 400)
+        args.epochs = args.epochs or QUICK["epochs"]
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    unknown = sorted(set(args.methods) - set(METHODS)) + sorted(set(args.datasets) - {"cifake", "digits"})
+    if unknown:
+        parser.error(f"unknown methods or datasets {unknown}")
+    args.variants = ([] if args.no_default else [parse_variant("default")]) + [
+        parse_variant(v) for v in args.variant
+    ]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "settings": {
+            "quick": args.quick,
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "methods": args.methods,
+            "variants": [v.name for v in args.variants],
+        },
+        "machine_start": machine(),
+        "datasets": {},
+        "runs": [],
+    }
+
+    def emit(row: dict) -> None:
+        report["runs"].append(row)
+        report["max_rss_mib"] = round(max_rss_mib(), 1)
+        (args.out / "quality.json").write_text(json.dumps(report, indent=1, default=_plain))
+        write_markdown(report, args.out / "quality.md")
+
+    started = time.perf_counter()
+    peers = [m for m in args.methods if m != "aegmm"]
+    for name, (fit, scored, info) in datasets(args).items():
+        report["datasets"][name] = info
+        run_peers(peers, name, fit, scored, args.seed, emit)
+        if "aegmm" in args.methods and args.variants:
+            run_aegmm(args.variants, name, fit, scored, args.epochs, emit)
+    report["machine_end"] = machine()
+    report["total_seconds"] = round(time.perf_counter() - started, 1)
+    report["max_rss_mib"] = round(max_rss_mib(), 1)
+    (args.out / "quality.json").write_text(json.dumps(report, indent=1, default=_plain))
+    write_markdown(report, args.out / "quality.md")
+    print(f"wrote {args.out / 'quality.md'} and quality.json in {report['total_seconds']} s", flush=True)
+    return 0
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,296 @@
+"""Speed of aegmm's defaults on this machine, set against the machine's own matrix-multiply rate.
+
+    python benchmarks/speed.py            # ~5-10 minutes on 2 shared CPU cores
+    python benchmarks/speed.py --quick    # ~1-2 minutes
+
+Measures, in one process: torch.mm float32 GFLOP/s (best of several 2048x2048 products); the
+FLOPs per image of the default network (torch.utils.flop_counter.FlopCounterMode); training and
+encoding images per second at 32x32 with batch 128, also as a fraction of the FLOP-bound rate;
+GaussianMixture fit time on 20,000 and 100,000 random latent vectors; peak resident memory.
+Writes speed.json and speed.md under --out (benchmarks/results by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from aegmm.config import MixtureConfig, ModelConfig, TrainConfig
+from aegmm.mixture import LatentMixture
+from aegmm.nn import AutoEncoder
+from aegmm.preprocess import Normalizer
+from aegmm.train import encode, train_autoencoder
+from common import SHARED_DATA, machine, max_rss_mib, measure
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BATCH = 128
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> dict:
+    """Best and median float32 torch.mm rate (2 n^3 FLOPs per product)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    flops = 2 * n**3
+    return {
+        "n": n,
+        "repeats": repeats,
+        "best_gflops": round(flops / min(times) / 1e9, 2),
+        "median_gflops": round(flops / statistics.median(times) / 1e9, 2),
+    }
+
+
+def network_flops(config: ModelConfig) -> dict:
+    """FLOPs per image counted by FlopCounterMode (convolutions and matrix products only)."""
+    model = AutoEncoder(config).train()
+    x = torch.randn(BATCH, config.channels, config.image_size, config.image_size)
+    with FlopCounterMode(display=False) as forward:
+        output, _ = model(x)
+    loss = torch.nn.functional.mse_loss(output, x)
+    with FlopCounterMode(display=False) as backward:
+        loss.backward()
+    with torch.no_grad(), FlopCounterMode(display=False) as encoder:
+        model.eval().encoder(x)
+    fwd, bwd = forward.get_total_flops() / BATCH, backward.get_total_flops() / BATCH
+    return {
+        "forward_per_image": fwd,
+        "backward_per_image": bwd,
+        "encoder_per_image": encoder.get_total_flops() / BATCH,
+        "train_per_image_3x": 3 * fwd,
+        "train_per_image_counted": fwd + bwd,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def cifake_images(n: int) -> np.ndarray:
+    images = np.load(SHARED_DATA / "cifake_train_subset.npz")["images"]
+    reps = -(-n // len(images))
+    return np.concatenate([images] * reps)[:n] if reps > 1 else images[:n]
+
+
+def training_speed(images: np.ndarray, epochs: int) -> dict:
+    """aegmm's own training loop (train_autoencoder) with the default settings, batch 128."""
+    model, train = ModelConfig(), TrainConfig(epochs=epochs, batch_size=BATCH, device="cpu")
+    normalizer = Normalizer.fit(images)
+    with measure() as cost:
+        _, history = train_autoencoder(images, model, train, normalizer, progress=False)
+    rates = [h["images_per_second"] for h in history]  # includes the validation pass of each epoch
+    return {
+        "images": len(images),
+        "epochs": epochs,
+        "images_per_second_per_epoch": [round(r, 1) for r in rates],
+        "images_per_second": round(max(rates), 1),
+        "memory": cost.as_dict(),
+    }
+
+
+def step_speed(steps: int) -> dict:
+    """Bare optimisation steps on one random batch: the loop's ceiling without data handling."""
+    model = AutoEncoder(ModelConfig()).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(BATCH, 3, 32, 32)
+    times = []
+    for i in range(steps + 2):
+        t0 = time.perf_counter()
+        output, _ = model(x)
+        loss = torch.nn.functional.mse_loss(output, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i >= 2:  # two warm-up steps
+            times.append(time.perf_counter() - t0)
+    return {
+        "steps": steps,
+        "best_images_per_second": round(BATCH / min(times), 1),
+        "median_images_per_second": round(BATCH / statistics.median(times), 1),
+    }
+
+
+def encoding_speed(images: np.ndarray, batch_size: int, repeats: int) -> dict:
+    model = AutoEncoder(ModelConfig()).eval()
+    normalizer = Normalizer.fit(images)
+    encode(model, images[: 2 * batch_size], normalizer, batch_size=batch_size)  # warm-up
+    times = []
+    with measure() as cost:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            encode(model, images, normalizer, batch_size=batch_size)
+            times.append(time.perf_counter() - t0)
+    return {
+        "images": len(images),
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "images_per_second": round(len(images) / min(times), 1),
+        "median_images_per_second": round(len(images) / statistics.median(times), 1),
+        "memory": cost.as_dict(),
+    }
+
+
+def random_latents(n: int, dim: int, k: int = 10, seed: int = 0) -> np.ndarray:
+    """n vectors from a random K-component Gaussian mixture (overlapping means, random covariances)."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(scale=1.0, size=(k, dim))  # overlapping clusters, so EM needs real work
+    mixing = rng.normal(size=(k, dim, dim)) / np.sqrt(dim)
+    which = rng.integers(k, size=n)
+    noise = rng.normal(size=(n, dim))
+    return (means[which] + np.einsum("nd,nde->ne", noise, mixing[which])).astype(np.float32)
+
+
+def mixture_speed(n: int, model: ModelConfig, mixture: MixtureConfig) -> dict:
+    """Default mixture on n random vectors: on the reduced size alone, and through LatentMixture."""
+    out = {"n": n}
+    reduced = random_latents(n, mixture.reduced_dim)
+    with measure() as cost:
+        fitted = LatentMixture(replace(mixture, reducer="none")).fit(reduced)
+    out["gmm_reduced_dim"] = {
+        "dim": mixture.reduced_dim,
+        "n_iter": int(fitted.gmm_.n_iter_),
+        "converged": bool(fitted.gmm_.converged_),
+        **cost.as_dict(),
+    }
+    latents = random_latents(n, model.latent_dim)
+    with measure() as cost:
+        fitted = LatentMixture(mixture).fit(latents)
+    out["latent_mixture_full_path"] = {
+        "dim": model.latent_dim,
+        "n_iter": int(fitted.gmm_.n_iter_),
+        **cost.as_dict(),
+    }
+    return out
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    m, f, mm = report["machine"], report["flops"], report["matmul"]
+    train, enc, step = report["training"], report["encoding"], report["steps"]
+    peak = max(mm["best_gflops"], report["matmul_end"]["best_gflops"]) * 1e9
+    lines = [
+        "# Speed of aegmm's defaults",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Machine: {m['cpu_count']} CPU cores ({m['processor']}), `torch.get_num_threads()` = "
+        f"{m['torch_threads']}, torch {m['torch']}; load average {m['load_average']} at start and "
+        f"{report['machine_end']['load_average']} at the end. **The 2 cores were shared with 2-3 other "
+        "jobs while this ran: every rate here is pessimistic** (the matmul rate is measured in the "
+        "same contended conditions, so the fractions are less affected than the raw rates).",
+        "",
+        "Network: default ModelConfig (32x32x3, ResNet-18 trunk at width 0.25, small stem, latent 32), "
+        f"{f['parameters']:,} parameters. FLOPs counted by FlopCounterMode (convolutions and matrix "
+        "products; batch norm, ReLU, additions and Adam are not counted): forward "
+        f"{f['forward_per_image'] / 1e6:.1f} MFLOP/image (encoder {f['encoder_per_image'] / 1e6:.1f}), "
+        f"backward {f['backward_per_image'] / 1e6:.1f}. Training is taken as 3x forward = "
+        f"{f['train_per_image_3x'] / 1e6:.1f} MFLOP/image (the counted forward + backward is "
+        f"{f['train_per_image_counted'] / 1e6:.1f}).",
+        "",
+        "| measurement | value | FLOP-bound rate | fraction |",
+        "| --- | --- | --- | --- |",
+        f"| torch.mm float32 {mm['n']}x{mm['n']}, best of {mm['repeats']}, start / end of run | "
+        f"{mm['best_gflops']} / {report['matmul_end']['best_gflops']} GFLOP/s (medians "
+        f"{mm['median_gflops']} / {report['matmul_end']['median_gflops']}) | - | - |",
+    ]
+    for name, rate, flops in (
+        (
+            f"training, aegmm loop, {train['images']:,} images, batch {BATCH}, best epoch",
+            train["images_per_second"],
+            f["train_per_image_3x"],
+        ),
+        (
+            f"training, bare steps on one batch of {BATCH}, best",
+            step["best_images_per_second"],
+            f["train_per_image_3x"],
+        ),
+        (
+            f"encoding, {enc['images']:,} images, batch {enc['batch_size']}, best of {enc['repeats']}",
+            enc["images_per_second"],
+            f["encoder_per_image"],
+        ),
+        (
+            f"encoding, batch {report['encoding_512']['batch_size']} (library default)",
+            report["encoding_512"]["images_per_second"],
+            f["encoder_per_image"],
+        ),
+    ):
+        bound = peak / flops
+        lines.append(f"| {name} | {rate:,.0f} img/s | {bound:,.0f} img/s | {rate / bound:.1%} |")
+    lines += ["", "| GaussianMixture fit (K=10, full, n_init=3, max_iter=300) | seconds | EM iterations |"]
+    lines.append("| --- | --- | --- |")
+    for row in report["mixture"]:
+        g, lm = row["gmm_reduced_dim"], row["latent_mixture_full_path"]
+        lines.append(
+            f"| {row['n']:,} random vectors, {g['dim']}-d (default reduced size) | "
+            f"{g['seconds']:.1f} | {g['n_iter']} (best restart) |"
+        )
+        lines.append(
+            f"| {row['n']:,} random vectors, {lm['dim']}-d through LatentMixture "
+            f"(standardise + PCA to 10 + GMM) | {lm['seconds']:.1f} | {lm['n_iter']} |"
+        )
+    lines += [
+        "",
+        "Random latents: a random 10-component Gaussian mixture (overlapping means, random full "
+        "covariances); EM time depends on how many iterations it needs, given per row.",
+        "",
+        f"Peak resident memory of the whole run (ru_maxrss): {report['max_rss_mib']:.0f} MiB; during "
+        f"training {train['memory']['peak_rss_mib']:.0f} MiB (rise {train['memory']['rise_mib']:.0f}), "
+        f"during encoding {enc['memory']['peak_rss_mib']:.0f} MiB.",
+        "",
+        f"Training images per second per epoch: {train['images_per_second_per_epoch']} "
+        "(each epoch's time includes its validation pass over 10% of the images).",
+        "",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer images and repeats (~1-2 minutes)")
+    parser.add_argument("--train-images", type=int, default=4000, help="images for the training epochs")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs timed")
+    parser.add_argument("--gmm-sizes", type=int, nargs="+", default=[20_000, 100_000])
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for speed.json and speed.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.train_images, args.epochs, args.gmm_sizes = 1000, 1, [20_000]
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    report = {"command": command, "machine": machine()}
+    print("matmul and FLOPs", flush=True)
+    report["matmul"] = matmul_gflops()
+    report["flops"] = network_flops(ModelConfig())
+    print("training", flush=True)
+    images = cifake_images(args.train_images)
+    report["training"] = training_speed(images, args.epochs)
+    report["steps"] = step_speed(5 if args.quick else 10)
+    print("encoding", flush=True)
+    enc_images = cifake_images(2000 if args.quick else 6000)
+    report["encoding"] = encoding_speed(enc_images, BATCH, 2 if args.quick else 3)
+    report["encoding_512"] = encoding_speed(enc_images, 512, 2 if args.quick else 3)
+    report["mixture"] = []
+    for n in args.gmm_sizes:
+        print(f"mixture on {n:,}", flush=True)
+        report["mixture"].append(mixture_speed(n, ModelConfig(), MixtureConfig()))
+    report["matmul_end"] = matmul_gflops()  # the contention may have changed during the run
+    report["machine_end"] = machine()
+    report["max_rss_mib"] = round(max_rss_mib(), 1)
+    (args.out / "speed.json").write_text(json.dumps(report, indent=1))
+    write_markdown(report, args.out / "speed.md")
+    print(f"wrote {args.out / 'speed.md'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""aegmm and its variants: `--variant reducer=umap,reduced_dim=16` style settings, run cheaply.
+
+Variants that differ only in mixture settings share one trained autoencoder: the autoencoder
+is trained once per distinct set of training settings through the public `ImageClusterer.fit`
+(so its wall time is the real fit time), and every (variant, K) pair then refits only
+`aegmm.mixture.LatentMixture` on the cached latent vectors, which is exactly what `fit` does
+after training. Two settings exist only here (no library change is needed to try them):
+
+- `recon_feature=1`: append log(per-image reconstruction MSE) to the latent vector as one more
+  column before the mixture (standardised like the others, then reduced).
+- `recon_only=1`: cluster on log(reconstruction MSE) alone (1-D, reducer "none").
+- `mixture_seed=N`: reseed only the reducer and EM (the autoencoder is shared), to see how much
+  of a difference between variants is the mixture's own seed-to-seed spread.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from aegmm import ImageClusterer
+from aegmm.data.loaders import conform_images
+from aegmm.mixture import LatentMixture
+from common import measure
+from peers import Outcome
+
+TRAIN_KEYS = (
+    "image_size",
+    "channels",
+    "latent_dim",
+    "stem",
+    "width",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "val_fraction",
+    "noise",
+    "flip",
+    "seed",
+)
+MIXTURE_KEYS = ("covariance_type", "reducer", "reduced_dim", "n_init", "reg_covar", "mixture_seed")
+EXTRA_KEYS = ("recon_feature", "recon_only")
+_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(ImageClusterer).parameters.items() if name != "self"
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # "default" or the option text, e.g. "reducer=umap,reduced_dim=16"
+    train: tuple[tuple[str, object], ...] = ()  # settings that need their own autoencoder
+    mixture: tuple[tuple[str, object], ...] = ()  # settings of the mixture only
+    extra: tuple[tuple[str, object], ...] = ()  # recon_feature / recon_only
+
+    @property
+    def settings(self) -> dict:
+        return dict(self.train + self.mixture + self.extra)
+
+
+def _value(key: str, text: str):
+    default = _DEFAULTS.get(key)
+    if key == "mixture_seed":
+        return int(text)
+    if key in EXTRA_KEYS or isinstance(default, bool):
+        if text.lower() not in ("0", "1", "true", "false"):
+            raise ValueError(f"{key} must be 0/1 or true/false, got {text!r}")
+        return text.lower() in ("1", "true")
+    if isinstance(default, int) or key == "channels":
+        return int(text)
+    if isinstance(default, float):
+        return float(text)
+    return text
+
+
+def parse_variant(text: str) -> Variant:
+    """'key=value,key=value' -> Variant; keys are ImageClusterer parameters or recon_*."""
+    if text == "default":
+        return Variant("default")
+    groups: dict[str, list] = {"train": [], "mixture": [], "extra": []}
+    for part in filter(None, text.split(",")):
+        key, sep, raw = part.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"a variant is key=value[,key=value...], got {part!r} in {text!r}")
+        if key in TRAIN_KEYS:
+            groups["train"].append((key, _value(key, raw.strip())))
+        elif key in MIXTURE_KEYS:
+            groups["mixture"].append((key, _value(key, raw.strip())))
+        elif key in EXTRA_KEYS:
+            groups["extra"].append((key, _value(key, raw.strip())))
+        else:
+            known = ", ".join(TRAIN_KEYS + MIXTURE_KEYS + EXTRA_KEYS)
+            raise ValueError(f"unknown variant setting {key!r}; expected one of {known}")
+    return Variant(text, *(tuple(sorted(groups[g])) for g in ("train", "mixture", "extra")))
+
+
+@dataclass
+class Trained:
+    """One autoencoder and what every variant on top of it needs."""
+
+    clusterer: ImageClusterer
+    fit_latents: np.ndarray
+    score_latents: np.ndarray
+    fit_error: np.ndarray  # per-image reconstruction MSE in [0, 1] pixel units
+    score_error: np.ndarray
+    timings: dict = field(default_factory=dict)
+
+
+def reconstruction_error(clusterer: ImageClusterer, images: np.ndarray) -> np.ndarray:
+    """Per-image mean squared error between the image and its reconstruction, pixels in [0, 1].
+
+    The error is measured at the network's size (digits: 8x8 resized to 32x32), as it sees them.
+    """
+    model = clusterer.config_.model
+    out = np.empty(len(images))
+    for start in range(0, len(images), 2048):
+        block = conform_images(images[start : start + 2048], model.image_size, model.channels)
+        recon = clusterer.reconstruct(block).reshape(len(block), -1)
+        original = block.reshape(len(block), -1).astype(np.float32) / 255.0
+        out[start : start + len(block)] = ((recon - original) ** 2).mean(axis=1)
+    return out
+
+
+def train(variant: Variant, fit: np.ndarray, score: np.ndarray, k: int, epochs: int | None) -> Trained:
+    """Fit ImageClusterer (autoencoder + K-component mixture) and encode both image sets."""
+    params = dict(variant.train + variant.mixture)
+    params.pop("mixture_seed", None)  # applied per mixture in `cluster`
+    if epochs is not None and "epochs" not in params:
+        params["epochs"] = epochs
+    clusterer = ImageClusterer(n_components=k, progress=False, device="cpu", **params)
+    with measure() as fitting:
+        clusterer.fit(fit)
+    with measure() as encoding:
+        fit_latents = clusterer.transform(fit)
+        score_latents = fit_latents if score is fit else clusterer.transform(score)
+    with measure() as reconstructing:
+        fit_error = reconstruction_error(clusterer, fit)
+        score_error = fit_error if score is fit else reconstruction_error(clusterer, score)
+    history = clusterer.history_
+    timings = {
+        "fit": fitting.as_dict(),  # train + encode + one mixture: ImageClusterer.fit as a user runs it
+        "train_seconds": round(sum(h["seconds"] for h in history), 3),
+        "train_images_per_second": round(float(np.median([h["images_per_second"] for h in history])), 1),
+        "final_train_loss": round(history[-1]["train_loss"], 5),
+        "final_val_loss": round(history[-1]["val_loss"], 5),
+        "encode": encoding.as_dict(),
+        "reconstruct": reconstructing.as_dict(),
+        "epochs": clusterer.epochs,
+    }
+    return Trained(clusterer, fit_latents, score_latents, fit_error, score_error, timings)
+
+
+def _features(variant: Variant, trained: Trained) -> tuple[np.ndarray, np.ndarray]:
+    extra = dict(variant.extra)
+    fit_log, score_log = np.log(trained.fit_error)[:, None], np.log(trained.score_error)[:, None]
+    if extra.get("recon_only"):
+        return fit_log, score_log
+    if extra.get("recon_feature"):
+        return np.hstack([trained.fit_latents, fit_log]), np.hstack([trained.score_latents, score_log])
+    return trained.fit_latents, trained.score_latents
+
+
+def cluster(variant: Variant, trained: Trained, k: int) -> tuple[Outcome, dict]:
+    """Refit the mixture of `variant` with K components on the cached latents; score the others."""
+    settings = dict(variant.mixture)
+    if "mixture_seed" in settings:  # reseed the reducer and EM only: the spread of one autoencoder
+        settings["seed"] = settings.pop("mixture_seed")
+    config = replace(trained.clusterer.config_.mixture, n_components=k, **settings)
+    if dict(variant.extra).get("recon_only"):
+        config = replace(config, reducer="none")
+    fit_x, score_x = _features(variant, trained)
+    with measure() as mixing:
+        mixture = LatentMixture(config).fit(fit_x)
+        proba = mixture.predict_proba(score_x)
+        nll = -mixture.score_samples(score_x)
+    outcome = Outcome(
+        labels=proba.argmax(axis=1),
+        scores={
+            "nll": nll,
+            "uncertainty": 1.0 - proba.max(axis=1),
+            # AEROBLADE's orientation: generated images are reconstructed better (lower error)
+            "recon": -trained.score_error,
+        },
+        notes={"converged": bool(mixture.gmm_.converged_), "n_iter": int(mixture.gmm_.n_iter_)},
+    )
+    return outcome, mixing.as_dict()
