@@ -45,7 +45,10 @@ def measure(command: list[str]) -> dict:
     _, status, usage = _wait(proc)
     if status != 0:
         raise SystemExit(f"{' '.join(command)} failed with status {status}")
-    return {"seconds": round(time.perf_counter() - start, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+    return {
+        "seconds": round(time.perf_counter() - start, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+    }
 
 
 def _wait(proc: subprocess.Popen):
@@ -60,8 +63,17 @@ def run(n: int, scratch: Path) -> dict:
     generate(data, n)
     aegmm = [sys.executable, "-m", "aegmm"]
     fit = measure([*aegmm, "fit", str(data), "--out", str(scratch / f"run_{n}"), *FIT_ARGS])
-    assign = measure([*aegmm, "assign", str(scratch / f"run_{n}"), str(data),
-                      "--out", str(scratch / f"assign_{n}.csv"), "--quiet"])
+    assign = measure(
+        [
+            *aegmm,
+            "assign",
+            str(scratch / f"run_{n}"),
+            str(data),
+            "--out",
+            str(scratch / f"assign_{n}.csv"),
+            "--quiet",
+        ]
+    )
     data.unlink()
     return {"images": n, "data_mib": round(n * 32 * 32 * 3 / 2**20, 1), "fit": fit, "assign": assign}
 
@@ -77,9 +89,11 @@ def subsample_effect(n: int = 100_000, limit: int = 10_000, seed: int = 0) -> di
     rng = np.random.default_rng(seed)
     means = rng.normal(0, 3, (10, 10))
     mix = [rng.normal(size=(10, 10)) * 0.4 for _ in range(10)]
+
     def draw(m: int) -> np.ndarray:
         comp = rng.integers(0, 10, m)
         return means[comp] + np.einsum("nij,nj->ni", np.stack(mix)[comp], rng.normal(size=(m, 10)))
+
     train, held_out = draw(n), draw(20_000)
     out = {}
     for name, cap in (("full", n), ("subsample", limit)):
@@ -119,22 +133,35 @@ def _write(path: Path, results: list[dict], effect: dict) -> None:
         f"Fit settings: `{' '.join(FIT_ARGS)}`; assign streams in chunks of 20,000. "
         f"Machine: {resource.getpagesize()}-byte pages, 2 CPU cores.",
         "",
-        "| images | raw pixels (MiB) | fit peak RSS (MiB) | fit time (s) | assign peak RSS (MiB) | assign time (s) |",
+        "| images | raw pixels (MiB) | fit peak RSS (MiB) | fit time (s) "
+        "| assign peak RSS (MiB) | assign time (s) |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        lines.append(f"| {r['images']:,} | {r['data_mib']:,} | {r['fit']['peak_rss_mib']:,} | {r['fit']['seconds']:,} "
-                     f"| {r['assign']['peak_rss_mib']:,} | {r['assign']['seconds']:,} |")
-    lines += ["", "Peak RSS counts pages of the memory-mapped input that were resident; they are page "
-              "cache that the kernel can drop, not memory the process holds on to.", ""]
-    lines += ["## Mixture on a subsample vs on everything", "",
-              "100,000 points from a known 10-component, 10-D full-covariance mixture; held-out set of "
-              "20,000. Log-likelihoods are per point, in the standardised space each model uses.", "",
-              "| fitted on | points | fit time (s) | BIC on all training points | held-out log-likelihood |",
-              "| --- | ---: | ---: | ---: | ---: |"]
+        lines.append(
+            f"| {r['images']:,} | {r['data_mib']:,} | {r['fit']['peak_rss_mib']:,} | {r['fit']['seconds']:,} "
+            f"| {r['assign']['peak_rss_mib']:,} | {r['assign']['seconds']:,} |"
+        )
+    lines += [
+        "",
+        "Peak RSS counts pages of the memory-mapped input that were resident; they are page "
+        "cache that the kernel can drop, not memory the process holds on to.",
+        "",
+    ]
+    lines += [
+        "## Mixture on a subsample vs on everything",
+        "",
+        "100,000 points from a known 10-component, 10-D full-covariance mixture; held-out set of "
+        "20,000. Log-likelihoods are per point, in the standardised space each model uses.",
+        "",
+        "| fitted on | points | fit time (s) | BIC on all training points | held-out log-likelihood |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for name, e in effect.items():
-        lines.append(f"| {name} | {e['fit_points']:,} | {e['seconds']} | {e['bic_on_all_train']:,.0f} "
-                     f"| {e['held_out_loglik_per_point']:.4f} |")
+        lines.append(
+            f"| {name} | {e['fit_points']:,} | {e['seconds']} | {e['bic_on_all_train']:,.0f} "
+            f"| {e['held_out_loglik_per_point']:.4f} |"
+        )
     lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
