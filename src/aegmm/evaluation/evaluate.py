@@ -1,5 +1,4 @@
-"""Evaluate a fitted run on a set of images: ``evaluate_run`` writes OUT/report.html,
-OUT/metrics.json and OUT/figures/*.png.
+"""Evaluate a fitted run on images: ``evaluate_run`` writes report.html, metrics.json, figures/*.png.
 
 The images are encoded and mapped to what the mixture sees (``mixture_.features``: standardised,
 then reduced), "the features" below. The saved mixture is scored as it is; every refit (CV, seeds,
@@ -211,12 +210,9 @@ def _load_data(clusterer: ImageClusterer, source) -> ImageSet:
 
 
 def _check_enough_images(n: int, k: int) -> None:
-    need = max(10, 2 * k)
-    if n < need:
-        raise ValueError(
-            f"evaluation needs at least {need} images for a K={k} mixture "
-            f"({N_SPLITS}-fold cross-validation refits it), got {n}"
-        )
+    if n < max(10, 2 * k):
+        need = f"{max(10, 2 * k)} images for a K={k} mixture ({N_SPLITS}-fold cross-validation refits it)"
+        raise ValueError(f"evaluation needs at least {need}, got {n}")
 
 
 def _header(clusterer: ImageClusterer, data: ImageSet, source) -> dict:
