@@ -39,23 +39,14 @@ def generate(path: Path, n: int, seed: int = 0, chunk: int = 50_000) -> None:
 
 
 def measure(command: list[str]) -> dict:
-    """Wall time and peak RSS (MiB) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(command)
-    _, status, usage = _wait(proc)
-    if status != 0:
-        raise SystemExit(f"{' '.join(command)} failed with status {status}")
-    return {
-        "seconds": round(time.perf_counter() - start, 1),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-    }
-
-
-def _wait(proc: subprocess.Popen):
-    import os
-
-    pid, status, usage = os.wait4(proc.pid, 0)
-    return pid, os.waitstatus_to_exitcode(status), usage
+    """Wall time and peak RSS (MiB) of one command, as GNU time (`/usr/bin/time`) reports it."""
+    with tempfile.NamedTemporaryFile(suffix=".rss") as rss:
+        start = time.perf_counter()
+        status = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *command]).returncode
+        if status != 0:
+            raise SystemExit(f"{' '.join(command)} failed with status {status}")
+        peak_kib = int(Path(rss.name).read_text().split()[-1])
+    return {"seconds": round(time.perf_counter() - start, 1), "peak_rss_mib": round(peak_kib / 1024, 1)}
 
 
 def run(n: int, scratch: Path) -> dict:
