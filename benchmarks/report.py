@@ -31,11 +31,16 @@ def title(row: dict) -> str:
     return PEER_TITLES.get(row["method"], row["method"])
 
 
+def _wall_cpu(cost: dict) -> str:
+    cpu = cost.get("cpu_seconds")
+    return f"{cost['seconds']:.1f}" if cpu is None else f"{cost['seconds']:.1f} ({cpu:.0f})"
+
+
 def seconds(row: dict) -> str:
     """Peers: fit + score. aegmm: ImageClusterer.fit (shared by the tasks) + this task's mixture."""
     if row["method"] == "aegmm":
-        return f"{row['train']['fit']['seconds']:.0f} + {row['time']['seconds']:.1f}"
-    return f"{row['time']['seconds']:.1f}"
+        return f"{_wall_cpu(row['train']['fit'])} + {_wall_cpu(row['time'])}"
+    return _wall_cpu(row["time"])
 
 
 def memory(row: dict) -> str:
@@ -138,8 +143,10 @@ def write_markdown(report: dict, path: Path) -> None:
         "1 - max posterior, K-Means distance to the nearest centroid; recon: AEROBLADE's orientation, "
         "lower reconstruction error = FAKE), then in brackets max(AUROC, 1 - AUROC), which chooses the "
         "sign with the labels as the Hungarian matching does. NLL and 1-maxP come from the K=2 model. "
-        "time s: peers fit + score; aegmm `ImageClusterer.fit` (training, shared by the tasks and "
-        "by mixture-only variants) + this task's mixture refit. peak RSS: highest resident memory "
+        "time s: wall seconds (CPU seconds of the process in brackets; on 2 cores CPU / wall well "
+        "below 2 means other jobs held the cores or the process was paused); peers fit + score; "
+        "aegmm `ImageClusterer.fit` (training, shared by the tasks and by mixture-only variants) + "
+        "this task's mixture refit. peak RSS: highest resident memory "
         "of the whole process sampled during the method (it includes the loaded data sets).",
         "",
     ]
@@ -163,4 +170,22 @@ def write_markdown(report: dict, path: Path) -> None:
             f"Total run time {report['total_seconds'] / 60:.1f} min; process peak RSS "
             f"{report['max_rss_mib']:.0f} MiB (ru_maxrss)."
         )
+    lines += [f"{note}" for note in report.get("notes", [])]
     path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    """Rewrite quality.md from quality.json (after adding `notes` to the JSON, for example)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="quality.json -> quality.md beside it")
+    parser.add_argument("json_path", type=Path)
+    args = parser.parse_args(argv)
+    report = json.loads(args.json_path.read_text())
+    write_markdown(report, args.json_path.with_suffix(".md"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
