@@ -74,14 +74,14 @@ def run_peers(methods, dataset, fit, scored, seed, emit) -> None:
             emit({**row, **score_outcome(outcome, task), "time": cost.as_dict()})
 
 
-def run_aegmm(variants: list[Variant], dataset, fit, scored, epochs, emit) -> None:
+def run_aegmm(variants: list[Variant], dataset, fit, scored, epochs, emit, cache=None) -> None:
     groups: dict[tuple, list[Variant]] = {}
     for variant in variants:
         groups.setdefault(variant.train, []).append(variant)
     tasks = tasks_of(dataset, scored)
     for members in groups.values():
         print(f"[{time.strftime('%H:%M:%S')}] {dataset} aegmm training for {members[0].name}", flush=True)
-        trained = train(members[0], fit.images, scored.images, tasks[0]["k"], epochs)
+        trained = train(members[0], fit.images, scored.images, tasks[0]["k"], epochs, cache)
         print(f"    trained: {json.dumps(trained.timings)}", flush=True)
         for variant in members:
             for task in tasks:
@@ -138,6 +138,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fit-size", type=int, default=16000, help="CIFAKE fit images (stratified subset)")
     parser.add_argument("--test-size", type=int, default=4000, help="CIFAKE held-out images scored")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of every method")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="save trained autoencoders and latents here and reuse them (mixture-only variants)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.fit_size, args.test_size = min(args.fit_size, QUICK["fit_size"]), min(args.test_size, 400)
@@ -160,6 +166,7 @@ def main(argv=None) -> int:
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "settings": {
             "quick": args.quick,
+            "cache": None if args.cache is None else str(args.cache),
             "epochs": args.epochs,
             "seed": args.seed,
             "methods": args.methods,
@@ -182,7 +189,7 @@ def main(argv=None) -> int:
         report["datasets"][name] = info
         run_peers(peers, name, fit, scored, args.seed, emit)
         if "aegmm" in args.methods and args.variants:
-            run_aegmm(args.variants, name, fit, scored, args.epochs, emit)
+            run_aegmm(args.variants, name, fit, scored, args.epochs, emit, args.cache)
     report["machine_end"] = machine()
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     report["max_rss_mib"] = round(max_rss_mib(), 1)
