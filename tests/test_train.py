@@ -75,3 +75,28 @@ def test_batches_cover_each_image_once_and_change_order_per_epoch():
     second = np.concatenate(epoch_batches(50, config, 2))
     assert sorted(first) == list(range(50)) and sorted(second) == list(range(50))
     assert not np.array_equal(first, second)
+
+
+def test_train_images_trains_on_a_random_subset_and_validates_inside_it(images):
+    read: list[np.ndarray] = []
+
+    class Watched(np.ndarray):  # records which rows training and validation read
+        def __getitem__(self, key):
+            if isinstance(key, np.ndarray):
+                read.append(np.asarray(key))
+            return np.asarray(super().__getitem__(key))
+
+    _train(images.view(Watched), epochs=2, train_images=20, normalizer=Normalizer.fit(images))
+    touched = np.unique(np.concatenate(read))
+    assert len(touched) == 20 < len(images)
+
+
+def test_split_indices_with_a_limit_draws_both_parts_from_that_many_images():
+    from aegmm.train import split_indices
+
+    train, val = split_indices(1000, 0.1, seed=3, limit=200)
+    assert (len(train), len(val)) == (180, 20)
+    assert not set(train) & set(val)
+    assert [len(p) for p in split_indices(50, 0.1, seed=3, limit=200)] == [45, 5]
+    with pytest.raises(ValueError, match="train_images"):
+        TrainConfig(train_images=1)

@@ -87,6 +87,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         noise=args.noise,
+        train_images=args.train_images,
         n_components=args.clusters,
         covariance_type=args.covariance,
         reducer=args.reducer,
@@ -218,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_finite,
         default=T.noise,
         help=f"denoising: std of input noise during training (default {T.noise})",
+    )
+    fit.add_argument(
+        "--train-images",
+        type=int,
+        default=T.train_images,
+        metavar="N",
+        help="train the autoencoder on a random N of the images (default: all); every image is "
+        "still encoded and clustered. For millions of images",
     )
     fit.add_argument(
         "--reducer",

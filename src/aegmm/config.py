@@ -50,12 +50,15 @@ class TrainConfig:
     flip: bool = False  # random horizontal flips during training
     seed: int = 0  # seeds the split, the initial weights and the batch order
     device: str = "auto"  # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "mps"
+    train_images: int = 0  # train on a random subset of this many images (0 = all); all are encoded
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.train_images < 0 or self.train_images == 1:
+            raise ValueError(f"train_images must be 0 (all) or >= 2, got {self.train_images}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not math.isfinite(self.lr) or self.lr <= 0:

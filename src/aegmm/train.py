@@ -21,10 +21,18 @@ from .nn import AutoEncoder
 from .preprocess import Normalizer
 
 
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled (train, validation) positions; validation gets round(n * val_fraction) images."""
+def split_indices(
+    n: int, val_fraction: float, seed: int, limit: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled (train, validation) positions; validation gets round(m * val_fraction) images.
+
+    m is n, or `limit` when 0 < limit < n: then both parts come from a random `limit` of the n
+    images (the autoencoder of a very large collection does not need to see every image).
+    """
     order = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(n * val_fraction)) if n >= 4 else 0
+    if 0 < limit < n:
+        order = order[:limit]
+    n_val = int(round(len(order) * val_fraction)) if len(order) >= 4 else 0
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -51,7 +59,9 @@ def train_autoencoder(
     start, history = 0, []
     if resume and checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
         start, history = load_checkpoint(checkpoint_dir, model, optimizer, model_config, train_config)
-    train_idx, val_idx = split_indices(len(images), train_config.val_fraction, train_config.seed)
+    train_idx, val_idx = split_indices(
+        len(images), train_config.val_fraction, train_config.seed, train_config.train_images
+    )
     if len(train_idx) < 2:
         raise ValueError(f"training needs at least 2 images after the validation split, got {len(train_idx)}")
     net = _wrap(model, device)
@@ -176,7 +186,7 @@ def encode(
     images: np.ndarray,
     normalizer: Normalizer,
     *,
-    batch_size: int = 512,
+    batch_size: int = 128,
     device: str = "cpu",
     progress: bool = False,
     out: str | Path | None = None,
@@ -206,7 +216,7 @@ def reconstruct(
     images: np.ndarray,
     normalizer: Normalizer,
     *,
-    batch_size: int = 512,
+    batch_size: int = 128,
     device: str = "cpu",
 ) -> np.ndarray:
     """Reconstructions as float32 pixels in [0, 1], (N, H, W, C) like the input."""
