@@ -22,6 +22,7 @@ SCORE_COLUMNS = (
     ("nll", "AUROC NLL"),
     ("uncertainty", "AUROC 1-maxP"),
     ("recon", "AUROC recon"),
+    ("high_frequency", "AUROC high-freq"),
 )
 
 
@@ -146,8 +147,10 @@ def write_markdown(report: dict, path: Path) -> None:
         "acc = accuracy after the best one-to-one matching of clusters to labels (Hungarian). "
         "AUROC cells: the value with the score's orientation fixed beforehand (higher = FAKE: NLL, "
         "1 - max posterior, K-Means distance to the nearest centroid; recon: AEROBLADE's orientation, "
-        "lower reconstruction error = FAKE), then in brackets max(AUROC, 1 - AUROC), which chooses the "
-        "sign with the labels as the Hungarian matching does. NLL and 1-maxP come from the K=2 model. "
+        "lower reconstruction error = FAKE; high-freq: aegmm's image score, more energy next to the "
+        "Nyquist frequency = FAKE, as in Durall et al. 2020), then in brackets max(AUROC, 1 - AUROC), "
+        "which chooses the sign with the labels as the Hungarian matching does. NLL and 1-maxP come "
+        "from the K=2 model. "
         "time s: wall seconds (CPU seconds of the process in brackets; on 2 cores CPU / wall well "
         "below 2 means other jobs held the cores or the process was paused); peers fit + score; "
         "aegmm `ImageClusterer.fit` (training, shared by the tasks and by mixture-only variants) + "

@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--scratch", default=None, help="folder for the generated data (needs ~3 GB for 1M)")
     args = parser.parse_args()
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="aegmm-scale-"))
+    scratch.mkdir(parents=True, exist_ok=True)
     effect = subsample_effect()
     print(json.dumps(effect), flush=True)
     results = []

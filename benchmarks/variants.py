@@ -25,6 +25,7 @@ import numpy as np
 
 from aegmm import ImageClusterer
 from aegmm.data.loaders import conform_images
+from aegmm.evaluation.image_scores import high_frequency
 from aegmm.mixture import LatentMixture
 from common import measure
 from peers import Outcome
@@ -110,6 +111,7 @@ class Trained:
     fit_error: np.ndarray  # per-image reconstruction MSE in [0, 1] pixel units
     score_error: np.ndarray
     timings: dict = field(default_factory=dict)
+    score_high_frequency: np.ndarray | None = None  # aegmm's image score of the scored images
 
 
 def reconstruction_error(clusterer: ImageClusterer, images: np.ndarray) -> np.ndarray:
@@ -151,11 +153,11 @@ def train(
         key = json.dumps([sorted(variant.train), params.get("epochs"), _digest(fit), _digest(score)])
         folder = cache / hashlib.sha256(key.encode()).hexdigest()[:16]
         if (folder / "arrays.npz").exists():
-            return _load_cached(folder, score is fit)
+            return replace(_load_cached(folder, score is fit), score_high_frequency=high_frequency(score))
     trained = _train(params, fit, score, k)
     if folder is not None:
         _save_cached(folder, trained, score is fit)
-    return trained
+    return replace(trained, score_high_frequency=high_frequency(score))
 
 
 def _digest(images: np.ndarray) -> str:
@@ -245,6 +247,8 @@ def cluster(variant: Variant, trained: Trained, k: int) -> tuple[Outcome, dict]:
             "uncertainty": 1.0 - proba.max(axis=1),
             # AEROBLADE's orientation: generated images are reconstructed better (lower error)
             "recon": -trained.score_error,
+            # aegmm.evaluation.image_scores: more energy next to Nyquist = generated / resampled
+            "high_frequency": trained.score_high_frequency,
         },
         notes={"converged": bool(mixture.gmm_.converged_), "n_iter": int(mixture.gmm_.n_iter_)},
     )

@@ -21,9 +21,7 @@ from .nn import AutoEncoder
 from .preprocess import Normalizer
 
 
-def split_indices(
-    n: int, val_fraction: float, seed: int, limit: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(n: int, val_fraction: float, seed: int, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Shuffled (train, validation) positions; validation gets round(m * val_fraction) images.
 
     m is n, or `limit` when 0 < limit < n: then both parts come from a random `limit` of the n

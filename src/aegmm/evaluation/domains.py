@@ -7,12 +7,14 @@ Which numbers used the domain labels to fit a model:
   images of one domain;
 - ``auroc_nll``: no, the main model never saw a domain label; labels only score the AUROC;
 - ``auroc_one_class``: partly, its mixture is fitted on images known to be from the first domain
-  (half of them), and scored on the other half and on every image of the other domains.
+  (half of them), and scored on the other half and on every image of the other domains;
+- ``auroc_scores``: no, per-image statistics (``image_scores``) that fit nothing at all.
 
-Orientation of both AUROCs: the score is the negative log-likelihood of an image (higher = more
-unusual) and the positive class is "not the first domain" (the second domain when there are two,
-one-vs-rest for the first domain otherwise). Above 0.5: the other domains look less likely than
-the first; below 0.5: more likely. They are reported as computed, never flipped.
+Orientation of the AUROCs: the positive class is "not the first domain" (the second domain when
+there are two, one-vs-rest for the first domain otherwise). The mixtures' score is the negative
+log-likelihood of an image (higher = more unusual): above 0.5, the other domains look less likely
+than the first. Each image score has its own orientation, fixed beforehand (see
+``image_scores``). Every AUROC is reported as computed, never flipped.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sklearn.mixture import GaussianMixture
 
 from aegmm.config import MixtureConfig
 from aegmm.evaluation import plots
+from aegmm.evaluation.image_scores import SCORE_NAMES
 from aegmm.evaluation.metrics import gmm_information, kl_matrix, mc_kl_divergence, roc_auc
 from aegmm.mixture import make_gmm
 
@@ -83,13 +86,21 @@ def analyse_domains(
     clusters: np.ndarray,
     config: MixtureConfig,
     seed: int = 0,
+    scores: dict[str, np.ndarray] | None = None,
 ) -> DomainAnalysis:
-    """Every domain measurement on ``features`` whose domain is ``codes`` (0..D-1, D >= 2)."""
+    """Every domain measurement on ``features`` whose domain is ``codes`` (0..D-1, D >= 2).
+
+    ``scores``: label-free per-image scores (name -> (N,) values, higher = expected positive),
+    whose AUROCs are reported next to the mixtures'.
+    """
     names, k = list(names), int(gmm.n_components)
     mixtures = {name: _fit(features[codes == j], k, config, seed) for j, name in enumerate(names)}
     info = [gmm_information(mixtures[name], features[codes == j]) for j, name in enumerate(names)]
     _, kl, stderr = kl_matrix(mixtures, n_samples=KL_SAMPLES, seed=seed)
     detection, roc = _detection(features, codes, names, gmm, config, seed)
+    positive = codes != 0
+    detection["auroc_scores"] = {name: roc_auc(v, positive) for name, v in (scores or {}).items()}
+    roc.update({SCORE_NAMES.get(name, name): (v, positive) for name, v in (scores or {}).items()})
     counts = np.stack([np.bincount(clusters[codes == j], minlength=k) for j in range(len(names))], axis=1)
     metrics = {
         "names": names,

@@ -4,83 +4,11 @@ The images are encoded and mapped to what the mixture sees (``mixture_.features`
 then reduced), "the features" below. The saved mixture is scored as it is; every refit (CV, seeds,
 other K, K-Means, domain mixtures) uses the model's K, covariance type and reg_covar.
 
-metrics.json (schema_version 1)
--------------------------------
-Nested keys are nested JSON objects; numbers are finite (null only where a value could not be
-computed). Log-likelihoods are natural logs of densities of the features (higher is better);
-BIC and AIC: lower is better. Keys marked [labels] exist only when the images have labels;
-[domains] only when they have two or more domains (explicit domains, else the labels act as
-domains) with enough images each; [auto K] only when the run chose K by BIC on its training images.
-
-    schema_version                 int: 1; bumped when a key changes meaning or is removed
-    data                           str: what was evaluated (path, builtin name or ImageSet source)
-    n_images                       int: images evaluated
-    skipped                        int: files of DATA that could not be decoded (not evaluated)
-    k                              int: components (clusters) of the saved mixture
-    covariance_type                str: covariance type of the mixture (sklearn's name)
-    n_features                     int: dimensions of the features
-    seconds                        float: wall time of the evaluation
-    reconstruction_mse             float: mean squared error of the reconstructions, pixels in [0, 1]
-    psnr                           float: 10 log10(1 / reconstruction_mse) in dB (capped at 100)
-    gmm.log_likelihood             float: total log-likelihood of the features, saved mixture
-    gmm.mean_log_likelihood        float: the same per image
-    gmm.bic                        float: BIC of the saved mixture on the features (= gmm_.bic)
-    gmm.aic                        float: AIC of the saved mixture on the features (= gmm_.aic)
-    gmm.n_parameters               int: free parameters of the mixture
-    gmm.cv_loglik                  list of 5 floats: mean held-out log-likelihood per image per fold
-    gmm.cv_loglik_mean             float: mean of gmm.cv_loglik
-    gmm.bic_seeds.mean             float: mean BIC of mixtures refitted with 10 seeds (n_init=1)
-    gmm.bic_seeds.std              float: their standard deviation (ddof=0)
-    gmm.bic_seeds.values           list of 10 floats: each seed's BIC
-    gmm.refit.log_likelihood       float: log-likelihood of a mixture refitted on the features
-    gmm.refit.bic                  float: its BIC
-    gmm.refit.aic                  float: its AIC
-    gmm.information_curve.k        list of int: K values around the model's K
-    gmm.information_curve.bic      list of floats: BIC of a mixture refitted with each K
-    gmm.information_curve.aic      list of floats: AIC of a mixture refitted with each K
-    gmm.training_bic_curve.k       list of int: [auto K] K values tried when fitting the run
-    gmm.training_bic_curve.bic     list of floats: [auto K] their BIC on the training images
-    kmeans.log_likelihood          float: K-Means (same K, same features) as a likelihood model
-    kmeans.mean_log_likelihood     float: the same per image
-    kmeans.bic                     float: its BIC (formulas: likelihood.KMEANS_FORMULAS)
-    kmeans.aic                     float: its AIC
-    kmeans.n_parameters            int: K*D + 1 + (K - 1)
-    kmeans.cv_loglik               list of 5 floats: mean held-out log-likelihood per image per fold
-    kmeans.cv_loglik_mean          float: mean of kmeans.cv_loglik
-    labels.names                   list of str: [labels] label names
-    labels.acc                     float: [labels] Hungarian-matched accuracy of the clusters
-    labels.nmi                     float: [labels] normalised mutual information
-    labels.ari                     float: [labels] adjusted Rand index
-    labels.purity                  float: [labels] purity
-    kmeans_latent.acc              float: [labels] the same four for K-Means on the features
-    kmeans_latent.nmi              float: [labels]
-    kmeans_latent.ari              float: [labels]
-    kmeans_latent.purity           float: [labels]
-    kmeans_pixels.acc              float: [labels] the same four for K-Means on raw pixels
-    kmeans_pixels.nmi              float: [labels]
-    kmeans_pixels.ari              float: [labels]
-    kmeans_pixels.purity           float: [labels]
-    kmeans_pixels.n_fit            int: [labels] images K-Means on pixels was fitted on (capped)
-    domains.source                 str: [domains] "domains" (explicit) or "labels" (labels as domains)
-    domains.names                  list of str: [domains] the D domains analysed, in order
-    domains.counts                 list of D int: [domains] images per domain
-    domains.bic                    list of D floats: [domains] BIC of each domain's own mixture
-    domains.aic                    list of D floats: [domains] AIC of each domain's own mixture
-    domains.kl                     D x D floats: [domains] KL(row P || column Q), Monte Carlo
-    domains.kl_stderr              D x D floats: [domains] standard errors of domains.kl
-    domains.kl_n_samples           int: [domains] samples drawn from P for each KL
-    domains.positive               str: [domains] positive class of both AUROCs (not the 1st domain)
-    domains.auroc_nll              float: [domains] AUROC of the main mixture's NLL (no labels fit)
-    domains.auroc_one_class        float: [domains] AUROC of the NLL under a 1st-domain mixture
-    domains.one_class.fit_domain   str: [domains] domain whose images fitted that mixture
-    domains.one_class.n_fit        int: [domains] images it was fitted on (half of that domain)
-    domains.one_class.n_scored     int: [domains] held-out images it scored
-    domains.cluster_counts         K x D int: [domains] images per (cluster, domain)
+The keys of metrics.json are documented in ``aegmm.evaluation.schema``.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 import warnings
@@ -99,24 +27,19 @@ from threadpoolctl import threadpool_limits
 
 from aegmm.data import ImageSet
 from aegmm.data.loaders import conform_images
-from aegmm.evaluation import plots
+from aegmm.evaluation import image_scores, plots
 from aegmm.evaluation.baselines import N_SPLITS, kmeans_likelihood, kmeans_pixels, mixture_refits
 from aegmm.evaluation.domains import MAX_DOMAINS, analyse_domains, domain_figures, select_domains
 from aegmm.evaluation.metrics import gmm_information, label_agreement, reconstruction_quality
 from aegmm.evaluation.report import render_report
+from aegmm.evaluation.schema import SCHEMA_VERSION, schema
 from aegmm.io import load
 from aegmm.pipeline import ImageClusterer
 from aegmm.runs import SKIPPED, load_for, prepare_output, skipped_summary, write_skipped
 from aegmm.storage import write_atomic, write_json
 
-SCHEMA_VERSION = 1
 REPORT, METRICS, FIGURES = "report.html", "metrics.json", "figures"
 TSNE_LIMIT = 1500  # points embedded by t-SNE at most (a seeded random sample beyond)
-
-
-def schema() -> list[tuple[str, str]]:
-    """(key, meaning) of every metrics.json key, parsed from this module's docstring."""
-    return re.findall(r"^    (\S+) {2,}(.+)$", __doc__ or "", flags=re.MULTILINE)
 
 
 @dataclass
@@ -127,6 +50,7 @@ class _Inputs:
     proba: np.ndarray  # (N, K) posterior probabilities under the saved mixture
     loglik: np.ndarray  # (N,) log-likelihood under the saved mixture
     seed: int
+    image_scores: dict[str, np.ndarray]  # label-free per-image scores (image_scores.SCORE_NAMES)
     kmeans_clusters: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -246,7 +170,12 @@ def _autoencoder(clusterer: ImageClusterer, data: ImageSet, seed: int, results: 
     results.add("encoded", _encoded_images(clusterer, images[np.linspace(0, len(images) - 1, 3).astype(int)]))
     features = clusterer.mixture_.features(latents)
     gmm = clusterer.mixture_.gmm_
-    return _Inputs(clusterer, data, features, gmm.predict_proba(features), gmm.score_samples(features), seed)
+    scores = {
+        "high_frequency": image_scores.high_frequency(images),
+        "reconstruction": image_scores.reconstruction(images, reconstructions),
+    }
+    proba, loglik = gmm.predict_proba(features), gmm.score_samples(features)
+    return _Inputs(clusterer, data, features, proba, loglik, seed, scores)
 
 
 @torch.inference_mode()
@@ -329,8 +258,10 @@ def _domains(inputs: _Inputs, results: _Results, log) -> None:
     keep = codes >= 0
     config = inputs.clusterer.mixture_.config
     try:
+        scores = {name: values[keep] for name, values in inputs.image_scores.items()}
+        features, clusters = inputs.features[keep], inputs.clusters[keep]
         analysis = analyse_domains(
-            inputs.features[keep], codes[keep], names, inputs.gmm, inputs.clusters[keep], config, inputs.seed
+            features, codes[keep], names, inputs.gmm, clusters, config, inputs.seed, scores
         )
     except ValueError as exc:  # e.g. a domain whose features are too degenerate for its own mixture
         results.notes.append(f"The domain analysis failed and is left out: {exc}")
