@@ -128,3 +128,26 @@ def test_streamed_assignment_in_small_chunks_equals_one_pass(run_dir, tmp_path, 
     key = lambda r: r["path"]  # noqa: E731
     assert sorted(chunked, key=key) == sorted(whole, key=key)
     assert counts.sum() == 24 and [p for p, _ in skipped] == ["dark/zero.png"]
+
+
+def test_threads_limits_torch_and_blas_threads(run_dir, tmp_path, capsys):
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    before = torch.get_num_threads()
+    with threadpool_limits(limits=None):  # restores the BLAS pools afterwards
+        try:
+            out = tmp_path / "a.csv"
+            assert (
+                main(
+                    ["--threads", "2", "assign", str(run_dir), "builtin:digits", "--out", str(out), "--quiet"]
+                )
+                == 0
+            )
+            assert torch.get_num_threads() == 2
+            assert all(pool["num_threads"] <= 2 for pool in threadpool_info())
+        finally:
+            torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        main(["--threads", "0", "demo"])
+    assert "expected a whole number of threads >= 1, got '0'" in capsys.readouterr().err

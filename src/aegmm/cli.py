@@ -52,6 +52,23 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _threads(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads >= 1, got {text!r}")
+    return int(text)
+
+
+def _limit_threads(threads: int | None) -> None:
+    """Use at most `threads` CPU threads in torch and in the BLAS/OpenMP pools scikit-learn uses."""
+    if threads is None:
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)  # process-wide from here on
+
+
 def _finite(text: str) -> float:
     try:
         value = float(text)
@@ -174,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
         "a Gaussian mixture groups the latent vectors.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument(
+        "--threads",
+        type=_threads,
+        default=None,
+        help="CPU threads to use (default: one per core); fewer when other jobs share the machine",
+    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     fit = verbs.add_parser("fit", help="train the autoencoder and the mixture on a set of images")
@@ -304,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _limit_threads(args.threads)
     try:
         with _sigterm_as_interrupt():
             return args.func(args)
