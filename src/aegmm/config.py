@@ -75,7 +75,7 @@ class MixtureConfig:
     k_range: tuple[int, int] = (2, 15)  # smallest and largest K tried when n_components="auto"
     covariance_type: str = "full"  # "full", "tied", "diag" or "spherical" (sklearn's names)
     reducer: str = "pca"  # "none", "pca" or "umap" (applied after standardising)
-    reduced_dim: int = 10  # output size of the reducer
+    reduced_dim: int = 20  # output size of the reducer (at most the latent size)
     n_init: int = 3  # EM restarts; the best is kept
     reg_covar: float = 1e-4  # added to covariance diagonals for stability
     max_iter: int = 300  # EM iterations per restart

@@ -167,7 +167,7 @@ def _augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -
 
 @torch.inference_mode()
 def _mean_loss(
-    model: AutoEncoder, images: np.ndarray, normalizer: Normalizer, device, batch: int = 512
+    model: AutoEncoder, images: np.ndarray, normalizer: Normalizer, device, batch: int = 128
 ) -> float:
     model.eval()
     total = 0.0
