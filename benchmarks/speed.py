@@ -183,9 +183,14 @@ def write_markdown(report: dict, path: Path) -> None:
         "",
         f"Machine: {m['cpu_count']} CPU cores ({m['processor']}), `torch.get_num_threads()` = "
         f"{m['torch_threads']}, torch {m['torch']}; load average {m['load_average']} at start and "
-        f"{report['machine_end']['load_average']} at the end. **The 2 cores were shared with 2-3 other "
-        "jobs while this ran: every rate here is pessimistic** (the matmul rate is measured in the "
-        "same contended conditions, so the fractions are less affected than the raw rates).",
+        f"{report['machine_end']['load_average']} at the end. "
+        + (
+            "**Other jobs shared the cores (1-minute load average above 1 at the start): every rate "
+            "here is pessimistic** (the matmul rate is measured in the same conditions, so the "
+            "fractions are less affected than the raw rates)."
+            if m["load_average"][0] > 1.0
+            else "Nothing else ran on the cores (1-minute load average below 1 at the start)."
+        ),
         "",
         "Network: default ModelConfig (32x32x3, ResNet-18 trunk at width 0.25, small stem, latent 32), "
         f"{f['parameters']:,} parameters. FLOPs counted by FlopCounterMode (convolutions and matrix "
@@ -218,7 +223,8 @@ def write_markdown(report: dict, path: Path) -> None:
             f["encoder_per_image"],
         ),
         (
-            f"encoding, batch {report['encoding_512']['batch_size']} (library default)",
+            f"encoding, batch {report['encoding_512']['batch_size']} (the library's batch before this "
+            "measurement; now 128)",
             report["encoding_512"]["images_per_second"],
             f["encoder_per_image"],
         ),
@@ -235,7 +241,7 @@ def write_markdown(report: dict, path: Path) -> None:
         )
         lines.append(
             f"| {row['n']:,} random vectors, {lm['dim']}-d through LatentMixture "
-            f"(standardise + PCA to 10 + GMM) | {lm['seconds']:.1f} | {lm['n_iter']} |"
+            f"(standardise + PCA to {g['dim']} + GMM) | {lm['seconds']:.1f} | {lm['n_iter']} |"
         )
     lines += [
         "",

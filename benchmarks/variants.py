@@ -44,6 +44,7 @@ TRAIN_KEYS = (
     "noise",
     "flip",
     "seed",
+    "precision",
 )
 MIXTURE_KEYS = ("covariance_type", "reducer", "reduced_dim", "n_init", "reg_covar", "mixture_seed")
 EXTRA_KEYS = ("recon_feature", "recon_only")

@@ -100,3 +100,22 @@ def test_split_indices_with_a_limit_draws_both_parts_from_that_many_images():
     assert [len(p) for p in split_indices(50, 0.1, seed=3, limit=200)] == [45, 5]
     with pytest.raises(ValueError, match="train_images"):
         TrainConfig(train_images=1)
+
+
+def test_bfloat16_training_uses_mixed_precision_and_still_learns(images):
+    normalizer = Normalizer.fit(images)
+    fp32, _ = _train(images, epochs=3, batch_size=8, lr=3e-3, normalizer=normalizer)
+    bf16, history = _train(
+        images, epochs=3, batch_size=8, lr=3e-3, normalizer=normalizer, precision="bfloat16"
+    )
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert all(torch.isfinite(v).all() for v in bf16.state_dict().values())
+    assert all(v.dtype != torch.bfloat16 for v in bf16.state_dict().values())  # weights stay float32
+    differ = [
+        k
+        for k, v in fp32.state_dict().items()
+        if v.is_floating_point() and not torch.equal(v, bf16.state_dict()[k])
+    ]
+    assert differ, "bfloat16 autocast changed nothing: it was not applied"
+    with pytest.raises(ValueError, match="precision must be"):
+        TrainConfig(precision="float16")

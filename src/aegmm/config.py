@@ -51,12 +51,15 @@ class TrainConfig:
     seed: int = 0  # seeds the split, the initial weights and the batch order
     device: str = "auto"  # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "mps"
     train_images: int = 0  # train on a random subset of this many images (0 = all); all are encoded
+    precision: str = "float32"  # "float32", or "bfloat16": mixed precision (autocast) during training
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
         if self.train_images < 0 or self.train_images == 1:
             raise ValueError(f"train_images must be 0 (all) or >= 2, got {self.train_images}")
         if not 0 <= self.val_fraction < 1:

@@ -58,6 +58,7 @@ class ImageClusterer(BaseEstimator):
         noise: float = _T.noise,
         flip: bool = _T.flip,
         train_images: int = _T.train_images,
+        precision: str = _T.precision,
         n_components: int | str = _X.n_components,
         k_range: tuple[int, int] = _X.k_range,
         covariance_type: str = _X.covariance_type,
@@ -76,7 +77,7 @@ class ImageClusterer(BaseEstimator):
         self.noise, self.flip, self.n_components, self.k_range = noise, flip, n_components, k_range
         self.covariance_type, self.reducer, self.reduced_dim = covariance_type, reducer, reduced_dim
         self.n_init, self.reg_covar, self.seed = n_init, reg_covar, seed
-        self.max_fit_samples, self.train_images = max_fit_samples, train_images
+        self.max_fit_samples, self.train_images, self.precision = max_fit_samples, train_images, precision
         self.device, self.progress = device, progress
 
     def _configs(self, channels: int) -> RunConfig:
@@ -93,6 +94,7 @@ class ImageClusterer(BaseEstimator):
                 self.seed,
                 self.device,
                 self.train_images,
+                self.precision,
             ),
             mixture=MixtureConfig(
                 self.n_components,

@@ -97,10 +97,13 @@ def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def _autocast(device: torch.device):
+def _autocast(device: torch.device, precision: str):
+    """Mixed precision for the forward pass: always on CUDA; on CPU when precision is bfloat16."""
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
+    if precision == "bfloat16" and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -138,7 +141,7 @@ def _train_epoch(net, optimizer, images, train_idx, normalizer, config, epoch, d
         if device.type == "cuda":
             target = target.contiguous(memory_format=torch.channels_last)
         inputs = _augment(target, config, generator)
-        with _autocast(device):
+        with _autocast(device, config.precision):
             output, _ = net(inputs)
             loss = nn.functional.mse_loss(output.float(), target)
         value = distributed.mean_over_processes(loss.detach())  # every process stops together
