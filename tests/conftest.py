@@ -83,3 +83,14 @@ def _one_thread():
     import torch
 
     torch.set_num_threads(1)
+
+
+# `aegmm fit` options for a tiny, fast run (16x16 images, narrow network, one epoch)
+def tiny_fit_args(epochs: int = 1) -> list[str]:
+    return [
+        "--image-size", "16", "--width", "0.125", "--latent-dim", "8", "--epochs", str(epochs),
+        "--batch-size", "16", "--clusters", "2", "--reduced-dim", "4", "--quiet",
+    ]  # fmt: skip
+
+
+TINY_ARGS = tiny_fit_args()

@@ -5,25 +5,7 @@ import pytest
 from PIL import Image
 
 from aegmm.cli import build_parser, main
-from conftest import two_group_images
-
-TINY_ARGS = [
-    "--image-size",
-    "16",
-    "--width",
-    "0.125",
-    "--latent-dim",
-    "8",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "16",
-    "--clusters",
-    "2",
-    "--reduced-dim",
-    "4",
-    "--quiet",
-]
+from conftest import TINY_ARGS, two_group_images
 
 
 @pytest.fixture(scope="module")

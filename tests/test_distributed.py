@@ -17,27 +17,9 @@ from aegmm.config import ModelConfig, TrainConfig
 from aegmm.nn import AutoEncoder
 from aegmm.preprocess import Normalizer
 from aegmm.train import epoch_batches, split_indices
-from conftest import two_group_images
+from conftest import tiny_fit_args, two_group_images
 
-ARGS = [
-    "--image-size",
-    "16",
-    "--width",
-    "0.125",
-    "--latent-dim",
-    "8",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "16",
-    "--clusters",
-    "2",
-    "--reduced-dim",
-    "4",
-    "--quiet",
-    "--device",
-    "cpu",
-]
+ARGS = [*tiny_fit_args(epochs=2), "--device", "cpu"]
 MODEL = ModelConfig(image_size=16, channels=3, latent_dim=8, width=0.125)
 TRAIN = TrainConfig(epochs=2, batch_size=16, device="cpu")
 
