@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=["float32", "bfloat16"],
         default=T.precision,
-        help="training arithmetic on CPU (default float32); bfloat16 trained 1.9x faster on a CPU with "
+        help="training arithmetic on CPU (default float32); bfloat16 fitted 1.6x faster on a CPU with "
         "bf16 instructions but is slower on CPUs without them. CUDA always uses mixed precision",
     )
     fit.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
