@@ -45,7 +45,14 @@ LABEL_KEYS = [
     "kmeans_latent.acc",
     "kmeans_pixels.acc",
 ]
-DOMAIN_KEYS = ["domains.names", "domains.kl", "domains.auroc_nll", "domains.auroc_one_class"]
+DOMAIN_KEYS = [
+    "domains.names",
+    "domains.kl",
+    "domains.auroc_nll",
+    "domains.auroc_one_class",
+    "domains.auroc_scores.high_frequency",
+    "domains.auroc_scores.reconstruction",
+]
 
 
 def _get(metrics: dict, key: str):
@@ -111,6 +118,7 @@ def test_metrics_json_has_every_key_with_finite_numbers(evaluated, digits):
         assert matrix.shape == (2, 2) and np.all(np.diag(matrix) == 0.0)
     assert np.all(np.asarray(metrics["domains"]["kl"])[~np.eye(2, dtype=bool)] > 0)
     assert 0.0 <= metrics["domains"]["auroc_nll"] <= 1.0
+    assert all(0.0 <= v <= 1.0 for v in metrics["domains"]["auroc_scores"].values())
     assert metrics["domains"]["positive"] == "simulated"
 
 
@@ -145,6 +153,7 @@ def test_figures_are_pngs_embedded_in_a_self_contained_report(evaluated):
     assert "<script" not in html and "<link" not in html
     assert "<b>zero</b>" not in html and "&lt;b class=&quot;x&quot;&gt;zero&lt;/b&gt;" in html
     assert "digits &lt;&amp;&gt; &quot;subset&quot;" in html
+    assert "AUROC, high-frequency energy" in html and "AUROC, reconstruction error" in html
 
 
 def test_report_notes_and_tables_without_labels(tmp_path, run_dir, digits):

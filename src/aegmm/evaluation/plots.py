@@ -19,7 +19,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import roc_curve
+from sklearn.metrics import auc, roc_curve
 
 from aegmm.evaluation.metrics import contingency
 from aegmm.storage import write_atomic
@@ -155,7 +155,7 @@ def roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], ax: Axes | N
     fig, ax = new_axes(ax, size=(5.5, 4.5))
     for name, (scores, positive) in curves.items():
         fpr, tpr, _ = roc_curve(np.asarray(positive, bool), scores)
-        ax.plot(fpr, tpr, label=name)
+        ax.plot(fpr, tpr, label=f"{name}: AUROC {auc(fpr, tpr):.3f}")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Telling domains apart")
     ax.legend(fontsize=8, loc="lower right")
