@@ -25,7 +25,7 @@ import numpy as np
 
 from aegmm import ImageClusterer
 from aegmm.data.loaders import conform_images
-from aegmm.evaluation.image_scores import high_frequency
+from aegmm.evaluation.image_scores import high_frequency, reconstruction
 from aegmm.mixture import LatentMixture
 from common import measure
 from peers import Outcome
@@ -124,9 +124,7 @@ def reconstruction_error(clusterer: ImageClusterer, images: np.ndarray) -> np.nd
     out = np.empty(len(images))
     for start in range(0, len(images), 2048):
         block = conform_images(images[start : start + 2048], model.image_size, model.channels)
-        recon = clusterer.reconstruct(block).reshape(len(block), -1)
-        original = block.reshape(len(block), -1).astype(np.float32) / 255.0
-        out[start : start + len(block)] = ((recon - original) ** 2).mean(axis=1)
+        out[start : start + len(block)] = -reconstruction(block, clusterer.reconstruct(block))
     return out
 
 

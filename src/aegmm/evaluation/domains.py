@@ -97,10 +97,7 @@ def analyse_domains(
     mixtures = {name: _fit(features[codes == j], k, config, seed) for j, name in enumerate(names)}
     info = [gmm_information(mixtures[name], features[codes == j]) for j, name in enumerate(names)]
     _, kl, stderr = kl_matrix(mixtures, n_samples=KL_SAMPLES, seed=seed)
-    detection, roc = _detection(features, codes, names, gmm, config, seed)
-    positive = codes != 0
-    detection["auroc_scores"] = {name: roc_auc(v, positive) for name, v in (scores or {}).items()}
-    roc.update({SCORE_NAMES.get(name, name): (v, positive) for name, v in (scores or {}).items()})
+    detection, roc = _detection(features, codes, names, gmm, config, seed, scores or {})
     counts = np.stack([np.bincount(clusters[codes == j], minlength=k) for j in range(len(names))], axis=1)
     metrics = {
         "names": names,
@@ -149,8 +146,9 @@ def positive_class(names: Sequence[str]) -> str:
     return str(names[1]) if len(names) == 2 else f"not {names[0]}"
 
 
-def _detection(features, codes, names, gmm, config, seed) -> tuple[dict, dict]:
-    """Label-free AUROC of the main model's NLL, and AUROC of a mixture of one domain's images."""
+def _detection(features, codes, names, gmm, config, seed, scores) -> tuple[dict, dict]:
+    """AUROCs (and ROC inputs) of the main model's NLL, of a mixture of one domain's images, and
+    of each label-free per-image score."""
     positive = codes != 0
     nll = -gmm.score_samples(features)
     first = np.random.default_rng(seed).permutation(np.flatnonzero(~positive))
@@ -163,11 +161,13 @@ def _detection(features, codes, names, gmm, config, seed) -> tuple[dict, dict]:
         "auroc_nll": roc_auc(nll, positive),
         "auroc_one_class": roc_auc(one_nll, positive[scored]),
         "one_class": {"fit_domain": str(names[0]), "n_fit": int(len(fit)), "n_scored": int(len(scored))},
+        "auroc_scores": {name: roc_auc(values, positive) for name, values in scores.items()},
     }
     roc = {
         "main mixture, no labels": (nll, positive),
         f"mixture of half the {names[0]} images": (one_nll, positive[scored]),
     }
+    roc |= {SCORE_NAMES.get(name, name): (values, positive) for name, values in scores.items()}
     return metrics, roc
 
 
