@@ -15,6 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from aegmm import ImageClusterer, ImageSet, load, load_images
 from aegmm.evaluation import evaluate as evaluate_module
+from aegmm.folders import prepare_output
 from aegmm.evaluation.evaluate import evaluate_run
 from aegmm.evaluation.plots import assignment_gallery, loss_history, new_axes
 from aegmm.evaluation.schema import schema
@@ -160,7 +161,7 @@ def test_report_notes_and_tables_without_labels(tmp_path, run_dir, digits):
     npz = tmp_path / "images.npz"
     np.savez(npz, images=digits.images[:40])
     out = tmp_path / "out"
-    out.mkdir()
+    prepare_output(out)  # a folder aegmm created: --force may replace it
     (out / "old.txt").write_text("replaced with --force")
     evaluate_run(run_dir, npz, out, force=True, progress=False)
     metrics = json.loads((out / "metrics.json").read_text())

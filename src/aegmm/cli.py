@@ -92,7 +92,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from . import distributed
     from .data import load_images
     from .pipeline import ImageClusterer
-    from .runs import SKIPPED, check_cluster_count, check_output, cluster_sizes, fit_into, skipped_summary
+    from .folders import check_output, input_paths
+    from .runs import SKIPPED, check_cluster_count, cluster_sizes, fit_into, skipped_summary
 
     out, start = Path(args.out), time.perf_counter()
     clusterer = ImageClusterer(
@@ -117,7 +118,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     clusterer._configs(channels=3)  # validate every setting before touching the output folder
     main_process = distributed.is_main()  # under torchrun, rank 0 alone touches the output folder
     if main_process:
-        check_output(out, resume=args.resume, force=args.force)
+        check_output(
+            out, inputs=input_paths(args.data), resume=args.resume, force=args.force, resumable=True
+        )
     data = load_images(args.data, image_size=args.image_size, progress=not args.quiet and main_process)
     check_cluster_count(clusterer, len(data))
     if main_process:
@@ -136,11 +139,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_assign(args: argparse.Namespace) -> int:
+    from .folders import check_output_file, input_paths
     from .io import load
     from .runs import assign_to_csv, format_counts, skipped_summary
 
+    inputs = input_paths(args.run, args.data)
+    if args.gallery:  # refused now, not after the assignment
+        from .evaluation.plots import is_aegmm_png
+
+        check_output_file(Path(args.gallery), inputs=inputs, flag="--gallery", written_by_aegmm=is_aegmm_png)
     clusterer = load(args.run, progress=not args.quiet)
-    first, images, counts, skipped = assign_to_csv(clusterer, args.data, Path(args.out))
+    first, images, counts, skipped = assign_to_csv(clusterer, args.data, Path(args.out), inputs=inputs)
     if skipped:
         print(skipped_summary(skipped, listed_in=Path(args.out)), file=sys.stderr)
     print(
@@ -280,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
     fit.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
-    fit.add_argument("--force", action="store_true", help="replace an existing non-empty --out folder")
+    fit.add_argument("--force", action="store_true", help="replace an --out folder that aegmm wrote before")
     fit.add_argument("--quiet", action="store_true", help="no progress bars")
     fit.set_defaults(func=cmd_fit)
 
@@ -303,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--out", required=True, help="folder for report.html, metrics.json and figures/")
     evaluate.add_argument("--seed", type=int, default=0, help="random seed for the resampling measurements")
-    evaluate.add_argument("--force", action="store_true", help="replace an existing non-empty --out folder")
+    evaluate.add_argument("--force", action="store_true", help="replace an --out folder that aegmm wrote before")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -327,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out", default="aegmm-demo", help="folder for the demo's outputs (default aegmm-demo)"
     )
-    demo.add_argument("--force", action="store_true", help="replace an existing non-empty --out folder")
+    demo.add_argument("--force", action="store_true", help="replace an --out folder that aegmm wrote before")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -15,7 +15,8 @@ from sklearn.model_selection import train_test_split
 from .data import ImageSet, load_images
 from .evaluation.metrics import label_agreement
 from .pipeline import ImageClusterer
-from .runs import cluster_sizes, fit_run, prepare_output, write_assignments
+from .folders import prepare_output
+from .runs import cluster_sizes, fit_run, write_assignments
 
 DEMO_DATA = "builtin:digits+simulated"
 # Settings chosen for 8x8 digits on 2 CPU cores (see README, "How it works"). With a 16-number

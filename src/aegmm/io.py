@@ -42,12 +42,9 @@ MODEL_FILES = (WEIGHTS, NORMALIZATION, MIXTURE_ARRAYS, MIXTURE_META, HISTORY)
 
 
 def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from . import __version__
 
-    try:
-        return version("aegmm")
-    except PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def save_run(clusterer: ImageClusterer, folder: Path) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from . import distributed
 from .data import ImageSet, load_images
+from .folders import check_output_file, input_paths, prepare_output, remove_if_unused
 from .pipeline import Assignments, ImageClusterer
 from .storage import write_atomic
 
@@ -20,27 +20,6 @@ CHECKPOINTS = "checkpoint"
 ASSIGNMENTS = "assignments.csv"
 SKIPPED = "skipped.csv"
 ASSIGNMENT_COLUMNS = ["path", "cluster", "probability", "log_likelihood", "skipped"]
-
-
-def check_output(out: Path, *, resume: bool = False, force: bool = False) -> None:
-    """Refuse a file, or an existing non-empty folder unless resuming or forced; writes nothing."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out must be a folder, but {out} is a file")
-    if out.is_dir() and any(out.iterdir()) and not (resume or force):
-        raise FileExistsError(
-            f"{out} already exists and is not empty; use --resume to continue it or --force to replace it"
-        )
-
-
-def prepare_output(out: Path, *, resume: bool = False, force: bool = False) -> bool:
-    """Check the output folder, then create it (emptied first when forced); True if (re)created."""
-    check_output(out, resume=resume, force=force)
-    created = not out.exists()
-    if force and not resume and out.is_dir():
-        shutil.rmtree(out)
-        created = True
-    out.mkdir(parents=True, exist_ok=True)
-    return created
 
 
 def check_cluster_count(clusterer: ImageClusterer, n_images: int) -> None:
@@ -59,16 +38,20 @@ def fit_into(
 ) -> tuple[ImageClusterer, Assignments | None]:
     """Check K, create `out` (rank 0 only) and fit into it.
 
-    If the fit fails, a folder created here that is still empty is removed again; a folder
-    holding checkpoints is kept, so that `--resume` can continue the work.
+    `out` must not overlap the folder or file the images came from (``data.source``). If the
+    fit fails, a folder created here that is still empty is removed again; a folder holding
+    checkpoints is kept, so that `--resume` can continue the work.
     """
     check_cluster_count(clusterer, len(data))
-    created = prepare_output(out, resume=resume, force=force) if distributed.is_main() else False
+    created = False
+    if distributed.is_main():
+        inputs = input_paths(data.source)
+        created = prepare_output(out, inputs=inputs, resume=resume, force=force, resumable=True)
     try:
         return fit_run(data, out, clusterer, resume=resume)
     except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
+        if created:
+            remove_if_unused(out)
         raise
 
 
@@ -105,19 +88,34 @@ def _write_rows(writer, table: Assignments) -> None:
         writer.writerow([p, "", "", "", reason])
 
 
+def is_assignment_csv(path: Path) -> bool:
+    """True when ``path`` starts with the header line of an assignments CSV aegmm wrote."""
+    try:
+        with open(path, newline="") as handle:
+            return handle.readline().strip() == ",".join(ASSIGNMENT_COLUMNS)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def assign_to_csv(
-    clusterer: ImageClusterer, source: str | Path, path: Path, *, chunk: int = 20_000
+    clusterer: ImageClusterer,
+    source: str | Path,
+    path: Path,
+    *,
+    chunk: int = 20_000,
+    inputs: Sequence[Path] = (),
 ) -> tuple[Assignments, ImageSet, np.ndarray, list[tuple[str, str]]]:
     """Assign images chunk by chunk, streaming rows to a CSV that is renamed into place at the end.
 
     Memory stays bounded by one chunk. Returns the first chunk's assignments and images (for a
-    gallery), the number of images per cluster, and every skipped file with its reason.
+    gallery), the number of images per cluster, and every skipped file with its reason. The CSV
+    must lie outside ``inputs`` and the images' source, and replaces only an assignments CSV.
     """
     from .data.chunks import iter_chunks
 
     model = clusterer.config_.model
-    if Path(path).is_dir():
-        raise IsADirectoryError(f"--out must be the path of a CSV file, but {path} is a folder")
+    inputs = [*inputs, *input_paths(source)]
+    check_output_file(Path(path), inputs=inputs, flag="--out", written_by_aegmm=is_assignment_csv)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_name(f".{Path(path).name}.partial")
     first: tuple[Assignments, ImageSet] | None = None

@@ -14,13 +14,27 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..folders import check_output_file
 from ..storage import write_json
 from .imageset import ImageSet
 from .loaders import _folder_labels, decode_entry, file_entries
 
 
+SIDECAR_KEYS = {"source", "paths", "skipped", "labels", "label_names"}
+
+
 def sidecar(path: Path) -> Path:
     return Path(path).with_suffix(".json")
+
+
+def is_packed(path: Path) -> bool:
+    """True when the .npy at ``path`` (or its sidecar) was written by ``aegmm pack``: its sidecar
+    says so (or has exactly the keys an older aegmm wrote)."""
+    try:
+        meta = json.loads(sidecar(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and (meta.get("created_by") == "aegmm" or set(meta) == SIDECAR_KEYS)
 
 
 def pack_images(
@@ -34,6 +48,8 @@ def pack_images(
         raise FileNotFoundError(f"input not found: {source} (expected a folder or a .zip)")
     if not source.is_dir() and source.suffix.lower() != ".zip":
         raise ValueError(f"pack reads a folder or a .zip, got {source.name}")
+    for path in (out, sidecar(out)):  # the sidecar, too, replaces only aegmm's own file
+        check_output_file(path, inputs=[source], flag="--out", written_by_aegmm=is_packed)
     with file_entries(source) as entries:
         return _pack(entries, source, out, image_size, channels, progress)
 
@@ -63,6 +79,7 @@ def _pack_into(tmp: Path, entries, source: Path, out: Path, image_size, channels
     _truncate(images, len(paths), out)
     labels, names = _folder_labels(paths)
     meta = {
+        "created_by": "aegmm",
         "source": str(source),
         "paths": paths,
         "skipped": skipped,

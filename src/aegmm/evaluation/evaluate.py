@@ -35,7 +35,8 @@ from aegmm.evaluation.report import render_report
 from aegmm.evaluation.schema import SCHEMA_VERSION, schema
 from aegmm.io import load
 from aegmm.pipeline import ImageClusterer
-from aegmm.runs import SKIPPED, load_for, prepare_output, skipped_summary, write_skipped
+from aegmm.folders import check_output, input_paths, prepare_output
+from aegmm.runs import SKIPPED, load_for, skipped_summary, write_skipped
 from aegmm.storage import write_atomic, write_json
 
 REPORT, METRICS, FIGURES = "report.html", "metrics.json", "figures"
@@ -83,14 +84,15 @@ def evaluate_run(
 ) -> Path:
     """Measure the run in ``run`` on ``data_source`` and write the report; returns report.html.
 
-    ``out`` must be empty or missing unless ``force``; it is checked before any work and filled
-    only at the end (report.html last), so a failure never leaves a half-written report.
+    ``out`` must be empty or missing unless ``force`` (which replaces only a folder aegmm wrote),
+    and must not overlap the run or the data; it is checked before any work and filled only at
+    the end (report.html last), so a failure never leaves a half-written report.
     """
     started = time.perf_counter()
     log = _logger(progress, started)
     run, out = Path(run), Path(out)
-    if out.exists() and not (force and out.is_dir()):
-        prepare_output(out)  # raises FileExistsError now for a file, or a non-empty folder unforced
+    sources = input_paths(run, data_source)
+    check_output(out, inputs=sources, force=force)
     clusterer = load(run, progress=progress)
     data = _load_data(clusterer, data_source)
     if data.skipped:
@@ -109,7 +111,7 @@ def evaluate_run(
     html = render_report(
         metrics=results.metrics, figures=results.figures, notes=results.notes, run=str(run), schema=schema()
     )
-    _write(out, force, results, html, data.skipped)
+    _write(out, sources, force, results, html, data.skipped)
     log(f"report written to {out / REPORT}")
     return out / REPORT
 
@@ -321,8 +323,8 @@ def _jsonable(value):
     return value
 
 
-def _write(out: Path, force: bool, results: _Results, html: str, skipped) -> None:
-    prepare_output(out, force=force)
+def _write(out: Path, sources: list[Path], force: bool, results: _Results, html: str, skipped) -> None:
+    prepare_output(out, inputs=sources, force=force)
     write_skipped(out / SKIPPED, skipped)
     for name, png in results.figures.items():
         write_atomic(out / FIGURES / f"{name}.png", png)

@@ -52,11 +52,25 @@ def panels(n: int, size: tuple[float, float] = (5.0, 4.0), ncols: int | None = N
     return fig, list(axes[:n])
 
 
+PNG_SOFTWARE = "aegmm"  # the PNG "Software" text chunk of every figure aegmm writes
+
+
 def to_png(fig: Figure) -> bytes:
-    """The Figure as PNG bytes (cropped to what is drawn)."""
+    """The Figure as PNG bytes (cropped to what is drawn), marked as written by aegmm."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    metadata = {"Software": PNG_SOFTWARE}
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", facecolor="white", metadata=metadata)
     return buffer.getvalue()
+
+
+def is_aegmm_png(path: Path) -> bool:
+    """True when ``path`` is a PNG whose text chunks say aegmm wrote it (they precede the pixels)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG") and b"Software\x00" + PNG_SOFTWARE.encode() in head
 
 
 def _palette(n: int):
