@@ -15,10 +15,10 @@ from threadpoolctl import threadpool_limits
 
 from aegmm import ImageClusterer, ImageSet, load, load_images
 from aegmm.evaluation import evaluate as evaluate_module
-from aegmm.folders import prepare_output
 from aegmm.evaluation.evaluate import evaluate_run
 from aegmm.evaluation.plots import assignment_gallery, loss_history, new_axes
 from aegmm.evaluation.schema import schema
+from aegmm.folders import prepare_output
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EVIL = '<b class="x">zero</b>'  # a label name that must be escaped in the report

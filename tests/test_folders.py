@@ -97,7 +97,8 @@ def test_force_refuses_a_folder_aegmm_did_not_create(unchanged, tmp_path, capsys
     (mine / "thesis.tex").write_text("years of work")
     assert main(["fit", str(unchanged["images"]), "--out", str(mine), "--force", *TINY_ARGS]) == 2
     assert f"--force replaces only folders aegmm created, but {mine} has no {MARKER} marker" in _error(capsys)
-    assert main(["evaluate", str(unchanged["run"]), str(unchanged["images"]), "--out", str(mine), "--force"]) == 2
+    evaluate = ["evaluate", str(unchanged["run"]), str(unchanged["images"]), "--out", str(mine)]
+    assert main([*evaluate, "--force"]) == 2
     assert "--force replaces only folders aegmm created" in _error(capsys)
     assert (mine / "thesis.tex").read_text() == "years of work" and len(list(mine.iterdir())) == 1
 
@@ -118,7 +119,8 @@ def test_without_force_evaluate_suggests_only_force(unchanged, tmp_path, capsys)
     (report / "x").write_text("x")
     assert main(["evaluate", str(unchanged["run"]), str(unchanged["images"]), "--out", str(report)]) == 2
     line = _error(capsys)
-    assert line.endswith("already exists and is not empty; use --force to replace it") and "--resume" not in line
+    assert line.endswith("already exists and is not empty; use --force to replace it")
+    assert "--resume" not in line
 
 
 def test_assign_writes_no_csv_or_gallery_over_a_file_it_did_not_write(unchanged, tmp_path, capsys):

@@ -91,8 +91,8 @@ def _clusters(text: str) -> int | str:
 def cmd_fit(args: argparse.Namespace) -> int:
     from . import distributed
     from .data import load_images
-    from .pipeline import ImageClusterer
     from .folders import check_output, input_paths
+    from .pipeline import ImageClusterer
     from .runs import SKIPPED, check_cluster_count, cluster_sizes, fit_into, skipped_summary
 
     out, start = Path(args.out), time.perf_counter()
@@ -118,9 +118,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     clusterer._configs(channels=3)  # validate every setting before touching the output folder
     main_process = distributed.is_main()  # under torchrun, rank 0 alone touches the output folder
     if main_process:
-        check_output(
-            out, inputs=input_paths(args.data), resume=args.resume, force=args.force, resumable=True
-        )
+        check_output(out, inputs=input_paths(args.data), resume=args.resume, force=args.force, resumable=True)
     data = load_images(args.data, image_size=args.image_size, progress=not args.quiet and main_process)
     check_cluster_count(clusterer, len(data))
     if main_process:
@@ -312,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--out", required=True, help="folder for report.html, metrics.json and figures/")
     evaluate.add_argument("--seed", type=int, default=0, help="random seed for the resampling measurements")
-    evaluate.add_argument("--force", action="store_true", help="replace an --out folder that aegmm wrote before")
+    evaluate.add_argument(
+        "--force", action="store_true", help="replace an --out folder that aegmm wrote before"
+    )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=cmd_evaluate)
 

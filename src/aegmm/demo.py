@@ -14,8 +14,8 @@ from sklearn.model_selection import train_test_split
 
 from .data import ImageSet, load_images
 from .evaluation.metrics import label_agreement
-from .pipeline import ImageClusterer
 from .folders import prepare_output
+from .pipeline import ImageClusterer
 from .runs import cluster_sizes, fit_run, write_assignments
 
 DEMO_DATA = "builtin:digits+simulated"

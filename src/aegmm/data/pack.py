@@ -19,7 +19,6 @@ from ..storage import write_json
 from .imageset import ImageSet
 from .loaders import _folder_labels, decode_entry, file_entries
 
-
 SIDECAR_KEYS = {"source", "paths", "skipped", "labels", "label_names"}
 
 

@@ -33,9 +33,9 @@ from aegmm.evaluation.domains import MAX_DOMAINS, analyse_domains, domain_figure
 from aegmm.evaluation.metrics import gmm_information, label_agreement, reconstruction_quality
 from aegmm.evaluation.report import render_report
 from aegmm.evaluation.schema import SCHEMA_VERSION, schema
+from aegmm.folders import check_output, input_paths, prepare_output
 from aegmm.io import load
 from aegmm.pipeline import ImageClusterer
-from aegmm.folders import check_output, input_paths, prepare_output
 from aegmm.runs import SKIPPED, load_for, skipped_summary, write_skipped
 from aegmm.storage import write_atomic, write_json
 
