@@ -166,7 +166,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.evaluate import evaluate_run
 
     report = evaluate_run(
-        Path(args.run), args.data, Path(args.out), seed=args.seed, force=args.force, progress=not args.quiet
+        Path(args.run),
+        args.data,
+        Path(args.out),
+        seed=args.seed,
+        force=args.force,
+        progress=not args.quiet,
+        positive=args.positive,
     )
     print(f"report written to {report}")
     return 0
@@ -310,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--out", required=True, help="folder for report.html, metrics.json and figures/")
     evaluate.add_argument("--seed", type=int, default=0, help="random seed for the resampling measurements")
+    evaluate.add_argument(
+        "--positive",
+        metavar="NAME",
+        help="the domain of generated (fake, simulated) images: the positive class of every AUROC "
+        "(default: the domain whose name says so, e.g. FAKE or generated)",
+    )
     evaluate.add_argument(
         "--force", action="store_true", help="replace an --out folder that aegmm wrote before"
     )

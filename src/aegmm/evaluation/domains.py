@@ -6,19 +6,23 @@ Which numbers used the domain labels to fit a model:
 - the per-domain mixtures (their BIC and AIC, and the KL divergences): yes, each is fitted on the
   images of one domain;
 - ``auroc_nll``: no, the main model never saw a domain label; labels only score the AUROC;
-- ``auroc_one_class``: partly, its mixture is fitted on images known to be from the first domain
-  (half of them), and scored on the other half and on every image of the other domains;
+- ``auroc_one_class``: partly, its mixture is fitted on images known to be from the negative
+  (real) domains (half of them), and scored on the other half and on every positive image;
 - ``auroc_scores``: no, per-image statistics (``image_scores``) that fit nothing at all.
 
-Orientation of the AUROCs: the positive class is "not the first domain" (the second domain when
-there are two, one-vs-rest for the first domain otherwise). The mixtures' score is the negative
-log-likelihood of an image (higher = more unusual): above 0.5, the other domains look less likely
-than the first. Each image score has its own orientation, fixed beforehand (see
-``image_scores``). Every AUROC is reported as computed, never flipped.
+Orientation of the AUROCs: the positive class is one domain, the generated (simulated, fake)
+one, against all the others. ``positive_domain`` decides which from the names alone (never from
+their order): the one the user names (``--positive``), else the one whose name marks generated
+images (FAKE, generated, synthetic, simulated, AI, SD, GAN, diffusion, ...), else (no name or
+several decide it) the last in name order, and the metrics say which rule decided. The
+mixtures' score is the negative log-likelihood of an image (higher = more unusual): above 0.5,
+positive images look less likely than the others. Each image score has its own orientation,
+fixed beforehand (see ``image_scores``). Every AUROC is reported as computed, never flipped.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +39,12 @@ MAX_DOMAINS = 10  # more domains than this are not analysed (the KL matrix grows
 KL_SAMPLES = 20_000  # Monte Carlo sample size of each KL divergence
 HISTOGRAM_PAIRS = 6  # (P, Q) pairs whose log-ratio histograms are kept at most
 LOGLIK_PANELS = 3  # domain mixtures whose log-likelihood histograms are kept at most
+# words (case-insensitive, whole words of a domain name) that mark generated images
+GENERATED_WORDS = frozenset({
+    "fake", "fakes", "deepfake", "deepfakes", "generated", "gen", "synthetic", "synth", "simulated",
+    "simulation", "sim", "ai", "sd", "gan", "gans", "diffusion", "midjourney", "dalle", "rendered",
+    "render", "cgi",
+})  # fmt: skip
 
 
 @dataclass
@@ -87,17 +97,20 @@ def analyse_domains(
     config: MixtureConfig,
     seed: int = 0,
     scores: dict[str, np.ndarray] | None = None,
+    positive: str | None = None,
 ) -> DomainAnalysis:
     """Every domain measurement on ``features`` whose domain is ``codes`` (0..D-1, D >= 2).
 
     ``scores``: label-free per-image scores (name -> (N,) values, higher = expected positive),
-    whose AUROCs are reported next to the mixtures'.
+    whose AUROCs are reported next to the mixtures'. ``positive``: the name of the positive
+    (generated) domain, else ``positive_domain`` decides it from the names.
     """
     names, k = list(names), int(gmm.n_components)
     mixtures = {name: _fit(features[codes == j], k, config, seed) for j, name in enumerate(names)}
     info = [gmm_information(mixtures[name], features[codes == j]) for j, name in enumerate(names)]
     _, kl, stderr = kl_matrix(mixtures, n_samples=KL_SAMPLES, seed=seed)
-    detection, roc = _detection(features, codes, names, gmm, config, seed, scores or {})
+    orientation = positive_domain(names, positive)
+    detection, roc = _detection(features, codes, names, gmm, config, seed, scores or {}, orientation)
     counts = np.stack([np.bincount(clusters[codes == j], minlength=k) for j in range(len(names))], axis=1)
     metrics = {
         "names": names,
@@ -141,31 +154,61 @@ def _loglik_groups(features, codes, names, gmm, mixtures) -> dict[str, dict[str,
     }
 
 
-def positive_class(names: Sequence[str]) -> str:
-    """The name of the positive class of both AUROCs: every domain but the first."""
-    return str(names[1]) if len(names) == 2 else f"not {names[0]}"
+@dataclass(frozen=True)
+class Orientation:
+    positive: int  # index of the positive domain in the names
+    rule: str  # "requested" (--positive), "name" (it names generated images) or "fallback"
+    reason: str  # one sentence for the report
 
 
-def _detection(features, codes, names, gmm, config, seed, scores) -> tuple[dict, dict]:
-    """AUROCs (and ROC inputs) of the main model's NLL, of a mixture of one domain's images, and
-    of each label-free per-image score."""
-    positive = codes != 0
+def positive_domain(names: Sequence[str], requested: str | None = None) -> Orientation:
+    """Which domain is the positive (generated) class of every AUROC, decided from names only."""
+    names = [str(n) for n in names]
+    if requested is not None:
+        matches = [i for i, n in enumerate(names) if n.casefold() == str(requested).casefold()]
+        if not matches:
+            raise ValueError(
+                f"--positive must name one of the domains ({', '.join(names)}), got {requested!r}"
+            )
+        return Orientation(matches[0], "requested", f"{names[matches[0]]} was named with --positive")
+    marked = [i for i, n in enumerate(names) if GENERATED_WORDS & set(re.findall(r"[a-z]+", n.casefold()))]
+    if len(marked) == 1:
+        return Orientation(marked[0], "name", f"its name, {names[marked[0]]}, marks generated images")
+    last = max(range(len(names)), key=lambda i: names[i])
+    why = "no domain name marks" if not marked else f"{len(marked)} domain names mark"
+    return Orientation(
+        last,
+        "fallback",
+        f"{why} generated images, so {names[last]} (the last in name order) was taken; "
+        "choose with --positive NAME",
+    )
+
+
+def _detection(features, codes, names, gmm, config, seed, scores, orientation) -> tuple[dict, dict]:
+    """AUROCs (and ROC inputs) of the main model's NLL, of a mixture of the negative domains'
+    images, and of each label-free per-image score; positive = the domain ``orientation`` names."""
+    positive = codes == orientation.positive
+    negatives = [str(n) for i, n in enumerate(names) if i != orientation.positive]
+    negative = negatives[0] if len(negatives) == 1 else f"not {names[orientation.positive]}"
     nll = -gmm.score_samples(features)
-    first = np.random.default_rng(seed).permutation(np.flatnonzero(~positive))
-    fit, held_out = first[: len(first) // 2], first[len(first) // 2 :]
+    rest = np.random.default_rng(seed).permutation(np.flatnonzero(~positive))
+    fit, held_out = rest[: len(rest) // 2], rest[len(rest) // 2 :]
     one_class = _fit(features[fit], int(gmm.n_components), config, seed)
     scored = np.sort(np.concatenate([held_out, np.flatnonzero(positive)]))
     one_nll = -one_class.score_samples(features[scored])
     metrics = {
-        "positive": positive_class(names),
+        "positive": str(names[orientation.positive]),
+        "negative": negative,
+        "positive_rule": orientation.rule,
+        "positive_reason": orientation.reason,
         "auroc_nll": roc_auc(nll, positive),
         "auroc_one_class": roc_auc(one_nll, positive[scored]),
-        "one_class": {"fit_domain": str(names[0]), "n_fit": int(len(fit)), "n_scored": int(len(scored))},
+        "one_class": {"fit_domain": negative, "n_fit": int(len(fit)), "n_scored": int(len(scored))},
         "auroc_scores": {name: roc_auc(values, positive) for name, values in scores.items()},
     }
     roc = {
         "main mixture, no labels": (nll, positive),
-        f"mixture of half the {names[0]} images": (one_nll, positive[scored]),
+        f"mixture of half the {negative} images": (one_nll, positive[scored]),
     }
     roc |= {SCORE_NAMES.get(name, name): (values, positive) for name, values in scores.items()}
     return metrics, roc

@@ -29,7 +29,13 @@ from aegmm.data import ImageSet
 from aegmm.data.loaders import conform_images
 from aegmm.evaluation import image_scores, plots
 from aegmm.evaluation.baselines import N_SPLITS, kmeans_likelihood, kmeans_pixels, mixture_refits
-from aegmm.evaluation.domains import MAX_DOMAINS, analyse_domains, domain_figures, select_domains
+from aegmm.evaluation.domains import (
+    MAX_DOMAINS,
+    analyse_domains,
+    domain_figures,
+    positive_domain,
+    select_domains,
+)
 from aegmm.evaluation.metrics import gmm_information, label_agreement, reconstruction_quality
 from aegmm.evaluation.report import render_report
 from aegmm.evaluation.schema import SCHEMA_VERSION, schema
@@ -52,6 +58,7 @@ class _Inputs:
     loglik: np.ndarray  # (N,) log-likelihood under the saved mixture
     seed: int
     image_scores: dict[str, np.ndarray]  # label-free per-image scores (image_scores.SCORE_NAMES)
+    positive: str | None = None  # the positive (generated) domain, None: decided from the names
     kmeans_clusters: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -81,8 +88,12 @@ def evaluate_run(
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
+    positive: str | None = None,
 ) -> Path:
     """Measure the run in ``run`` on ``data_source`` and write the report; returns report.html.
+
+    ``positive`` names the generated (fake, simulated) domain, the positive class of every
+    AUROC; without it the domain names decide (``domains.positive_domain``).
 
     ``out`` must be empty or missing unless ``force`` (which replaces only a folder aegmm wrote),
     and must not overlap the run or the data; it is checked before any work and filled only at
@@ -98,11 +109,13 @@ def evaluate_run(
     if data.skipped:
         print(skipped_summary(data.skipped, listed_in=out / SKIPPED), file=sys.stderr)
     _check_enough_images(len(data), clusterer.n_components_)
+    _check_positive(data, positive)
     log(f"evaluating {run} (K={clusterer.n_components_}) on {len(data):,} images")
     results = _Results(metrics=_header(clusterer, data, data_source))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         inputs = _autoencoder(clusterer, data, seed, results, log)
+        inputs.positive = positive
         # many small fits: 1 BLAS/OpenMP thread beats contended threads (50x on 2 busy cores)
         with threadpool_limits(limits=1):
             for step in (_mixture, _kmeans, _labels, _domains, _feature_space, _galleries):
@@ -139,6 +152,15 @@ def _check_enough_images(n: int, k: int) -> None:
     if n < max(10, 2 * k):
         need = f"{max(10, 2 * k)} images for a K={k} mixture ({N_SPLITS}-fold cross-validation refits it)"
         raise ValueError(f"evaluation needs at least {need}, got {n}")
+
+
+def _check_positive(data: ImageSet, positive: str | None) -> None:
+    if positive is None:
+        return
+    view = data.domain_view()
+    if view is None:
+        raise ValueError(f"--positive {positive!r} needs images with domains or labels; these have neither")
+    positive_domain(view[1], positive)  # raises when it names none of them
 
 
 def _header(clusterer: ImageClusterer, data: ImageSet, source) -> dict:
@@ -263,7 +285,7 @@ def _domains(inputs: _Inputs, results: _Results, log) -> None:
         scores = {name: values[keep] for name, values in inputs.image_scores.items()}
         features, clusters = inputs.features[keep], inputs.clusters[keep]
         analysis = analyse_domains(
-            features, codes[keep], names, inputs.gmm, clusters, config, inputs.seed, scores
+            features, codes[keep], names, inputs.gmm, clusters, config, inputs.seed, scores, inputs.positive
         )
     except ValueError as exc:  # e.g. a domain whose features are too degenerate for its own mixture
         results.notes.append(f"The domain analysis failed and is left out: {exc}")

@@ -104,14 +104,33 @@ def _summary(m: Mapping) -> str:
     return '<h2 id="summary">Summary</h2>' + _table(["Measure", "Value", "How to read it"], rows)
 
 
+# what an AUROC below 0.5 says, per score: the positive images score lower than the negative ones
+BELOW_HALF = {
+    "nll": "{p} images look more likely than {n} images under this mixture",
+    "high_frequency": "{p} images carry less high-frequency energy than {n} images",
+    "reconstruction": "{p} images are reconstructed worse than {n} images",
+}
+
+
+def auroc_reading(d: Mapping, value: float | None, score: str) -> str:
+    """How to read one AUROC: its positive class, and what a value below 0.5 means."""
+    p, n = d["positive"], d["negative"]
+    text = f"positive class {p} (vs {n}); 0.5 = chance"
+    if value is not None and value < 0.5:
+        text += f"; below 0.5 because {BELOW_HALF[score].format(p=p, n=n)}, against this score's orientation"
+    return text
+
+
 def _summary_domains(d: Mapping) -> list[list[str]]:
+    one_class = d["one_class"]["fit_domain"]
     rows = [
         ["AUROC, NLL under the main mixture", _fmt(d["auroc_nll"]),
-         f"no labels used to fit; positive class {d['positive']}; 0.5 = chance"],
-        ["AUROC, NLL under a mixture of one domain", _fmt(d["auroc_one_class"]),
-         f"fitted on half of the {d['one_class']['fit_domain']} images only"],
+         f"no labels used to fit; {auroc_reading(d, d['auroc_nll'], 'nll')}"],
+        [f"AUROC, NLL under a mixture of {one_class} images", _fmt(d["auroc_one_class"]),
+         f"fitted on half of the {one_class} images; {auroc_reading(d, d['auroc_one_class'], 'nll')}"],
     ]  # fmt: skip
-    rows += [[f"AUROC, {SCORE_NAMES.get(name, name)}", _fmt(value), "a per-image statistic: nothing fitted"]
+    rows += [[f"AUROC, {SCORE_NAMES.get(name, name)}", _fmt(value),
+              f"a per-image statistic, nothing fitted; {auroc_reading(d, value, name)}"]
              for name, value in d.get("auroc_scores", {}).items()]  # fmt: skip
     if len(d["names"]) == 2:
         (a, b), kl, se = d["names"], d["kl"], d["kl_stderr"]
@@ -217,14 +236,15 @@ def _domains(m: Mapping, figures: Mapping) -> str:
             "with enough images each.</p>"
         )
     d = m["domains"]
-    names, first = d["names"], d["names"][0]
+    names, negative = d["names"], d["one_class"]["fit_domain"]
     origin = "explicit domains of the images" if d["source"] == "domains" else "the labels, used as domains"
     html += _p(f"Domains: {', '.join(names)} ({origin}); images: {_fmt(d['counts'])}.")
+    html += _orientation(d)
     use = [
         ["Per-domain mixtures: BIC, AIC, KL", "yes: each is fitted on one domain's images", "-"],
         ["AUROC, NLL under the main mixture", "no: the model never saw a domain label", "yes"],
-        ["AUROC, NLL under a mixture of one domain",
-         f"partly: fitted on half of the {first} images, known to be {first}", "yes"],
+        [f"AUROC, NLL under a mixture of {negative} images",
+         f"partly: fitted on half of the {negative} images, known to be {negative}", "yes"],
         ["Cluster shares by domain", "no: the main model's clusters", "yes"],
     ]  # fmt: skip
     html += "<h3>Which numbers used labels</h3>" + _table(
@@ -246,22 +266,30 @@ def _domains(m: Mapping, figures: Mapping) -> str:
     return html + _detection(d, figures)
 
 
+def _orientation(d: Mapping) -> str:
+    """Which domain is the positive class and why; a warning box when nothing decided it."""
+    text = f"Positive class of every AUROC: {d['positive']}, against {d['negative']}"
+    text += f", because {d['positive_reason']}."
+    if d["positive_rule"] == "fallback":
+        return f'<p class="note">{escape(text)}</p>'
+    return _p(text)
+
+
 def _detection(d: Mapping, figures: Mapping) -> str:
-    names, first, oc = d["names"], d["names"][0], d["one_class"]
+    oc, negative, positive = d["one_class"], d["negative"], d["positive"]
     html = "<h3>Telling the domains apart without labels</h3>" + _table(
-        ["Detector", "AUROC", "Fitted on", "Scored on"],
-        [["NLL under the main mixture", d["auroc_nll"], "the training images, no labels",
+        ["Detector", "AUROC", "Positive class", "Fitted on", "Scored on"],
+        [["NLL under the main mixture", d["auroc_nll"], positive, "the training images, no labels",
           f"{sum(d['counts']):,} images"],
-         [f"NLL under a mixture of {first}", d["auroc_one_class"], f"{oc['n_fit']:,} {first} images",
-          f"{oc['n_scored']:,} held-out images"]]
-        + [[SCORE_NAMES.get(name, name), value, "nothing (a per-image statistic)",
+         [f"NLL under a mixture of {negative}", d["auroc_one_class"], positive,
+          f"{oc['n_fit']:,} {negative} images", f"{oc['n_scored']:,} held-out images"]]
+        + [[SCORE_NAMES.get(name, name), value, positive, "nothing (a per-image statistic)",
             f"{sum(d['counts']):,} images"] for name, value in d.get("auroc_scores", {}).items()],
     )  # fmt: skip
     direction = (
         "Mixture scores: the negative log-likelihood (higher = more unusual). "
-        f"Positive class: {d['positive']}"
-        + (" (one-vs-rest for the first domain)" if len(names) > 2 else "")
-        + f". AUROC above 0.5: {d['positive']} images look less likely than {first} images; below 0.5: "
+        f"Positive class: {positive}, against {negative}"
+        + f". AUROC above 0.5: {positive} images look less likely than {negative} images; below 0.5: "
         "more likely. The per-image statistics are oriented beforehand, from the literature: more "
         "high-frequency energy and a lower reconstruction error count as more likely generated. "
         "All AUROCs are reported as computed, not flipped."

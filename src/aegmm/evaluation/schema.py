@@ -1,6 +1,6 @@
 """The keys of metrics.json, as ``aegmm evaluate`` writes it.
 
-metrics.json (schema_version 1)
+metrics.json (schema_version 2)
 -------------------------------
 Nested keys are nested JSON objects; numbers are finite (null only where a value could not be
 computed). Log-likelihoods are natural logs of densities of the features (higher is better);
@@ -8,7 +8,7 @@ BIC and AIC: lower is better. Keys marked [labels] exist only when the images ha
 [domains] only when they have two or more domains (explicit domains, else the labels act as
 domains) with enough images each; [auto K] only when the run chose K by BIC on its training images.
 
-    schema_version                 int: 1; bumped when a key changes meaning or is removed
+    schema_version                 int: 2; bumped when a key changes meaning or is removed
     data                           str: what was evaluated (path, builtin name or ImageSet source)
     n_images                       int: images evaluated
     skipped                        int: files of DATA that could not be decoded (not evaluated)
@@ -65,11 +65,14 @@ domains) with enough images each; [auto K] only when the run chose K by BIC on i
     domains.kl                     D x D floats: [domains] KL(row P || column Q), Monte Carlo
     domains.kl_stderr              D x D floats: [domains] standard errors of domains.kl
     domains.kl_n_samples           int: [domains] samples drawn from P for each KL
-    domains.positive               str: [domains] positive class of every AUROC (not the 1st domain)
+    domains.positive               str: [domains] positive class of every AUROC (the generated domain)
+    domains.negative               str: [domains] the other class: a domain name, or "not POSITIVE"
+    domains.positive_rule          str: [domains] what chose it: "requested", "name" or "fallback"
+    domains.positive_reason        str: [domains] the same, as a sentence
     domains.auroc_nll              float: [domains] AUROC of the main mixture's NLL (no labels fit)
-    domains.auroc_one_class        float: [domains] AUROC of the NLL under a 1st-domain mixture
-    domains.one_class.fit_domain   str: [domains] domain whose images fitted that mixture
-    domains.one_class.n_fit        int: [domains] images it was fitted on (half of that domain)
+    domains.auroc_one_class        float: [domains] AUROC of the NLL under a negative-class mixture
+    domains.one_class.fit_domain   str: [domains] the negative class, whose images fitted that mixture
+    domains.one_class.n_fit        int: [domains] images it was fitted on (half of that class)
     domains.one_class.n_scored     int: [domains] held-out images it scored
     domains.auroc_scores.high_frequency  float: [domains] AUROC of the high-frequency energy score
     domains.auroc_scores.reconstruction  float: [domains] AUROC of minus the reconstruction error
@@ -80,7 +83,7 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def schema() -> list[tuple[str, str]]:
