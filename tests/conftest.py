@@ -85,12 +85,21 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-# `aegmm fit` options for a tiny, fast run (16x16 images, narrow network, one epoch)
+# The same tiny settings as `aegmm fit` options (n_init and progress have no flag; --quiet instead)
+FLAGS = {
+    "image_size": "--image-size",
+    "width": "--width",
+    "latent_dim": "--latent-dim",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "n_components": "--clusters",
+    "reduced_dim": "--reduced-dim",
+}
+
+
 def tiny_fit_args(epochs: int = 1) -> list[str]:
-    return [
-        "--image-size", "16", "--width", "0.125", "--latent-dim", "8", "--epochs", str(epochs),
-        "--batch-size", "16", "--clusters", "2", "--reduced-dim", "4", "--quiet",
-    ]  # fmt: skip
+    settings = TINY | {"epochs": epochs}
+    return [arg for key, flag in FLAGS.items() for arg in (flag, str(settings[key]))] + ["--quiet"]
 
 
 TINY_ARGS = tiny_fit_args()

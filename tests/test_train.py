@@ -1,11 +1,18 @@
+import json
+
 import numpy as np
 import pytest
+import safetensors
+import safetensors.torch
 import torch
 
+from aegmm import train as train_module
 from aegmm.checkpoint import has_checkpoint
 from aegmm.config import ModelConfig, TrainConfig
+from aegmm.nn import AutoEncoder
 from aegmm.preprocess import Normalizer
-from aegmm.train import _mean_loss, epoch_batches, train_autoencoder
+from aegmm.train import Precision, _mean_loss, epoch_batches, evaluating_on, precision_plan, train_autoencoder
+from conftest import two_group_images
 
 MODEL = ModelConfig(image_size=16, channels=3, latent_dim=8, width=0.125)
 
@@ -59,6 +66,29 @@ def test_resume_refuses_changed_settings(images, tmp_path):
     _train(images, epochs=1, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match=r"training settings changed: \['lr'\]"):
         _train(images, epochs=2, lr=0.01, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_resume_refuses_other_images_even_of_the_same_count(images, tmp_path):
+    _train(images, epochs=1, checkpoint_dir=tmp_path)
+    changed = images.copy()
+    changed[7, 3, 3, 0] ^= 1  # one pixel of one image
+    with pytest.raises(ValueError, match=r"trained on 48 other images \(sha256 \w{12}\), now 48 images"):
+        _train(changed, epochs=2, checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match=r"trained on 48 other images .* now 40 images"):
+        _train(images[:40], epochs=2, checkpoint_dir=tmp_path, resume=True)
+    _train(images.copy(), epochs=2, checkpoint_dir=tmp_path, resume=True)  # equal images: resumes
+
+
+def test_resume_refuses_a_checkpoint_without_a_data_fingerprint(images, tmp_path):
+    _train(images, epochs=1, checkpoint_dir=tmp_path)
+    state = tmp_path / "train_state.safetensors"
+    tensors = safetensors.torch.load_file(state)
+    with safetensors.safe_open(state, framework="pt") as handle:
+        meta = json.loads(handle.metadata()["aegmm.checkpoint"])
+    meta.pop("data")  # as an older aegmm wrote it
+    safetensors.torch.save_file(tensors, state, metadata={"aegmm.checkpoint": json.dumps(meta)})
+    with pytest.raises(ValueError, match="records no fingerprint of its training images"):
+        _train(images, epochs=2, checkpoint_dir=tmp_path, resume=True)
 
 
 def test_a_non_finite_loss_stops_training_and_names_the_epoch(images, tmp_path):
@@ -117,5 +147,68 @@ def test_bfloat16_training_uses_mixed_precision_and_still_learns(images):
         if v.is_floating_point() and not torch.equal(v, bf16.state_dict()[k])
     ]
     assert differ, "bfloat16 autocast changed nothing: it was not applied"
-    with pytest.raises(ValueError, match="precision must be"):
-        TrainConfig(precision="float16")
+    with pytest.raises(ValueError, match="precision must be one of auto, float32, bfloat16, float16"):
+        TrainConfig(precision="half")
+
+
+@pytest.mark.parametrize(
+    "precision, device, bf16, dtype, scaled",
+    [
+        ("auto", "cpu", False, None, False),
+        ("auto", "mps", False, None, False),
+        ("auto", "cuda", True, torch.bfloat16, False),
+        ("auto", "cuda", False, torch.float16, True),
+        ("float32", "cuda", True, None, False),
+        ("bfloat16", "cpu", False, torch.bfloat16, False),
+        ("bfloat16", "cuda", True, torch.bfloat16, False),
+        ("float16", "cuda", True, torch.float16, True),
+    ],
+)
+def test_precision_is_honoured_on_every_device(precision, device, bf16, dtype, scaled):
+    assert precision_plan(precision, device, bf16) == Precision(dtype, scaled)
+
+
+def test_impossible_precisions_are_refused():
+    with pytest.raises(ValueError, match="precision float16 needs a CUDA GPU, but training runs on cpu"):
+        precision_plan("float16", "cpu")
+    with pytest.raises(ValueError, match="bfloat16 needs a GPU that supports it"):
+        precision_plan("bfloat16", "cuda", bf16_supported=False)
+    with pytest.raises(ValueError, match="precision float16 needs a CUDA GPU"):
+        _train(two_group_images(8)[0], precision="float16")
+
+
+def test_a_scaled_precision_steps_through_the_gradient_scaler_and_checkpoints_it(
+    images, tmp_path, monkeypatch
+):
+    calls = []
+
+    class SpyScaler(train_module.GradScaler):
+        def scale(self, outputs):
+            calls.append("scale")
+            return super().scale(outputs)
+
+        def step(self, optimizer, *args, **kwargs):
+            calls.append("step")
+            return super().step(optimizer, *args, **kwargs)
+
+    plan = Precision(torch.bfloat16, True)  # float16's plan, with CPU autocast's dtype
+    monkeypatch.setattr(train_module, "_device_precision", lambda config, device: plan)
+    monkeypatch.setattr(train_module, "GradScaler", SpyScaler)
+    model, history = _train(images, epochs=2, batch_size=16, checkpoint_dir=tmp_path)
+    steps = 2 * len(epoch_batches(43, TrainConfig(batch_size=16), 1, rank=0, world=1))  # 48 - 10% val
+    assert calls == ["scale", "step"] * steps
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    saved = json.loads((tmp_path / "train_state.json").read_text())["scaler"]
+    assert saved["scale"] > 0 and "_growth_tracker" in saved
+
+
+def test_evaluating_on_another_device_never_moves_the_fitted_model():
+    model = AutoEncoder(MODEL).train()
+    pointers = [p.data_ptr() for p in model.parameters()]
+    with evaluating_on(model, torch.device("meta")) as net:
+        assert net is not model and next(net.parameters()).device.type == "meta" and not net.training
+    assert next(model.parameters()).device.type == "cpu" and model.training
+    assert [p.data_ptr() for p in model.parameters()] == pointers
+    with evaluating_on(model, "cpu") as net:
+        assert net is model and not net.training
+    assert model.training  # the caller's training flag comes back

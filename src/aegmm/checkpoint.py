@@ -8,12 +8,14 @@ A state that is no longer finite (a diverged run) is never saved over the last g
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,6 +28,15 @@ META_KEY = "aegmm.checkpoint"  # header entry of STATE_FILE holding the JSON boo
 RESUMABLE = ("epochs", "device")  # settings a resumed run may change
 
 
+def data_fingerprint(images: np.ndarray, chunk: int = 8192) -> dict:
+    """Count, shape and sha256 of the decoded training images, read chunk by chunk (memory maps
+    included): ``--resume`` refuses to continue on other images."""
+    digest = hashlib.sha256()
+    for start in range(0, len(images), chunk):
+        digest.update(np.ascontiguousarray(images[start : start + chunk]).tobytes())
+    return {"count": len(images), "shape": list(images.shape[1:]), "sha256": digest.hexdigest()}
+
+
 def save_checkpoint(
     folder: Path,
     model: nn.Module,
@@ -34,7 +45,10 @@ def save_checkpoint(
     history: list[dict],
     model_config: ModelConfig,
     train_config: TrainConfig,
+    scaler: torch.amp.GradScaler | None = None,
+    data: dict | None = None,
 ) -> None:
+    """``data``: the training images' ``data_fingerprint``."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
     for index, state in opt["state"].items():
@@ -47,6 +61,8 @@ def save_checkpoint(
         "param_groups": opt["param_groups"],
         "model": asdict(model_config),
         "train": asdict(train_config),
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "data": data,
     }
     write_tensors(Path(folder) / STATE_FILE, tensors, metadata={META_KEY: json.dumps(meta)})
     write_json(Path(folder) / META_FILE, meta)  # for people; loading trusts the state file's header
@@ -80,10 +96,16 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     model_config: ModelConfig,
     train_config: TrainConfig,
+    scaler: torch.amp.GradScaler | None = None,
+    data: dict | None = None,
 ) -> tuple[int, list[dict]]:
-    """Restore weights and optimizer state; returns (last complete epoch, history)."""
+    """Restore weights, optimizer and loss-scaler state; returns (last complete epoch, history).
+
+    ``data`` (the ``data_fingerprint`` of the images now) must equal the one saved.
+    """
     meta = _read_meta(Path(folder))
     _check_same_run(meta, model_config, train_config, folder)
+    _check_same_data(meta.get("data"), data, folder)
     tensors = read_tensors(Path(folder) / STATE_FILE)
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(weights)
@@ -93,6 +115,8 @@ def load_checkpoint(
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    if scaler is not None and scaler.is_enabled() and meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
     return int(meta["epoch"]), list(meta["history"])
 
 
@@ -117,3 +141,18 @@ def _check_same_run(meta: dict, model_config: ModelConfig, train_config: TrainCo
     if saved != now:
         changed = sorted(k for k in now if saved.get(k) != now[k])
         raise ValueError(f"cannot resume from {folder}: training settings changed: {changed}")
+
+
+def _check_same_data(saved: dict | None, now: dict | None, folder) -> None:
+    if now is None or saved == now:
+        return
+    if not saved:
+        raise ValueError(
+            f"cannot resume from {folder}: it records no fingerprint of its training images (written by "
+            "an older aegmm), so it cannot be checked against these; start again with --force"
+        )
+    raise ValueError(
+        f"cannot resume from {folder}: it was trained on {saved['count']:,} other images "
+        f"(sha256 {saved['sha256'][:12]}), now {now['count']:,} images (sha256 {now['sha256'][:12]}); "
+        "resume with the same data, or start again with --force"
+    )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sklearn.exceptions import NotFittedError
 
+from .config import PRECISIONS
 from .config import MixtureConfig as X
 from .config import ModelConfig as M
 from .config import TrainConfig as T
@@ -220,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--clusters",
         type=_clusters,
         default=X.n_components,
-        help="number of clusters K, or 'auto' (lowest BIC; default {X.n_components})",
+        help=f"number of clusters K, or 'auto' (lowest BIC) (default {X.n_components})",
     )
     fit.add_argument("--epochs", type=int, default=T.epochs, help=f"training epochs (default {T.epochs})")
     fit.add_argument(
@@ -286,10 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     fit.add_argument(
         "--precision",
-        choices=["float32", "bfloat16"],
+        choices=list(PRECISIONS),
         default=T.precision,
-        help="training arithmetic on CPU (default float32); bfloat16 fitted 1.6x faster on a CPU with "
-        "bf16 instructions but is slower on CPUs without them. CUDA always uses mixed precision",
+        help="training arithmetic. auto (default): float32 on CPU; on a GPU, bfloat16 autocast where it "
+        "supports it, else float16 with a gradient scaler. bfloat16 on CPU is fast only on CPUs with "
+        "bf16 instructions (benchmarks/results/profile.md). float16: CUDA only",
     )
     fit.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
     fit.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 FORMAT_VERSION = 1  # bump when the layout of a saved run changes
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # TrainConfig.precision (train.precision_plan)
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,15 @@ class TrainConfig:
     seed: int = 0  # seeds the split, the initial weights and the batch order
     device: str = "auto"  # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "mps"
     train_images: int = 0  # train on a random subset of this many images (0 = all); all are encoded
-    precision: str = "float32"  # "float32", or "bfloat16": mixed precision (autocast) during training
+    precision: str = "auto"  # "auto" (mixed on GPUs, float32 on CPU), "float32", "bfloat16", "float16"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.precision not in ("float32", "bfloat16"):
-            raise ValueError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.train_images < 0 or self.train_images == 1:
             raise ValueError(f"train_images must be 0 (all) or >= 2, got {self.train_images}")
         if not 0 <= self.val_fraction < 1:

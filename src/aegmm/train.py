@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.amp import GradScaler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import has_checkpoint, kept_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import data_fingerprint, has_checkpoint, kept_checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .nn import AutoEncoder
 from .preprocess import Normalizer
@@ -46,6 +50,7 @@ def train_autoencoder(
 ) -> tuple[AutoEncoder, list[dict]]:
     """Train on uint8 (N, H, W, C) images; returns the model (eval mode, on CPU) and its history."""
     device = distributed.resolve_device(train_config.device)
+    plan = _device_precision(train_config, device)  # an impossible precision fails before any work
     distributed.init(device)
     torch.manual_seed(train_config.seed)
     model = AutoEncoder(model_config).to(device)
@@ -54,9 +59,13 @@ def train_autoencoder(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
     )
+    scaler = GradScaler(device.type, enabled=plan.scale_loss)
     start, history = 0, []
+    data = data_fingerprint(images) if checkpoint_dir is not None else None
     if resume and checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
-        start, history = load_checkpoint(checkpoint_dir, model, optimizer, model_config, train_config)
+        start, history = load_checkpoint(
+            checkpoint_dir, model, optimizer, model_config, train_config, scaler, data
+        )
     train_idx, val_idx = split_indices(
         len(images), train_config.val_fraction, train_config.seed, train_config.train_images
     )
@@ -66,7 +75,7 @@ def train_autoencoder(
     for epoch in range(start + 1, train_config.epochs + 1):
         t0 = time.perf_counter()
         loss = _train_epoch(
-            net, optimizer, images, train_idx, normalizer, train_config, epoch, device, progress
+            net, optimizer, scaler, images, train_idx, normalizer, train_config, epoch, device, plan, progress
         )
         val = _mean_loss(model, images[val_idx], normalizer, device) if len(val_idx) else float("nan")
         if len(val_idx) and not math.isfinite(val):
@@ -85,7 +94,9 @@ def train_autoencoder(
             }
         )
         if checkpoint_dir is not None and distributed.is_main():
-            save_checkpoint(checkpoint_dir, model, optimizer, epoch, history, model_config, train_config)
+            save_checkpoint(
+                checkpoint_dir, model, optimizer, epoch, history, model_config, train_config, scaler, data
+            )
         distributed.barrier()
     return model.to("cpu").eval(), history
 
@@ -97,14 +108,46 @@ def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def _autocast(device: torch.device, precision: str):
-    """Mixed precision for the forward pass: always on CUDA; on CPU when precision is bfloat16."""
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    if precision == "bfloat16" and device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+@dataclass(frozen=True)
+class Precision:
+    """How a training step computes: autocast's dtype (None: float32 throughout) and loss scaling."""
+
+    dtype: torch.dtype | None
+    scale_loss: bool  # float16 gradients underflow without a GradScaler; bfloat16 ones do not
+
+
+def precision_plan(precision: str, device_type: str, bf16_supported: bool = False) -> Precision:
+    """The arithmetic of TrainConfig.precision on a device type ("cpu", "cuda", "mps").
+
+    auto: bfloat16 autocast on a CUDA GPU that supports it, else float16 with a gradient scaler;
+    float32 elsewhere. float16 is for CUDA only; bfloat16 on CUDA needs a GPU that supports it.
+    """
+    if precision == "auto":
+        if device_type != "cuda":
+            return Precision(None, False)
+        precision = "bfloat16" if bf16_supported else "float16"
+    if precision == "float32":
+        return Precision(None, False)
+    if precision == "float16":
+        if device_type != "cuda":
+            raise ValueError(f"precision float16 needs a CUDA GPU, but training runs on {device_type}")
+        return Precision(torch.float16, True)
+    if device_type == "cuda" and not bf16_supported:
+        raise ValueError("precision bfloat16 needs a GPU that supports it; this one does not: use float16")
+    if device_type not in ("cpu", "cuda"):
+        raise ValueError(f"precision bfloat16 runs on CPU or CUDA, not on {device_type}")
+    return Precision(torch.bfloat16, False)
+
+
+def _device_precision(config: TrainConfig, device: torch.device) -> Precision:
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision_plan(config.precision, device.type, bf16)
+
+
+def _autocast(device: torch.device, plan: Precision):
+    if plan.dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=plan.dtype)
 
 
 def epoch_batches(
@@ -124,7 +167,9 @@ def epoch_batches(
     return [b for b in batches if len(b) > 1]  # batch norm needs two images
 
 
-def _train_epoch(net, optimizer, images, train_idx, normalizer, config, epoch, device, progress) -> float:
+def _train_epoch(
+    net, optimizer, scaler, images, train_idx, normalizer, config, epoch, device, plan, progress
+) -> float:
     net.train()
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch * 7919 + distributed.rank())
     batches = epoch_batches(len(train_idx), config, epoch)
@@ -141,7 +186,7 @@ def _train_epoch(net, optimizer, images, train_idx, normalizer, config, epoch, d
         if device.type == "cuda":
             target = target.contiguous(memory_format=torch.channels_last)
         inputs = _augment(target, config, generator)
-        with _autocast(device, config.precision):
+        with _autocast(device, plan):
             output, _ = net(inputs)
             loss = nn.functional.mse_loss(output.float(), target)
         value = distributed.mean_over_processes(loss.detach())  # every process stops together
@@ -151,8 +196,9 @@ def _train_epoch(net, optimizer, images, train_idx, normalizer, config, epoch, d
                 f"{kept_checkpoint(epoch)}; try a lower learning rate (--lr)"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()  # a disabled scaler (float32, bfloat16) passes the loss through
+        scaler.step(optimizer)
+        scaler.update()
         total, count = total + value * len(batch), count + len(batch)
         rate = count * distributed.world_size() / (time.perf_counter() - t0)
         bar.set_postfix(loss=f"{total / count:.4f}", img_s=f"{rate:.0f}")
@@ -166,6 +212,27 @@ def _augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -
     if config.noise > 0:
         x = x + config.noise * torch.randn(x.shape, generator=generator).to(x.device)
     return x
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index or 0) == (b.index or 0)
+
+
+@contextlib.contextmanager
+def evaluating_on(model: nn.Module, device: str | torch.device) -> Iterator[nn.Module]:
+    """The model in eval mode on ``device``, leaving the caller's model where and as it was.
+
+    A model that lives on another device is copied there (the fitted model is never moved in
+    place); one already there is used as it is, and its training flag is restored afterwards.
+    """
+    device = distributed.resolve_device(device)
+    if not _same_device(next(model.parameters()).device, device):
+        model = copy.deepcopy(model).to(device)
+    was_training = model.training
+    try:
+        yield model.eval()
+    finally:
+        model.train(was_training)
 
 
 @torch.inference_mode()
@@ -197,17 +264,17 @@ def encode(
     With `out` (a .npy path) they are written chunk by chunk to a memory-mapped file instead
     of memory, and that memory map is returned.
     """
-    device = distributed.resolve_device(device)
-    model = model.to(device).eval()
     shape = (len(images), model.config.latent_dim)
     if out is None:
         out = np.empty(shape, dtype=np.float32)
     else:
         out = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=shape)
     starts = range(0, len(images), batch_size)
-    for start in tqdm(starts, desc="encoding", unit="batch", disable=not progress):
-        x = normalizer.to_tensor(images[start : start + batch_size], device)
-        out[start : start + len(x)] = model.encoder(x).float().cpu().numpy()
+    with evaluating_on(model, device) as net:
+        on = next(net.parameters()).device
+        for start in tqdm(starts, desc="encoding", unit="batch", disable=not progress):
+            x = normalizer.to_tensor(images[start : start + batch_size], on)
+            out[start : start + len(x)] = net.encoder(x).float().cpu().numpy()
     return out
 
 
@@ -221,11 +288,11 @@ def reconstruct(
     device: str = "cpu",
 ) -> np.ndarray:
     """Reconstructions as float32 pixels in [0, 1], (N, H, W, C) like the input."""
-    device = distributed.resolve_device(device)
-    model = model.to(device).eval()
     parts = []
-    for start in range(0, len(images), batch_size):
-        x = normalizer.to_tensor(images[start : start + batch_size], device)
-        output, _ = model(x)
-        parts.append(normalizer.to_pixels(output).permute(0, 2, 3, 1).cpu().numpy())
+    with evaluating_on(model, device) as net:
+        on = next(net.parameters()).device
+        for start in range(0, len(images), batch_size):
+            x = normalizer.to_tensor(images[start : start + batch_size], on)
+            output, _ = net(x)
+            parts.append(normalizer.to_pixels(output).permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros((0, *images.shape[1:]), np.float32)

@@ -10,9 +10,10 @@ raw pixels; it has no likelihood worth comparing and is used only for the label 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from sklearn.cluster import KMeans
-from sklearn.mixture import GaussianMixture
 
 from aegmm.config import MixtureConfig
 from aegmm.evaluation.metrics import (
@@ -22,23 +23,13 @@ from aegmm.evaluation.metrics import (
     gmm_information,
     information_curve,
 )
+from aegmm.mixture import make_gmm
 
 N_INIT = 3  # K-Means restarts, for every K-Means fit here
 PIXEL_FIT_LIMIT = 5000  # images K-Means on pixels is fitted on at most (a random sample beyond)
 N_SPLITS = 5  # folds of the cross-validated log-likelihoods
 N_SEEDS = 10  # refits of the mixture for the stability of its BIC
 K_SPAN = 4  # the information curve covers K - K_SPAN .. K + K_SPAN
-
-
-def _gmm(k: int, config: MixtureConfig, seed: int, n_init: int = 1) -> GaussianMixture:
-    return GaussianMixture(
-        n_components=k,
-        covariance_type=config.covariance_type,
-        reg_covar=config.reg_covar,
-        n_init=n_init,
-        max_iter=config.max_iter,
-        random_state=seed,
-    )
 
 
 def mixture_refits(features: np.ndarray, k: int, config: MixtureConfig, seed: int = 0) -> dict:
@@ -49,12 +40,13 @@ def mixture_refits(features: np.ndarray, k: int, config: MixtureConfig, seed: in
     ``refit`` (``log_likelihood``, ``bic``, ``aic`` of one refit with the model's n_init) and
     ``information_curve`` (``k``, ``bic``, ``aic`` for K around the model's).
     """
-    cv = cross_validated_loglik(lambda: _gmm(k, config, seed), features, n_splits=N_SPLITS, seed=seed)
+    one = replace(config, n_init=1)  # one EM run per refit; the refit below keeps the model's n_init
+    cv = cross_validated_loglik(lambda: make_gmm(k, one, seed), features, n_splits=N_SPLITS, seed=seed)
     seeds = range(seed, seed + N_SEEDS)
-    stability = bic_over_seeds(features, k, config.covariance_type, config.reg_covar, seeds=seeds)
-    refit = gmm_information(_gmm(k, config, seed, n_init=config.n_init).fit(features), features)
+    stability = bic_over_seeds(features, lambda s: make_gmm(k, one, s), seeds=seeds)
+    refit = gmm_information(make_gmm(k, config, seed).fit(features), features)
     ks = [c for c in range(max(1, k - K_SPAN), k + K_SPAN + 1) if c <= len(features) // 2]
-    curve = information_curve(features, ks, config.covariance_type, config.reg_covar, seed)
+    curve = information_curve(features, ks, lambda c: make_gmm(c, one, seed))
     return {
         "cv_loglik": cv,
         "cv_loglik_mean": float(np.mean(cv)),

@@ -32,6 +32,7 @@ from sklearn.mixture import GaussianMixture
 from aegmm.config import MixtureConfig
 from aegmm.evaluation import plots
 from aegmm.evaluation.image_scores import SCORE_NAMES
+from aegmm.evaluation.likelihood import gmm_n_parameters
 from aegmm.evaluation.metrics import gmm_information, kl_matrix, mc_kl_divergence, roc_auc
 from aegmm.mixture import make_gmm
 
@@ -108,6 +109,7 @@ def analyse_domains(
     names, k = list(names), int(gmm.n_components)
     mixtures = {name: _fit(features[codes == j], k, config, seed) for j, name in enumerate(names)}
     info = [gmm_information(mixtures[name], features[codes == j]) for j, name in enumerate(names)]
+    n_parameters = info[0]["n_parameters"]  # the same K, covariance type and features for each
     _, kl, stderr = kl_matrix(mixtures, n_samples=KL_SAMPLES, seed=seed)
     orientation = positive_domain(names, positive)
     detection, roc = _detection(features, codes, names, gmm, config, seed, scores or {}, orientation)
@@ -120,6 +122,8 @@ def analyse_domains(
         "kl": kl,
         "kl_stderr": stderr,
         "kl_n_samples": KL_SAMPLES,
+        "n_parameters": n_parameters,
+        "unreliable": [name for j, name in enumerate(names) if np.sum(codes == j) < n_parameters],
         **detection,
         "cluster_counts": counts.tolist(),
     }
@@ -203,7 +207,12 @@ def _detection(features, codes, names, gmm, config, seed, scores, orientation) -
         "positive_reason": orientation.reason,
         "auroc_nll": roc_auc(nll, positive),
         "auroc_one_class": roc_auc(one_nll, positive[scored]),
-        "one_class": {"fit_domain": negative, "n_fit": int(len(fit)), "n_scored": int(len(scored))},
+        "one_class": {
+            "fit_domain": negative,
+            "n_fit": int(len(fit)),
+            "n_scored": int(len(scored)),
+            "n_parameters": gmm_n_parameters(one_class),
+        },
         "auroc_scores": {name: roc_auc(values, positive) for name, values in scores.items()},
     }
     roc = {

@@ -11,27 +11,27 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
+from scipy.special import logsumexp
 from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans
 from sklearn.metrics import pairwise_distances_argmin
+from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
-KMEANS_FORMULAS = """K-Means as a likelihood model (hard assignments, Gaussian clusters)
-k(x) = index of the centroid mu_k nearest to x
+KMEANS_FORMULAS = """K-Means as a likelihood model (a soft spherical mixture with the K-Means parameters)
+k(x) = index of the centroid mu_k nearest to x (the K-Means clusters)
 N = number of points, D = number of dimensions, K = number of clusters
 n_k = number of points assigned to centroid k
 mixing weights: pi_k = n_k / N
 one shared spherical variance: sigma^2 = (sum over points of ||x - mu_k(x)||^2) / (N * D)
-log-likelihood of one point:
-    log pi_k(x) - (D / 2) log(2 pi sigma^2) - ||x - mu_k(x)||^2 / (2 sigma^2)
+log-likelihood of one point (a density summed over every centroid, as for a GMM):
+    log sum over k of pi_k (2 pi sigma^2)^(-D/2) exp(-||x - mu_k||^2 / (2 sigma^2))
 LL = sum of the per-point log-likelihoods
 parameters: p = K * D (means) + 1 (variance) + (K - 1) (weights)
 BIC = -2 LL + p ln N
 AIC = -2 LL + 2 p"""
-
-_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
 def as_matrix(X, name: str = "X") -> np.ndarray:
@@ -87,14 +87,14 @@ def gmm_information(gmm: GaussianMixture, X) -> dict:
 class KMeansGaussian(BaseEstimator):
     """K-Means read as a probability model, so its BIC/AIC compare with a Gaussian mixture's.
 
-    Each point belongs to its nearest centroid (hard assignment). The clusters share one
-    spherical variance ``sigma^2 = SSE / (N * D)`` (SSE: sum of squared distances to the
-    assigned centroids) and have mixing weights ``pi_k = n_k / N``. The log-likelihood of a point
-    is ``log pi_k - D/2 log(2 pi sigma^2) - ||x - mu_k||^2 / (2 sigma^2)`` with ``k`` its nearest
-    centroid, and the model has ``p = K*D + 1 + (K - 1)`` parameters. See ``KMEANS_FORMULAS``.
-
-    This is the classification likelihood of the hard-assignment model (the limit of a GMM with
-    one shared spherical covariance), not the density of a soft mixture.
+    K-Means' centroids become the means of a mixture of spherical Gaussians that share one
+    variance ``sigma^2 = SSE / (N * D)`` (SSE: sum of squared distances to the nearest centroids),
+    with mixing weights ``pi_k = n_k / N`` (n_k: points nearest to centroid k). A point's
+    log-likelihood is the mixture density's, ``log sum_k pi_k N(x; mu_k, sigma^2 I)``, as for a
+    GaussianMixture, and the model has ``p = K*D + 1 + (K - 1)`` parameters. See
+    ``KMEANS_FORMULAS``. (The hard-assignment "classification likelihood", which keeps only the
+    nearest centroid's term, is never above this density with the same parameters, so it would
+    tilt a comparison towards the GMM.) ``predict`` stays K-Means' nearest centroid.
 
     Fitting raises ValueError when ``sigma^2 == 0`` (every point lies on its centroid, e.g.
     duplicated points with ``n_clusters`` >= number of distinct points): no finite likelihood
@@ -160,15 +160,12 @@ class KMeansGaussian(BaseEstimator):
         return self._assign(X)[1]
 
     def score_samples(self, X) -> np.ndarray:
-        """Log-likelihood of each point under the hard-assignment model, shape (N,)."""
-        X, labels = self._assign(X)
-        squared = np.sum((X - self.means_[labels]) ** 2, axis=1)
+        """Log-likelihood of each point under the soft spherical mixture, shape (N,)."""
+        X, _ = self._assign(X)
+        squared = euclidean_distances(X, self.means_, squared=True)  # (N, K)
         d = X.shape[1]
-        return (
-            np.log(self.weights_[labels])
-            - 0.5 * d * math.log(2.0 * math.pi * self.variance_)
-            - squared / (2.0 * self.variance_)
-        )
+        log_terms = np.log(self.weights_) - squared / (2.0 * self.variance_)
+        return logsumexp(log_terms, axis=1) - 0.5 * d * math.log(2.0 * math.pi * self.variance_)
 
     def n_parameters(self) -> int:
         """K*D means + 1 shared variance + (K - 1) mixing weights."""
@@ -206,49 +203,30 @@ def cross_validated_loglik(
     return scores
 
 
-def _fit_gmm(X, n_components, covariance_type, reg_covar, seed, n_init=1) -> GaussianMixture:
-    if covariance_type not in _COVARIANCE_TYPES:
-        raise ValueError(f"covariance_type must be one of {_COVARIANCE_TYPES}, got {covariance_type!r}")
-    if not 1 <= n_components <= X.shape[0]:
-        raise ValueError(f"n_components must be in [1, number of points ({X.shape[0]})], got {n_components}")
-    gmm = GaussianMixture(
-        n_components=n_components,
-        covariance_type=covariance_type,
-        reg_covar=reg_covar,
-        n_init=n_init,
-        random_state=seed,
-    )
-    return gmm.fit(X)
+def bic_over_seeds(X, make_model: Callable[[int], GaussianMixture], seeds: Iterable[int] = range(10)) -> dict:
+    """BIC of a mixture refitted with each seed: ``mean``, ``std`` (ddof=0), ``values``.
 
-
-def bic_over_seeds(
-    X,
-    n_components: int,
-    covariance_type: str = "full",
-    reg_covar: float = 1e-6,
-    seeds: Iterable[int] = range(10),
-    n_init: int = 1,
-) -> dict:
-    """BIC of a GaussianMixture refitted with each seed: ``mean``, ``std`` (ddof=0), ``values``."""
+    ``make_model(seed)`` returns an unfitted GaussianMixture (the run's one factory).
+    """
     X = as_matrix(X)
     seeds = list(seeds)
     if not seeds:
         raise ValueError("expected at least one seed, got none")
-    values = [float(_fit_gmm(X, n_components, covariance_type, reg_covar, s, n_init).bic(X)) for s in seeds]
+    values = [float(make_model(s).fit(X).bic(X)) for s in seeds]
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
 
 
-def information_curve(
-    X, ks: Iterable[int], covariance_type: str = "full", reg_covar: float = 1e-6, seed: int = 0
-) -> dict:
-    """GaussianMixture BIC and AIC for each K in ``ks`` (one fit per K, same seed)."""
+def information_curve(X, ks: Iterable[int], make_model: Callable[[int], GaussianMixture]) -> dict:
+    """BIC and AIC of a mixture fitted with each K in ``ks``; ``make_model(k)`` builds it unfitted."""
     X = as_matrix(X)
     ks = [int(k) for k in ks]
     if not ks:
         raise ValueError("expected at least one number of components in ks, got none")
+    if not all(1 <= k <= X.shape[0] for k in ks):
+        raise ValueError(f"every K must be in [1, number of points ({X.shape[0]})], got {ks}")
     curve = {"k": ks, "bic": [], "aic": []}
     for k in ks:
-        info = gmm_information(_fit_gmm(X, k, covariance_type, reg_covar, seed), X)
+        info = gmm_information(make_model(k).fit(X), X)
         curve["bic"].append(info["bic"])
         curve["aic"].append(info["aic"])
     return curve

@@ -73,6 +73,21 @@ def _p(text: str) -> str:
     return f"<p>{escape(text)}</p>"
 
 
+def _warning(text: str) -> str:
+    return f'<p class="note">{escape(text)}</p>'
+
+
+def too_few_images(what: str, n_images: int, n_parameters: int) -> str:
+    """A warning box when a mixture has more free parameters than the images it was fitted on."""
+    if n_images >= n_parameters:
+        return ""
+    return _warning(
+        f"Unreliable: {what} has {n_parameters:,} free parameters but rests on {n_images:,} images; "
+        "with fewer images than parameters its numbers mostly reflect reg_covar and chance. "
+        "Evaluate on more images, or use fewer clusters or a smaller --reduced-dim."
+    )
+
+
 # -- sections ------------------------------------------------------------------------------------
 
 
@@ -166,6 +181,8 @@ def _mixture(m: Mapping, figures: Mapping) -> str:
         "covariance type and reg_covar on these features."
     )
     html = '<h2 id="mixture">Mixture fit</h2>' + _p(text) + _table(["Measure", "Value"], rows)
+    n_cv = m["n_images"] - -(-m["n_images"] // 5)  # images each cross-validation refit is fitted on
+    html += too_few_images("each refitted mixture (cross-validation folds)", n_cv, g["n_parameters"])
     if "training_bic_curve" in g:
         curve = g["training_bic_curve"]
         html += _p("K was chosen by the lowest BIC on the training images:")
@@ -188,8 +205,9 @@ def _kmeans(m: Mapping) -> str:
     folds = [["GMM", *g["cv_loglik"]]] + ([["K-Means", *k["cv_loglik"]]] if k else [])
     headers = ["Model", "Log-likelihood", "per image", "AIC", "BIC", "Parameters", "Held-out per image"]
     text = (
-        f"K-Means with the same K ({m['k']}) on the same features, read as a Gaussian model with "
-        "hard assignments and one shared spherical variance. The fair comparison is the held-out "
+        f"K-Means with the same K ({m['k']}) on the same features, read as a mixture of spherical "
+        "Gaussians at its centroids with one shared variance (a density, like the GMM's, see the "
+        "formulas). The fair comparison is the held-out "
         "column: every model is refitted on 4/5 of the images and scored on the rest (the same "
         "folds for both). The two refitted rows are fitted on these very images."
     )
@@ -252,6 +270,11 @@ def _domains(m: Mapping, figures: Mapping) -> str:
     )
     rows = [[n, c, b, a] for n, c, b, a in zip(names, d["counts"], d["bic"], d["aic"])]
     html += "<h3>A mixture per domain</h3>" + _table(["Domain", "Images", "BIC", "AIC"], rows)
+    unreliable = "".join(
+        too_few_images(f"the mixture of {name} (and every KL involving it)", count, d["n_parameters"])
+        for name, count in zip(names, d["counts"])
+    )
+    html += unreliable
     kl = [
         [p, *("-" if i == j else f"{_fmt(v)} ± {_fmt(s)}" for j, (v, s) in enumerate(zip(row, se)))]
         for i, (p, row, se) in enumerate(zip(names, d["kl"], d["kl_stderr"]))
@@ -260,9 +283,8 @@ def _domains(m: Mapping, figures: Mapping) -> str:
         f"KL(P || Q) in nats, row P, column Q, ± standard error; Monte Carlo with {d['kl_n_samples']:,} "
         "samples drawn from P. KL is not symmetric: read both directions."
     )
-    html += (
-        _table(["P \\ Q", *names], kl) + _figure(figures, "kl_log_ratios") + _figure(figures, "domain_loglik")
-    )
+    html += _table(["P \\ Q", *names], kl) + unreliable
+    html += _figure(figures, "kl_log_ratios") + _figure(figures, "domain_loglik")
     return html + _detection(d, figures)
 
 
@@ -294,6 +316,7 @@ def _detection(d: Mapping, figures: Mapping) -> str:
         "high-frequency energy and a lower reconstruction error count as more likely generated. "
         "All AUROCs are reported as computed, not flipped."
     )
+    html += too_few_images(f"the mixture of {negative} images", oc["n_fit"], oc["n_parameters"])
     return html + _p(direction) + _figure(figures, "roc") + _figure(figures, "domain_shares")
 
 

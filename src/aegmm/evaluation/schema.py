@@ -65,6 +65,8 @@ domains) with enough images each; [auto K] only when the run chose K by BIC on i
     domains.kl                     D x D floats: [domains] KL(row P || column Q), Monte Carlo
     domains.kl_stderr              D x D floats: [domains] standard errors of domains.kl
     domains.kl_n_samples           int: [domains] samples drawn from P for each KL
+    domains.n_parameters           int: [domains] free parameters of each domain's mixture
+    domains.unreliable             list of str: [domains] domains with fewer images than that
     domains.positive               str: [domains] positive class of every AUROC (the generated domain)
     domains.negative               str: [domains] the other class: a domain name, or "not POSITIVE"
     domains.positive_rule          str: [domains] what chose it: "requested", "name" or "fallback"
@@ -74,6 +76,7 @@ domains) with enough images each; [auto K] only when the run chose K by BIC on i
     domains.one_class.fit_domain   str: [domains] the negative class, whose images fitted that mixture
     domains.one_class.n_fit        int: [domains] images it was fitted on (half of that class)
     domains.one_class.n_scored     int: [domains] held-out images it scored
+    domains.one_class.n_parameters  int: [domains] its free parameters (unreliable above n_fit)
     domains.auroc_scores.high_frequency  float: [domains] AUROC of the high-frequency energy score
     domains.auroc_scores.reconstruction  float: [domains] AUROC of minus the reconstruction error
     domains.cluster_counts         K x D int: [domains] images per (cluster, domain)
