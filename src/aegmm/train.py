@@ -248,6 +248,15 @@ def _mean_loss(
     return total / len(images)
 
 
+def _batches(model, images, normalizer, device, batch_size, progress=False) -> Iterator:
+    """(start, model in eval mode on ``device``, normalised batch there) over the images."""
+    with evaluating_on(model, device) as net:
+        on = next(net.parameters()).device
+        starts = range(0, len(images), batch_size)
+        for start in tqdm(starts, desc="encoding", unit="batch", disable=not progress):
+            yield start, net, normalizer.to_tensor(images[start : start + batch_size], on)
+
+
 @torch.inference_mode()
 def encode(
     model: AutoEncoder,
@@ -269,12 +278,8 @@ def encode(
         out = np.empty(shape, dtype=np.float32)
     else:
         out = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=shape)
-    starts = range(0, len(images), batch_size)
-    with evaluating_on(model, device) as net:
-        on = next(net.parameters()).device
-        for start in tqdm(starts, desc="encoding", unit="batch", disable=not progress):
-            x = normalizer.to_tensor(images[start : start + batch_size], on)
-            out[start : start + len(x)] = net.encoder(x).float().cpu().numpy()
+    for start, net, x in _batches(model, images, normalizer, device, batch_size, progress=progress):
+        out[start : start + len(x)] = net.encoder(x).float().cpu().numpy()
     return out
 
 
@@ -289,10 +294,7 @@ def reconstruct(
 ) -> np.ndarray:
     """Reconstructions as float32 pixels in [0, 1], (N, H, W, C) like the input."""
     parts = []
-    with evaluating_on(model, device) as net:
-        on = next(net.parameters()).device
-        for start in range(0, len(images), batch_size):
-            x = normalizer.to_tensor(images[start : start + batch_size], on)
-            output, _ = net(x)
-            parts.append(normalizer.to_pixels(output).permute(0, 2, 3, 1).cpu().numpy())
+    for _, net, x in _batches(model, images, normalizer, device, batch_size):
+        output, _ = net(x)
+        parts.append(normalizer.to_pixels(output).permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros((0, *images.shape[1:]), np.float32)
