@@ -7,6 +7,7 @@ import platform
 import re
 import resource
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ from sklearn.model_selection import train_test_split
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
 CIFAKE_ZIP = SHARED_DATA / "cifake_train_20k.zip"
+CIFAKE_SUBSET = SHARED_DATA / "cifake_train_subset.npz"  # 6,000 decoded images, for smoke runs
 DOMAIN_NAMES = ("REAL", "FAKE")  # domain 0 and 1; FAKE is the positive class of every AUROC
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _CLASS_SUFFIX = re.compile(r" \((\d+)\)\.jpg$", re.IGNORECASE)
@@ -60,6 +63,14 @@ def load_cifake(path: Path = CIFAKE_ZIP) -> Labelled:
     return Labelled(data.images, classes, domains)
 
 
+def load_cifake_subset(path: Path = CIFAKE_SUBSET) -> Labelled:
+    """The already decoded 6,000-image CIFAKE subset (`images`, `cifar_class`, `domain`): smoke runs."""
+    if not path.is_file():
+        raise FileNotFoundError(f"the CIFAKE subset is missing: expected {path}")
+    with np.load(path) as data:
+        return Labelled(data["images"], data["cifar_class"].astype(np.int64), data["domain"].astype(np.int64))
+
+
 def load_digits() -> Labelled:
     """scikit-learn's 1,797 8x8 digits through aegmm's `builtin:digits` (0..16 scaled to 0..255)."""
     from aegmm import load_images
@@ -82,6 +93,17 @@ def stratified_subset(data: Labelled, n: int, seed: int = 0) -> Labelled:
     positions = np.arange(len(data.images))
     keep, _ = train_test_split(positions, train_size=n, stratify=data.strata, random_state=seed)
     return data.take(np.sort(keep))
+
+
+def output_folder(out: Path | None, smoke: bool) -> Path:
+    """--out, or the results folder; a smoke run writes to a new temporary folder, never to results/."""
+    if not smoke:
+        return RESULTS if out is None else out
+    if out is None:
+        return Path(tempfile.mkdtemp(prefix="aegmm-smoke-"))
+    if out.resolve().is_relative_to(RESULTS):
+        raise ValueError(f"a smoke run must not write into {RESULTS}, got --out {out}")
+    return out
 
 
 # -- time and memory ----------------------------------------------------------------------------

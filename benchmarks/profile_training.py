@@ -1,6 +1,7 @@
 """Where the training time goes, and what the usual CPU speed-ups do to it.
 
-    python benchmarks/profile_training.py            # ~5 minutes on 2 idle CPU cores
+    python benchmarks/profile_training.py                    # what profile.md holds
+    python benchmarks/profile_training.py --smoke --out DIR  # does it run? a tiny network, seconds
 
 1. torch.profiler over aegmm's own training loop (`train_autoencoder`, default network, batch
    128, one epoch over 2,560 CIFAKE images): the operators with the most self CPU time, and the
@@ -9,7 +10,8 @@
    float32 eager (what aegmm does), bfloat16 autocast, channels-last memory format, and
    torch.compile (with its compile time), each at 1 and 2 threads.
 
-Writes profile.md and profile.json under --out (benchmarks/results by default).
+Writes profile.md and profile.json under --out (benchmarks/results by default; a smoke run
+writes to a temporary folder and refuses benchmarks/results).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,23 +31,24 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from aegmm.config import ModelConfig, TrainConfig
+from aegmm.data.loaders import conform_images
 from aegmm.nn import AutoEncoder
 from aegmm.preprocess import Normalizer
 from aegmm.train import train_autoencoder
-from common import SHARED_DATA, machine
+from common import CIFAKE_SUBSET, machine, output_folder
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 128
+SMOKE_MODEL = ModelConfig(image_size=16, latent_dim=8, width=0.125)  # --smoke: a tiny network
 NETWORK_OPS = ("conv", "batch_norm", "relu", "add", "linear", "addmm", "mm", "mse_loss", "threshold")
 
 
-def profile_loop(images: np.ndarray, top: int = 15) -> dict:
+def profile_loop(images: np.ndarray, config: ModelConfig, top: int = 15) -> dict:
     """Operators by self CPU time over one epoch of the real training loop."""
     train = TrainConfig(epochs=1, batch_size=BATCH, val_fraction=0.0, device="cpu")
     normalizer = Normalizer.fit(images)
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        train_autoencoder(images, ModelConfig(), train, normalizer, progress=False)
+        train_autoencoder(images, config, train, normalizer, progress=False)
     wall = time.perf_counter() - start
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
@@ -68,11 +72,11 @@ def profile_loop(images: np.ndarray, top: int = 15) -> dict:
     }
 
 
-def step_rate(option: str, threads: int, steps: int) -> dict:
-    """Images per second of bare training steps of the default network under `option`."""
+def step_rate(option: str, threads: int, steps: int, config: ModelConfig) -> dict:
+    """Images per second of bare training steps of the network `config` under `option`."""
     torch.set_num_threads(threads)
-    model = AutoEncoder(ModelConfig()).train()
-    x = torch.randn(BATCH, 3, 32, 32)
+    model = AutoEncoder(config).train()
+    x = torch.randn(BATCH, config.channels, config.image_size, config.image_size)
     if option == "channels_last":
         model, x = (
             model.to(memory_format=torch.channels_last),
@@ -113,10 +117,11 @@ def step_rate(option: str, threads: int, steps: int) -> dict:
     }
 
 
-def step_rate_isolated(option: str, threads: int, steps: int) -> dict:
-    """`step_rate` in a child process: a crash in a kernel (channels-last backward crashed in
+def step_rate_isolated(option: str, threads: int, steps: int, smoke: bool) -> dict:
+    """`step_rate` in a child process: a crash in a kernel (a channels-last backward crashed in
     oneDNN with torch 2.14.1) is recorded instead of ending the benchmark."""
     command = [sys.executable, __file__, "--step", option, "--threads", str(threads), "--steps", str(steps)]
+    command += ["--smoke"] if smoke else []
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or [""])[-1][:200]
@@ -133,9 +138,11 @@ def write_markdown(report: dict, path: Path) -> None:
     lines = [
         "# Where aegmm's training time goes (CPU)",
         "",
-        "Command: `python benchmarks/profile_training.py`. "
+        f"Command: `{report['command']}`. "
         f"Machine: {report['machine']['cpu_count']} CPU cores, torch {report['machine']['torch']}, "
-        f"load average {report['machine']['load_average']} at the start.",
+        f"load average {report['machine']['load_average']} at the start. Network: ModelConfig("
+        + ", ".join(f"{k}={v}" for k, v in report["network"].items())
+        + ").",
         "",
         f"## torch.profiler over one epoch of `train_autoencoder` ({loop['images']:,} images, batch {BATCH})",
         "",
@@ -150,7 +157,7 @@ def write_markdown(report: dict, path: Path) -> None:
     ]
     lines += [
         "",
-        "## Bare training steps of the default network (batch 128, median of the timed steps)",
+        f"## Bare training steps of the network (batch {BATCH}, median of the timed steps)",
         "",
         "| option | threads | images/s | compile s |",
         "| --- | ---: | ---: | ---: |",
@@ -164,23 +171,41 @@ def write_markdown(report: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None, help="folder for profile.md and profile.json")
     parser.add_argument("--steps", type=int, default=15, help="timed steps per option")
     parser.add_argument(
-        "--options", default="fp32,bf16,channels_last,compile", help="comma list of step options"
+        "--options",
+        default=None,
+        help="comma list of step options (default fp32,bf16,channels_last,compile; --smoke: bf16)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check that the script runs: a tiny network (16x16, width 0.125, latent 8), 256 images, "
+        "2 timed steps; writes to a temporary folder unless --out is given",
     )
     parser.add_argument("--step", help=argparse.SUPPRESS)  # internal: one option, in a child
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    config = SMOKE_MODEL if args.smoke else ModelConfig()
     if args.step:
-        print(json.dumps(step_rate(args.step, args.threads, args.steps)))
+        print(json.dumps(step_rate(args.step, args.threads, args.steps, config)))
         return 0
-    images = np.load(SHARED_DATA / "cifake_train_subset.npz")["images"][:2560]
+    try:
+        args.out = output_folder(args.out, args.smoke)
+    except ValueError as exc:
+        parser.error(str(exc))
+    options = args.options or ("bf16" if args.smoke else "fp32,bf16,channels_last,compile")
+    steps = min(args.steps, 2) if args.smoke else args.steps
+    images = np.load(CIFAKE_SUBSET)["images"][: 256 if args.smoke else 2560]
+    images = conform_images(images, config.image_size, config.channels)
     threads = torch.get_num_threads()
-    report = {"machine": machine(), "loop": profile_loop(images)}
+    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    report = {"command": command, "machine": machine(), "network": asdict(config)}
+    report["loop"] = profile_loop(images, config)
     report["steps"] = [
-        step_rate_isolated(option, n, args.steps)
-        for option in args.options.split(",")
+        step_rate_isolated(option, n, steps, args.smoke)
+        for option in options.split(",")
         for n in sorted({1, threads})
     ]
     torch.set_num_threads(threads)

@@ -1,7 +1,8 @@
 """Clustering quality of aegmm against peers on CIFAKE (held-out) and scikit-learn's digits.
 
     python benchmarks/quality.py                      # full run: 16,000 fit / 4,000 scored + digits
-    python benchmarks/quality.py --quick              # smoke run (~2-4 minutes on 2 CPU cores)
+    python benchmarks/quality.py --quick              # 1,000 fit / 400 scored, 1 epoch
+    python benchmarks/quality.py --smoke --out /tmp/q  # does it run? tiny network and subsets, seconds
     python benchmarks/quality.py --variant reducer=umap --variant noise=0.1
 
 Tasks (K is given to every method, never selected):
@@ -9,7 +10,8 @@ Tasks (K is given to every method, never selected):
 - real_fake: REAL vs FAKE (K=2); acc, NMI, and the ROC AUC of label-free per-image scores.
 - digits: scikit-learn's 1,797 digits (K=10), fitted and scored on all of them as peers do.
 CIFAKE split: 16,000 fit / 4,000 held-out, stratified by domain x CIFAR class, seed --seed.
-Writes quality.json and quality.md under --out (benchmarks/results by default).
+Writes quality.json and quality.md under --out (benchmarks/results by default; a smoke run
+writes to a temporary folder and refuses benchmarks/results).
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from common import (
+    CIFAKE_SUBSET,
     CIFAKE_ZIP,
     Labelled,
     agreement,
     auroc,
     load_cifake,
+    load_cifake_subset,
     load_digits,
     machine,
     max_rss_mib,
     measure,
+    output_folder,
     split_cifake,
     stratified_subset,
 )
@@ -39,9 +44,19 @@ from peers import CLUSTIMAGE_NOTE, PEERS
 from report import write_markdown
 from variants import Variant, cluster, parse_variant, train
 
-RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = (*PEERS, "clustimage", "aegmm")
 QUICK = {"fit_size": 1000, "test_size": 400, "epochs": 1}
+# --smoke: CIFAKE from the decoded 6,000-image subset, these many images, and a tiny network
+SMOKE = {"fit_size": 200, "test_size": 100, "digits_size": 200}
+SMOKE_NETWORK = {
+    "image_size": 16,
+    "width": 0.125,
+    "latent_dim": 8,
+    "epochs": 1,
+    "batch_size": 32,
+    "reduced_dim": 4,
+    "n_init": 1,
+}
 
 
 def tasks_of(dataset: str, scored: Labelled) -> list[dict]:
@@ -74,14 +89,14 @@ def run_peers(methods, dataset, fit, scored, seed, emit) -> None:
             emit({**row, **score_outcome(outcome, task), "time": cost.as_dict()})
 
 
-def run_aegmm(variants: list[Variant], dataset, fit, scored, epochs, emit, cache=None) -> None:
+def run_aegmm(variants: list[Variant], dataset, fit, scored, epochs, emit, cache=None, base=None) -> None:
     groups: dict[tuple, list[Variant]] = {}
     for variant in variants:
         groups.setdefault(variant.train, []).append(variant)
     tasks = tasks_of(dataset, scored)
     for members in groups.values():
         print(f"[{time.strftime('%H:%M:%S')}] {dataset} aegmm training for {members[0].name}", flush=True)
-        trained = train(members[0], fit.images, scored.images, tasks[0]["k"], epochs, cache)
+        trained = train(members[0], fit.images, scored.images, tasks[0]["k"], epochs, cache, base)
         print(f"    trained: {json.dumps(trained.timings)}", flush=True)
         for variant in members:
             for task in tasks:
@@ -95,12 +110,16 @@ def run_aegmm(variants: list[Variant], dataset, fit, scored, epochs, emit, cache
 def datasets(args) -> dict[str, tuple[Labelled, Labelled, dict]]:
     out = {}
     if "cifake" in args.datasets:
-        fit, held_out = split_cifake(load_cifake(CIFAKE_ZIP), test_size=4000, seed=args.seed)
+        source = CIFAKE_SUBSET if args.smoke else CIFAKE_ZIP
+        everything = load_cifake_subset(source) if args.smoke else load_cifake(source)
+        fit, held_out = split_cifake(everything, test_size=4000, seed=args.seed)
+        sizes = (len(fit.images), len(held_out.images), len(everything.images))
+        split = "{:,} fit / {:,} held-out of the {:,}".format(*sizes)
         fit = stratified_subset(fit, args.fit_size, seed=args.seed)
         held_out = stratified_subset(held_out, args.test_size, seed=args.seed)
         info = {
-            "source": CIFAKE_ZIP.name,
-            "split": "16,000 fit / 4,000 held-out of the 20,000, stratified by domain x CIFAR class "
+            "source": source.name,
+            "split": f"{split}, stratified by domain x CIFAR class "
             f"(sklearn train_test_split, random_state={args.seed})",
             "fit_images": len(fit.images),
             "scored_images": len(held_out.images),
@@ -109,11 +128,14 @@ def datasets(args) -> dict[str, tuple[Labelled, Labelled, dict]]:
         out["cifake"] = (fit, held_out, info)
     if "digits" in args.datasets:
         digits = load_digits()
+        if args.smoke:
+            digits = stratified_subset(digits, SMOKE["digits_size"], seed=args.seed)
+        n = len(digits.images)
         info = {
             "source": "builtin:digits (sklearn load_digits, 8x8, 0..16 scaled to 0..255)",
-            "fit_images": len(digits.images),
-            "scored_images": len(digits.images),
-            "scored": "the same 1,797 images that were fitted (transductive, as the peers report it)",
+            "fit_images": n,
+            "scored_images": n,
+            "scored": f"the same {n:,} images that were fitted (transductive, as the peers report it)",
         }
         out["digits"] = (digits, digits, info)
     return out
@@ -124,8 +146,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="1,000 fit / 400 scored CIFAKE images, 1 epoch")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check that the script runs: CIFAKE from cifake_train_subset.npz, 200 fit / 100 scored, "
+        "200 digits, aegmm with a tiny network (16x16, width 0.125, latent 8, 1 epoch, PCA to 4, "
+        "1 EM restart); writes to a temporary folder unless --out is given",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="aegmm epochs (default: the library's)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for quality.json and quality.md")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder for quality.json and quality.md (default results/)"
+    )
     parser.add_argument(
         "--variant",
         action="append",
@@ -145,6 +176,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="save trained autoencoders and latents here and reuse them (mixture-only variants)",
     )
     args = parser.parse_args(argv)
+    try:
+        args.out = output_folder(args.out, args.smoke)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.smoke:
+        args.fit_size = min(args.fit_size, SMOKE["fit_size"])
+        args.test_size = min(args.test_size, SMOKE["test_size"])
+    args.base = SMOKE_NETWORK if args.smoke else {}
     if args.quick:
         args.fit_size, args.test_size = min(args.fit_size, QUICK["fit_size"]), min(args.test_size, 400)
         args.epochs = args.epochs or QUICK["epochs"]
@@ -166,6 +205,8 @@ def main(argv=None) -> int:
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "settings": {
             "quick": args.quick,
+            "smoke": args.smoke,
+            "base": args.base,
             "cache": None if args.cache is None else str(args.cache),
             "epochs": args.epochs,
             "seed": args.seed,
@@ -189,7 +230,7 @@ def main(argv=None) -> int:
         report["datasets"][name] = info
         run_peers(peers, name, fit, scored, args.seed, emit)
         if "aegmm" in args.methods and args.variants:
-            run_aegmm(args.variants, name, fit, scored, args.epochs, emit, args.cache)
+            run_aegmm(args.variants, name, fit, scored, args.epochs, emit, args.cache, args.base)
     report["machine_end"] = machine()
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     report["max_rss_mib"] = round(max_rss_mib(), 1)

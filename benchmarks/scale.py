@@ -5,18 +5,22 @@ runs `aegmm fit` and `aegmm assign` on it in child processes and records each on
 resident memory (ru_maxrss of the child) and wall time.
 
     python benchmarks/scale.py --sizes 100000 1000000 --out benchmarks/results/scale.md
+    python benchmarks/scale.py --smoke --out /tmp/scale/scale.md   # does it run? 2,000 images, seconds
 
 Training cost would grow with N, so the fit trains a narrow network for one epoch on a random
 20,000 of the images (`--train-images`), then encodes and clusters all N: the point is the memory
 curve, not the clusters. Besides GNU time's peak RSS (which counts resident pages of the
 memory-mapped input, i.e. page cache the kernel may drop), the script samples the command's
 anonymous memory (RssAnon in /proc) twice a second: the memory the process itself holds.
+A smoke run (2,000 images, a tiny network, a 5,000-point mixture comparison) writes to a
+temporary folder unless --out is given, and never into benchmarks/results.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -30,6 +34,12 @@ FIT_ARGS = [
     "--epochs", "1", "--train-images", "20000", "--width", "0.125", "--clusters", "10",
     "--batch-size", "256", "--quiet",
 ]  # fmt: skip
+SMOKE_FIT_ARGS = [
+    "--epochs", "1", "--train-images", "500", "--width", "0.125", "--clusters", "10",
+    "--batch-size", "256", "--image-size", "16", "--latent-dim", "8", "--reduced-dim", "4",
+    "--quiet",
+]  # fmt: skip
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def generate(path: Path, n: int, seed: int = 0, chunk: int = 50_000) -> None:
@@ -77,11 +87,11 @@ def _anon_kib(parent: int) -> int:
         return 0
 
 
-def run(n: int, scratch: Path) -> dict:
+def run(n: int, scratch: Path, fit_args: list[str]) -> dict:
     data = scratch / f"images_{n}.npy"
     generate(data, n)
     aegmm = [sys.executable, "-m", "aegmm"]
-    fit = measure([*aegmm, "fit", str(data), "--out", str(scratch / f"run_{n}"), *FIT_ARGS])
+    fit = measure([*aegmm, "fit", str(data), "--out", str(scratch / f"run_{n}"), *fit_args])
     assign = measure(
         [
             *aegmm,
@@ -113,7 +123,7 @@ def subsample_effect(n: int = 100_000, limit: int = 10_000, seed: int = 0) -> di
         comp = rng.integers(0, 10, m)
         return means[comp] + np.einsum("nij,nj->ni", np.stack(mix)[comp], rng.normal(size=(m, 10)))
 
-    train, held_out = draw(n), draw(20_000)
+    train, held_out = draw(n), draw(min(20_000, n))
     out = {}
     for name, cap in (("full", n), ("subsample", limit)):
         config = MixtureConfig(n_components=10, reducer="none", n_init=1, max_fit_samples=cap)
@@ -128,30 +138,54 @@ def subsample_effect(n: int = 100_000, limit: int = 10_000, seed: int = 0) -> di
     return out
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--out", default="benchmarks/results/scale.md")
-    parser.add_argument("--scratch", default=None, help="folder for the generated data (needs ~3 GB for 1M)")
-    args = parser.parse_args()
-    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="aegmm-scale-"))
+    parser.add_argument(
+        "--out", default=None, help="markdown file; the JSON goes beside it (default results/)"
+    )
+    parser.add_argument(
+        "--scratch", default=None, help="folder for the generated data (2.9 GiB for 1M images)"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check that the script runs: 2,000 images, a tiny network (16x16, latent 8, PCA to 4, 500 "
+        "training images), mixture comparison on 5,000 points; a temporary folder unless --out is given",
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        out = Path(args.out or Path(tempfile.mkdtemp(prefix="aegmm-smoke-")) / "scale.md")
+        if out.resolve().is_relative_to(RESULTS):
+            parser.error(f"a smoke run must not write into {RESULTS}, got --out {out}")
+        sizes, fit_args, points = [2_000], SMOKE_FIT_ARGS, (5_000, 1_000)
+    else:
+        out = Path(args.out or RESULTS / "scale.md")
+        sizes, fit_args, points = args.sizes, FIT_ARGS, (100_000, 10_000)
+    default_scratch = out.parent / "scratch" if args.smoke else tempfile.mkdtemp(prefix="aegmm-scale-")
+    scratch = Path(args.scratch or default_scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    effect = subsample_effect()
+    effect = subsample_effect(*points)
     print(json.dumps(effect), flush=True)
     results = []
-    for n in args.sizes:
-        results.append(run(n, scratch))
+    for n in sizes:
+        results.append(run(n, scratch, fit_args))
         print(json.dumps(results[-1]), flush=True)
-    _write(Path(args.out), results, effect)
+    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    _write(out, results, effect, command, fit_args)
+    print(f"wrote {out} and {out.with_suffix('.json')}", flush=True)
+    return 0
 
 
-def _write(path: Path, results: list[dict], effect: dict) -> None:
+def _write(path: Path, results: list[dict], effect: dict, command: str, fit_args: list[str]) -> None:
+    n_points, n_sub = effect["full"]["fit_points"], effect["subsample"]["fit_points"]
     lines = [
         "# Peak memory at scale (32x32 RGB images, memory-mapped .npy input)",
         "",
-        f"Command: `python benchmarks/scale.py --sizes {' '.join(str(r['images']) for r in results)}`. "
-        f"Fit settings: `{' '.join(FIT_ARGS)}`; assign streams in chunks of 20,000. "
-        f"Machine: {resource.getpagesize()}-byte pages, 2 CPU cores.",
+        f"Command: `{command}`. "
+        f"Fit settings: `{' '.join(fit_args)}`; assign streams in chunks of 20,000 (the library's). "
+        f"Machine: {resource.getpagesize()}-byte pages, {os.cpu_count()} CPU cores; load average "
+        f"{[round(x, 2) for x in os.getloadavg()]} at the end.",
         "",
         "| images | raw pixels (MiB) | fit peak RSS (MiB) | fit peak anonymous (MiB) | fit time (s) "
         "| assign peak RSS (MiB) | assign peak anonymous (MiB) | assign time (s) |",
@@ -175,8 +209,9 @@ def _write(path: Path, results: list[dict], effect: dict) -> None:
     lines += [
         "## Mixture on a subsample vs on everything",
         "",
-        "100,000 points from a known 10-component, 10-D full-covariance mixture; held-out set of "
-        "20,000. Log-likelihoods are per point, in the standardised space each model uses.",
+        f"{n_points:,} points from a known 10-component, 10-D full-covariance mixture; the subsample "
+        f"has {n_sub:,}; held-out set of {min(20_000, n_points):,}. Log-likelihoods are per point, in the "
+        "standardised space each model uses.",
         "",
         "| fitted on | points | fit time (s) | BIC on all training points | held-out log-likelihood |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -193,4 +228,4 @@ def _write(path: Path, results: list[dict], effect: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

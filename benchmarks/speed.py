@@ -1,13 +1,15 @@
 """Speed of aegmm's defaults on this machine, set against the machine's own matrix-multiply rate.
 
-    python benchmarks/speed.py            # ~5-10 minutes on 2 shared CPU cores
-    python benchmarks/speed.py --quick    # ~1-2 minutes
+    python benchmarks/speed.py                    # what speed.md holds
+    python benchmarks/speed.py --quick            # fewer images and repeats
+    python benchmarks/speed.py --smoke --out DIR  # does it run? a tiny network, seconds
 
 Measures, in one process: torch.mm float32 GFLOP/s (best of several 2048x2048 products); the
 FLOPs per image of the default network (torch.utils.flop_counter.FlopCounterMode); training and
 encoding images per second at 32x32 with batch 128, also as a fraction of the FLOP-bound rate;
 GaussianMixture fit time on 20,000 and 100,000 random latent vectors; peak resident memory.
-Writes speed.json and speed.md under --out (benchmarks/results by default).
+Writes speed.json and speed.md under --out (benchmarks/results by default; a smoke run writes
+to a temporary folder and refuses benchmarks/results).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +27,17 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from aegmm.config import MixtureConfig, ModelConfig, TrainConfig
+from aegmm.data.loaders import conform_images
 from aegmm.mixture import LatentMixture
 from aegmm.nn import AutoEncoder
 from aegmm.preprocess import Normalizer
 from aegmm.train import encode, train_autoencoder
-from common import SHARED_DATA, machine, max_rss_mib, measure
+from common import CIFAKE_SUBSET, machine, max_rss_mib, measure, output_folder
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 128
+# --smoke: a tiny network and mixture, so that every measurement runs in a fraction of a second
+SMOKE_MODEL = ModelConfig(image_size=16, latent_dim=8, width=0.125)
+SMOKE_MIXTURE = MixtureConfig(reduced_dim=4, n_init=1)
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> dict:
@@ -76,14 +81,14 @@ def network_flops(config: ModelConfig) -> dict:
 
 
 def cifake_images(n: int) -> np.ndarray:
-    images = np.load(SHARED_DATA / "cifake_train_subset.npz")["images"]
+    images = np.load(CIFAKE_SUBSET)["images"]
     reps = -(-n // len(images))
     return np.concatenate([images] * reps)[:n] if reps > 1 else images[:n]
 
 
-def training_speed(images: np.ndarray, epochs: int) -> dict:
+def training_speed(images: np.ndarray, epochs: int, model: ModelConfig) -> dict:
     """aegmm's own training loop (train_autoencoder) with the default settings, batch 128."""
-    model, train = ModelConfig(), TrainConfig(epochs=epochs, batch_size=BATCH, device="cpu")
+    train = TrainConfig(epochs=epochs, batch_size=BATCH, device="cpu")
     normalizer = Normalizer.fit(images)
     with measure() as cost:
         _, history = train_autoencoder(images, model, train, normalizer, progress=False)
@@ -97,11 +102,11 @@ def training_speed(images: np.ndarray, epochs: int) -> dict:
     }
 
 
-def step_speed(steps: int) -> dict:
+def step_speed(steps: int, config: ModelConfig) -> dict:
     """Bare optimisation steps on one random batch: the loop's ceiling without data handling."""
-    model = AutoEncoder(ModelConfig()).train()
+    model = AutoEncoder(config).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(BATCH, 3, 32, 32)
+    x = torch.randn(BATCH, config.channels, config.image_size, config.image_size)
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()
@@ -119,8 +124,8 @@ def step_speed(steps: int) -> dict:
     }
 
 
-def encoding_speed(images: np.ndarray, batch_size: int, repeats: int) -> dict:
-    model = AutoEncoder(ModelConfig()).eval()
+def encoding_speed(images: np.ndarray, batch_size: int, repeats: int, config: ModelConfig) -> dict:
+    model = AutoEncoder(config).eval()
     normalizer = Normalizer.fit(images)
     encode(model, images[: 2 * batch_size], normalizer, batch_size=batch_size)  # warm-up
     times = []
@@ -177,7 +182,7 @@ def write_markdown(report: dict, path: Path) -> None:
     train, enc, step = report["training"], report["encoding"], report["steps"]
     peak = max(mm["best_gflops"], report["matmul_end"]["best_gflops"]) * 1e9
     lines = [
-        "# Speed of aegmm's defaults",
+        "# Speed of aegmm's defaults" if report["network"].endswith("(the default)") else "# Speed of aegmm",
         "",
         f"Command: `{report['command']}`",
         "",
@@ -192,7 +197,7 @@ def write_markdown(report: dict, path: Path) -> None:
             else "Nothing else ran on the cores (1-minute load average below 1 at the start)."
         ),
         "",
-        "Network: default ModelConfig (32x32x3, ResNet-18 trunk at width 0.25, small stem, latent 32), "
+        f"Network: {report['network']}, "
         f"{f['parameters']:,} parameters. FLOPs counted by FlopCounterMode (convolutions and matrix "
         "products; batch norm, ReLU, additions and Adam are not counted): forward "
         f"{f['forward_per_image'] / 1e6:.1f} MFLOP/image (encoder {f['encoder_per_image'] / 1e6:.1f}), "
@@ -231,12 +236,17 @@ def write_markdown(report: dict, path: Path) -> None:
     ):
         bound = peak / flops
         lines.append(f"| {name} | {rate:,.0f} img/s | {bound:,.0f} img/s | {rate / bound:.1%} |")
-    lines += ["", "| GaussianMixture fit (K=10, full, n_init=3, max_iter=300) | seconds | EM iterations |"]
+    mx = report["mixture_config"]
+    lines += [
+        "",
+        f"| GaussianMixture fit (K={mx['n_components']}, {mx['covariance_type']}, n_init={mx['n_init']}, "
+        f"max_iter={mx['max_iter']}) | seconds | EM iterations |",
+    ]
     lines.append("| --- | --- | --- |")
     for row in report["mixture"]:
         g, lm = row["gmm_reduced_dim"], row["latent_mixture_full_path"]
         lines.append(
-            f"| {row['n']:,} random vectors, {g['dim']}-d (default reduced size) | "
+            f"| {row['n']:,} random vectors, {g['dim']}-d (the reduced size) | "
             f"{g['seconds']:.1f} | {g['n_iter']} (best restart) |"
         )
         lines.append(
@@ -263,39 +273,62 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="fewer images and repeats (~1-2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="1,000 training images, 1 epoch, fewer repeats")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check that the script runs: a tiny network (16x16, width 0.125, latent 8), 256 images, "
+        "1 epoch, 2,000 mixture points; writes to a temporary folder unless --out is given",
+    )
     parser.add_argument("--train-images", type=int, default=4000, help="images for the training epochs")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs timed")
     parser.add_argument("--gmm-sizes", type=int, nargs="+", default=[20_000, 100_000])
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for speed.json and speed.md")
+    parser.add_argument("--out", type=Path, default=None, help="folder for speed.json and speed.md")
     args = parser.parse_args(argv)
+    try:
+        args.out = output_folder(args.out, args.smoke)
+    except ValueError as exc:
+        parser.error(str(exc))
+    # (matmul size, timed steps, encoded images, encoding repeats) of a full, quick and smoke run
+    matmul_n, steps, enc_n, repeats = 2048, 10, 6000, 3
+    model, mixture = ModelConfig(), MixtureConfig()
     if args.quick:
         args.train_images, args.epochs, args.gmm_sizes = 1000, 1, [20_000]
+        steps, enc_n, repeats = 5, 2000, 2
+    if args.smoke:
+        args.train_images, args.epochs, args.gmm_sizes = 256, 1, [2_000]
+        matmul_n, steps, enc_n, repeats = 256, 2, 256, 1
+        model, mixture = SMOKE_MODEL, SMOKE_MIXTURE
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-    report = {"command": command, "machine": machine()}
+    report = {"command": command, "machine": machine(), "network": _describe(model)}
+    report["mixture_config"] = asdict(mixture)
     print("matmul and FLOPs", flush=True)
-    report["matmul"] = matmul_gflops()
-    report["flops"] = network_flops(ModelConfig())
+    report["matmul"] = matmul_gflops(matmul_n)
+    report["flops"] = network_flops(model)
     print("training", flush=True)
-    images = cifake_images(args.train_images)
-    report["training"] = training_speed(images, args.epochs)
-    report["steps"] = step_speed(5 if args.quick else 10)
+    images = conform_images(cifake_images(max(args.train_images, enc_n)), model.image_size, model.channels)
+    report["training"] = training_speed(images[: args.train_images], args.epochs, model)
+    report["steps"] = step_speed(steps, model)
     print("encoding", flush=True)
-    enc_images = cifake_images(2000 if args.quick else 6000)
-    report["encoding"] = encoding_speed(enc_images, BATCH, 2 if args.quick else 3)
-    report["encoding_512"] = encoding_speed(enc_images, 512, 2 if args.quick else 3)
+    report["encoding"] = encoding_speed(images[:enc_n], BATCH, repeats, model)
+    report["encoding_512"] = encoding_speed(images[:enc_n], 512, repeats, model)
     report["mixture"] = []
     for n in args.gmm_sizes:
         print(f"mixture on {n:,}", flush=True)
-        report["mixture"].append(mixture_speed(n, ModelConfig(), MixtureConfig()))
-    report["matmul_end"] = matmul_gflops()  # the contention may have changed during the run
+        report["mixture"].append(mixture_speed(n, model, mixture))
+    report["matmul_end"] = matmul_gflops(matmul_n)  # the contention may have changed during the run
     report["machine_end"] = machine()
     report["max_rss_mib"] = round(max_rss_mib(), 1)
     (args.out / "speed.json").write_text(json.dumps(report, indent=1))
     write_markdown(report, args.out / "speed.md")
     print(f"wrote {args.out / 'speed.md'}", flush=True)
     return 0
+
+
+def _describe(config: ModelConfig) -> str:
+    default = " (the default)" if config == ModelConfig() else ""
+    return "ModelConfig(" + ", ".join(f"{k}={v}" for k, v in asdict(config).items()) + ")" + default
 
 
 if __name__ == "__main__":

@@ -135,21 +135,27 @@ def train(
     k: int,
     epochs: int | None,
     cache: Path | None = None,
+    base: dict | None = None,
 ) -> Trained:
     """Fit ImageClusterer (autoencoder + K-component mixture) and encode both image sets.
+
+    `base` holds ImageClusterer settings applied under the variant's own (the smoke run's tiny
+    network, for example); mixture settings given there carry over to `cluster` through the
+    fitted clusterer's config.
 
     With `cache`, the fitted clusterer (aegmm's own safetensors + JSON format), the latents and
     the reconstruction errors are saved there, and reused by a later run with the same images and
     training settings, so mixture-only variants can be tried without retraining; the timings
     reported are those of the run that trained it.
     """
-    params = dict(variant.train + variant.mixture)
+    params = {**(base or {}), **dict(variant.train + variant.mixture)}
     params.pop("mixture_seed", None)  # applied per mixture in `cluster`
     if epochs is not None and "epochs" not in params:
         params["epochs"] = epochs
     folder = None
     if cache is not None:
-        key = json.dumps([sorted(variant.train), params.get("epochs"), _digest(fit), _digest(score)])
+        trained_by = sorted(variant.train) + sorted((base or {}).items())
+        key = json.dumps([trained_by, params.get("epochs"), _digest(fit), _digest(score)])
         folder = cache / hashlib.sha256(key.encode()).hexdigest()[:16]
         if (folder / "arrays.npz").exists():
             return replace(_load_cached(folder, score is fit), score_high_frequency=high_frequency(score))

@@ -290,8 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(PRECISIONS),
         default=T.precision,
         help="training arithmetic. auto (default): float32 on CPU; on a GPU, bfloat16 autocast where it "
-        "supports it, else float16 with a gradient scaler. bfloat16 on CPU is fast only on CPUs with "
-        "bf16 instructions (benchmarks/results/profile.md). float16: CUDA only",
+        "supports it, else float16 with a gradient scaler. bfloat16 on CPU: 1.85x the float32 training "
+        "steps on this project's test machine (benchmarks/results/profile.md); CPUs without bf16 "
+        "instructions emulate it. float16: CUDA only",
     )
     fit.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
     fit.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")

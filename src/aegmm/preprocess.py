@@ -40,8 +40,8 @@ class Normalizer:
     def to_tensor(self, images: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
         """uint8 (B, H, W, C) -> normalised float32 (B, C, H, W) on `device`."""
         x = torch.from_numpy(np.require(images, requirements=["C", "W"])).to(device, non_blocking=True)
-        # contiguous NCHW: a permuted view would run channels-last kernels, which are slower on
-        # CPU here and crashed (double free) in oneDNN's backward pass with torch 2.14.1
+        # contiguous NCHW: a permuted view would run channels-last kernels, and oneDNN's backward
+        # pass crashed (double free) on those with torch 2.14.1 on this project's CPU machine
         x = x.permute(0, 3, 1, 2).float().contiguous().div_(255.0)
         mean, std = self._stats(x.device)
         return (x - mean) / std

@@ -54,7 +54,7 @@ def train_autoencoder(
     distributed.init(device)
     torch.manual_seed(train_config.seed)
     model = AutoEncoder(model_config).to(device)
-    if device.type == "cuda":  # channels-last convolutions are faster on GPUs (not on CPU here)
+    if device.type == "cuda":  # channels-last convolutions are faster on GPUs
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay

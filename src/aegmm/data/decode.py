@@ -6,7 +6,7 @@ memory stays bounded whatever a file's header claims:
 - an image declaring more than MAX_PIXELS pixels is refused before its pixels are decoded;
 - a JPEG is first shrunk by its own decoder (draft mode, up to 8x per side) when it has more
   than LARGE_PIXELS pixels, so photos of up to Pillow's hard limit (2 x 89.5 million pixels,
-  e.g. 108-megapixel phone photos) are read at 1/64 of the cost;
+  e.g. 108-megapixel phone photos) are read at 1/64 of their pixels;
 - an image of more than LARGE_PIXELS pixels is resized to `image_size` in its own mode before
   any conversion (16-bit to 8-bit, CMYK, palette), so conversions touch only the small result.
 

@@ -116,7 +116,7 @@ def evaluate_run(
         warnings.simplefilter("ignore", ConvergenceWarning)
         inputs = _autoencoder(clusterer, data, seed, results, log)
         inputs.positive = positive
-        # many small fits: 1 BLAS/OpenMP thread beats contended threads (50x on 2 busy cores)
+        # many small fits: one BLAS/OpenMP thread each, which avoids threads contending for busy cores
         with threadpool_limits(limits=1):
             for step in (_mixture, _kmeans, _labels, _domains, _feature_space, _galleries):
                 step(inputs, results, log)

@@ -1,0 +1,233 @@
+"""The benchmark scripts still run at HEAD: each one's --smoke run, and report.py on the committed results.
+
+Every script runs as a subprocess from the repository root with one thread, on a tiny input, and
+writes into tmp_path; the assertions read what it wrote. None of them may touch benchmarks/results.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def run_script(script: str, *args: str, timeout: int = 180) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, f"benchmarks/{script}", *args]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, (
+        f"{' '.join(command[1:])} exited with status {done.returncode}:\n{done.stderr[-4000:]}"
+    )
+    return done.stdout
+
+
+def finite(value, low: float = -math.inf, high: float = math.inf) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and math.isfinite(value) and low <= value <= high
+
+
+def results_snapshot() -> dict[str, int]:
+    return {str(p.relative_to(RESULTS)): p.stat().st_mtime_ns for p in RESULTS.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def results_untouched():
+    before = results_snapshot()
+    yield
+    assert results_snapshot() == before, "a smoke run changed benchmarks/results/"
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The cells of every markdown table row."""
+    return [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.startswith("| ")
+    ]
+
+
+def test_quality_smoke(shared_data, tmp_path, results_untouched):
+    run_script(
+        "quality.py",
+        "--smoke",
+        "--out",
+        str(tmp_path),
+        "--variant",
+        "mixture_seed=1",
+        "--variant",
+        "recon_feature=1",
+    )
+    report = json.loads((tmp_path / "quality.json").read_text())
+    assert report["settings"]["smoke"] is True
+    assert report["datasets"]["cifake"]["fit_images"] == 200
+    assert report["datasets"]["cifake"]["scored_images"] == 100
+    assert report["datasets"]["digits"]["fit_images"] == 200
+    rows = [r for r in report["runs"] if "metrics" in r]
+    tasks = [("cifake", "cifar10"), ("cifake", "real_fake"), ("digits", "digits")]
+    methods = [("kmeans_pixels", None), ("gmm_pca50", None), ("pca_umap_gmm", None)]
+    methods += [("aegmm", v) for v in ("default", "mixture_seed=1", "recon_feature=1")]
+    expected = {(d, t, m, v) for d, t in tasks for m, v in methods}
+    assert sorted((r["dataset"], r["task"], r["method"], r.get("variant")) for r in rows) == sorted(expected)
+    for row in rows:
+        metrics = row["metrics"]
+        assert (
+            finite(metrics["acc"], 0, 1) and finite(metrics["nmi"], 0, 1) and finite(metrics["ari"], -1, 1)
+        ), row
+        if row["task"] == "real_fake":
+            assert row["scores"], row
+            assert all(
+                finite(s["auroc"], 0, 1) and finite(s["separation"], 0.5, 1) for s in row["scores"].values()
+            )
+        if row["method"] == "aegmm":
+            assert finite(row["train"]["fit"]["seconds"], 0) and finite(row["time"]["seconds"], 0)
+    aegmm_scores = next(r for r in rows if r["method"] == "aegmm" and r["task"] == "real_fake")["scores"]
+    assert set(aegmm_scores) == {"nll", "uncertainty", "recon", "high_frequency"}
+    assert any(r.get("method") == "clustimage" and "skipped" in r for r in report["runs"])
+    markdown = (tmp_path / "quality.md").read_text()
+    assert (
+        markdown.startswith("# Clustering quality")
+        and "Command: `python benchmarks/quality.py --smoke" in markdown
+    )
+    assert "**Smoke run**" in markdown and "fitted and scored on all 200" in markdown
+    assert sum(line.startswith("| aegmm (") for line in markdown.splitlines()) == 3 * 3
+
+
+def test_speed_smoke(shared_data, tmp_path, results_untouched):
+    run_script("speed.py", "--smoke", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "speed.json").read_text())
+    assert report["network"].startswith("ModelConfig(image_size=16,")
+    for matmul in (report["matmul"], report["matmul_end"]):
+        assert finite(matmul["best_gflops"], 0) and matmul["best_gflops"] >= matmul["median_gflops"] > 0
+    flops = report["flops"]
+    assert 0 < flops["encoder_per_image"] < flops["forward_per_image"] < flops["backward_per_image"]
+    assert flops["train_per_image_3x"] == 3 * flops["forward_per_image"]
+    training = report["training"]
+    assert training["images"] == 256 and len(training["images_per_second_per_epoch"]) == 1
+    assert finite(training["images_per_second"], 0) and training["images_per_second"] > 0
+    assert report["steps"]["best_images_per_second"] >= report["steps"]["median_images_per_second"] > 0
+    for name, batch in (("encoding", 128), ("encoding_512", 512)):
+        assert report[name]["batch_size"] == batch and report[name]["images_per_second"] > 0
+    (mixture,) = report["mixture"]
+    assert (
+        mixture["n"] == 2000
+        and mixture["gmm_reduced_dim"]["dim"] == 4
+        and mixture["gmm_reduced_dim"]["n_iter"] >= 1
+    )
+    assert mixture["latent_mixture_full_path"]["dim"] == 8
+    markdown = (tmp_path / "speed.md").read_text()
+    fractions = [r for r in table_rows(markdown) if len(r) == 4 and r[3].endswith("%")]
+    assert [r[0].split(",")[0] for r in fractions] == ["training", "training", "encoding", "encoding"]
+    assert all(finite(float(r[3].rstrip("%")), 0) for r in fractions)
+
+
+def test_profile_training_smoke(shared_data, tmp_path, results_untouched):
+    run_script("profile_training.py", "--smoke", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "profile.json").read_text())
+    loop = report["loop"]
+    assert loop["images"] == 256 and finite(loop["images_per_second"], 0) and loop["images_per_second"] > 0
+    assert len(loop["top"]) >= 5 and all(finite(r["share"], 0, 1) for r in loop["top"])
+    assert sum(r["share"] for r in loop["top"]) <= 1.0001 and finite(loop["optimizer_share"], 0, 1)
+    assert any("conv" in r["op"] for r in loop["top"])
+    assert [(s["option"], s["threads"]) for s in report["steps"]] == [("bf16", 1)]  # in a child process
+    for step in report["steps"]:
+        assert "error" not in step and finite(step["images_per_second"], 0) and step["images_per_second"] > 0
+    rows = table_rows((tmp_path / "profile.md").read_text())
+    assert [r[:2] for r in rows if r[0] in ("fp32", "bf16")] == [["bf16", "1"]]
+
+
+def test_scale_smoke(tmp_path, results_untouched):
+    run_script("scale.py", "--smoke", "--out", str(tmp_path / "scale.md"))
+    report = json.loads((tmp_path / "scale.json").read_text())
+    (size,) = report["sizes"]
+    assert size["images"] == 2000 and size["data_mib"] == round(2000 * 32 * 32 * 3 / 2**20, 1)
+    for step in ("fit", "assign"):
+        assert (
+            finite(size[step]["seconds"], 0) and size[step]["peak_rss_mib"] >= size[step]["peak_anon_mib"] > 0
+        )
+    effect = report["subsample"]
+    assert (effect["full"]["fit_points"], effect["subsample"]["fit_points"]) == (5000, 1000)
+    for fitted in effect.values():
+        assert finite(fitted["bic_on_all_train"]) and finite(fitted["held_out_loglik_per_point"])
+    scratch = tmp_path / "scratch"
+    assert (scratch / "run_2000" / "config.json").is_file()
+    assert len((scratch / "assign_2000.csv").read_text().splitlines()) == 1 + 2000
+    assert not (scratch / "images_2000.npy").exists()
+    rows = table_rows((tmp_path / "scale.md").read_text())
+    assert [r[:2] for r in rows if r[0] in ("2,000", "full", "subsample")] == [
+        ["2,000", "5.9"],
+        ["full", "5,000"],
+        ["subsample", "1,000"],
+    ]
+
+
+def test_cifake_split_smoke(shared_data, tmp_path, results_untouched):
+    import numpy as np
+
+    run_script("cifake_split.py", "--smoke", "--out", str(tmp_path))
+    with np.load(tmp_path / "fit.npz") as fit, np.load(tmp_path / "heldout.npz") as held_out:
+        assert fit["images"].shape == (200, 32, 32, 3) and held_out["images"].shape == (100, 32, 32, 3)
+        assert fit["labels"].sum() == 100 and held_out["labels"].sum() == 50  # stratified: half FAKE
+        assert list(fit["label_names"]) == ["REAL", "FAKE"] and set(fit["cifar_class"]) == set(range(10))
+        assert not {bytes(i) for i in fit["images"]} & {bytes(i) for i in held_out["images"]}
+
+
+@pytest.mark.parametrize(
+    "committed",
+    [
+        "quality.md",
+        "variants_bf16/quality.md",
+        "variants_6k/quality.md",
+        "history/quality_before_defaults.md",
+    ],
+)
+def test_report_rebuilds_committed_tables(committed, tmp_path):
+    """report.py turns each committed quality JSON back into the tables of the committed markdown."""
+    source = RESULTS / committed
+    shutil.copy(source.with_suffix(".json"), tmp_path / "quality.json")
+    run_script("report.py", str(tmp_path / "quality.json"))
+    rebuilt, original = (tmp_path / "quality.md").read_text(), source.read_text()
+    assert rebuilt.splitlines()[2] == original.splitlines()[2]  # the "Command: ..." line
+    rebuilt_rows, original_rows = table_rows(rebuilt), table_rows(original)
+    if "AUROC high-freq" not in original:  # written before that column existed: drop it
+        header = next(r for r in rebuilt_rows if "AUROC high-freq" in r)
+        drop = header.index("AUROC high-freq")
+        rebuilt_rows = [r[:drop] + r[drop + 1 :] if len(r) == len(header) else r for r in rebuilt_rows]
+    assert rebuilt_rows == original_rows
+
+
+def test_smoke_output_folder_never_results(tmp_path):
+    spec = importlib.util.spec_from_file_location("benchmarks_common", REPO / "benchmarks" / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = common  # dataclasses look their module up while the class is built
+    try:
+        spec.loader.exec_module(common)
+    finally:
+        del sys.modules[spec.name]
+    assert common.output_folder(None, smoke=False) == RESULTS
+    assert common.output_folder(tmp_path, smoke=True) == tmp_path
+    temporary = common.output_folder(None, smoke=True)
+    assert temporary.is_dir() and not temporary.is_relative_to(RESULTS) and not any(temporary.iterdir())
+    temporary.rmdir()
+    with pytest.raises(ValueError, match="a smoke run must not write into"):
+        common.output_folder(RESULTS / "smoke", smoke=True)
+
+
+def test_readme_names_committed_results_files():
+    """Every results file README.md cites exists, so a number's source can be opened."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    cited = set(re.findall(r"`((?:benchmarks/results/)?[\w/.-]+\.md)`", readme)) - {"benchmarks/README.md"}
+    assert len(cited) >= 6
+    missing = [c for c in cited if not (REPO / c).is_file() and not (RESULTS / c).is_file()]
+    assert not missing, f"README.md cites results files that do not exist: {missing}"
