@@ -1,5 +1,6 @@
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,8 @@ def test_folder_skips_and_lists_unreadable_files(image_folder):
     (image_folder / "notes.txt").write_text("not an image")
     data = load_images(image_folder)
     assert len(data) == 24
-    reasons = dict(data.skipped)
+    reasons = {Path(p).relative_to(image_folder).as_posix(): r for p, r in data.skipped}
+    assert all(p.startswith(str(image_folder)) for p, _ in data.skipped)  # as typed, like the good rows
     assert set(reasons) == {"dark/broken.jpg", "dark/empty.png", "notes.txt"}
     assert "empty" in reasons["dark/empty.png"]
     assert "extension" in reasons["notes.txt"]
@@ -129,5 +131,5 @@ def test_packed_npy_is_memory_mapped_and_equals_the_decoded_folder(image_folder,
     assert isinstance(packed.images, np.memmap)
     assert np.array_equal(np.asarray(packed.images), direct.images)
     assert packed.label_names == direct.label_names and np.array_equal(packed.labels, direct.labels)
-    assert packed.skipped == direct.skipped
+    assert packed.skipped == [(Path(p).relative_to(image_folder).as_posix(), r) for p, r in direct.skipped]
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind

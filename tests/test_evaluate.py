@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
@@ -19,7 +18,7 @@ from aegmm.data.loaders import conform_images
 from aegmm.evaluation import evaluate as evaluate_module
 from aegmm.evaluation import image_scores
 from aegmm.evaluation.evaluate import evaluate_run
-from aegmm.evaluation.plots import assignment_gallery, loss_history, new_axes
+from aegmm.evaluation.plots import loss_history, new_axes
 from aegmm.evaluation.schema import schema
 from aegmm.folders import prepare_output
 
@@ -211,23 +210,6 @@ def test_rejects_too_few_images_and_unknown_data(tmp_path, run_dir, digits):
         evaluate_run(run_dir, digits.subset(np.arange(5)), tmp_path / "a", progress=False)
     with pytest.raises(TypeError, match="expected the data as a path.*got list"):
         evaluate_run(run_dir, [1, 2], tmp_path / "b", progress=False)
-
-
-def test_assignment_gallery_writes_a_capped_png(tmp_path, run_dir, digits):
-    clusterer = load(run_dir, progress=False)
-    table = clusterer.assign(digits)
-    path = tmp_path / "gallery.png"
-    figure = assignment_gallery(digits, table, path)
-    assert isinstance(figure, Figure)
-    assert path.read_bytes().startswith(PNG_MAGIC)
-    assert "the first 100 of 240" in figure.axes[0].get_title()
-    captions = [t.get_text() for t in figure.axes[0].texts]
-    assert len(captions) == 100 and captions[0].startswith(f"cluster {table.cluster[0]} (")
-    small = digits.subset(np.arange(7))
-    title = assignment_gallery(small, clusterer.assign(small)).axes[0].get_title()
-    assert "first" not in title and title.startswith("7 images")
-    with pytest.raises(ValueError, match=r"one assignment per image \(7\), got 240"):
-        assignment_gallery(small, table)
 
 
 def test_plot_functions_draw_on_a_given_axes():

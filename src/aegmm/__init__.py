@@ -1,5 +1,9 @@
-"""aegmm: cluster image collections with a ResNet-18 autoencoder and a Gaussian mixture."""
+"""aegmm: cluster image collections with a ResNet-18 autoencoder and a Gaussian mixture.
 
+The names below are imported on first use, so that `aegmm --help` never waits for torch.
+"""
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
 try:
@@ -7,19 +11,28 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "unknown"
 
-from .config import MixtureConfig, ModelConfig, RunConfig, TrainConfig
-from .data import ImageSet, load_images
-from .io import load
-from .pipeline import Assignments, ImageClusterer
+_HOMES = {
+    "Assignments": "pipeline",
+    "ImageClusterer": "pipeline",
+    "ImageSet": "data",
+    "load_images": "data",
+    "load": "io",
+    "MixtureConfig": "config",
+    "ModelConfig": "config",
+    "RunConfig": "config",
+    "TrainConfig": "config",
+}
 
-__all__ = [
-    "Assignments",
-    "ImageClusterer",
-    "ImageSet",
-    "MixtureConfig",
-    "ModelConfig",
-    "RunConfig",
-    "TrainConfig",
-    "load",
-    "load_images",
-]
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        value = getattr(import_module(f".{_HOMES[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'aegmm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import asdict
 
@@ -12,6 +13,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 
 from .config import MixtureConfig
+from .progress import say
 
 GMM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 
@@ -24,8 +26,11 @@ class LatentMixture:
 
     # -- fitting ---------------------------------------------------------------------------------
 
-    def fit(self, latents: np.ndarray) -> LatentMixture:
-        """Fit on the latents, or on a random subsample of max_fit_samples of them."""
+    def fit(self, latents: np.ndarray, *, progress: bool = False) -> LatentMixture:
+        """Fit on the latents, or on a random subsample of max_fit_samples of them.
+
+        With ``progress``, one line per K tried (under "auto") and the K chosen go to stderr.
+        """
         latents = _check_latents(self._subsample(latents))
         self.center_ = latents.mean(axis=0)
         scale = latents.std(axis=0)
@@ -36,9 +41,17 @@ class LatentMixture:
             warnings.simplefilter("ignore", RuntimeWarning)  # PCA of identical points: 0/0 variance ratios
             reduced = self._fit_reducer(standard)
         ks = self._candidate_ks(_count_distinct(reduced))
-        fits = {k: self._fit_gmm(reduced, k) for k in ks}
-        self.bic_curve_ = {k: float(g.bic(reduced)) for k, g in fits.items()}
-        self.gmm_ = fits[min(self.bic_curve_, key=self.bic_curve_.get)]
+        fits, self.bic_curve_ = {}, {}
+        for k in ks:
+            started = time.perf_counter()
+            fits[k] = self._fit_gmm(reduced, k)
+            self.bic_curve_[k] = float(fits[k].bic(reduced))
+            seconds = time.perf_counter() - started
+            say(f"  K={k}: BIC {self.bic_curve_[k]:,.1f} ({seconds:.1f} s)", enabled=progress and len(ks) > 1)
+        best = min(self.bic_curve_, key=self.bic_curve_.get)
+        if len(ks) > 1:
+            say(f"chose K={best} by the lowest BIC over K={ks[0]}..{ks[-1]}", enabled=progress)
+        self.gmm_ = fits[best]
         return self
 
     def _subsample(self, latents: np.ndarray) -> np.ndarray:

@@ -102,44 +102,54 @@ def assign_to_csv(
     source: str | Path,
     path: Path,
     *,
-    chunk: int = 20_000,
+    chunk: int = 4096,
     inputs: Sequence[Path] = (),
-) -> tuple[Assignments, ImageSet, np.ndarray, list[tuple[str, str]]]:
+    sink=None,
+) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Assign images chunk by chunk, streaming rows to a CSV that is renamed into place at the end.
 
-    Memory stays bounded by one chunk. Returns the first chunk's assignments and images (for a
-    gallery), the number of images per cluster, and every skipped file with its reason. The CSV
-    must lie outside ``inputs`` and the images' source, and replaces only an assignments CSV.
+    Memory stays bounded by one chunk; a bar counts the images on a terminal. ``sink.add(part,
+    table)`` sees every chunk (gallery, export, latents). Returns the number of images per
+    cluster and every skipped file with its reason. The CSV must lie outside ``inputs`` and the
+    images' source, and replaces only an assignments CSV.
     """
     from .data.chunks import iter_chunks
+    from .progress import bar
 
     model = clusterer.config_.model
     inputs = [*inputs, *input_paths(source)]
     check_output_file(Path(path), inputs=inputs, flag="--out", written_by_aegmm=is_assignment_csv)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_name(f".{Path(path).name}.partial")
-    first: tuple[Assignments, ImageSet] | None = None
     counts = np.zeros(clusterer.n_components_, dtype=np.int64)
     skipped: list[tuple[str, str]] = []
+    progress = bar(enabled=clusterer.progress, desc="assigning", unit="image")
     try:
-        with open(tmp, "w", newline="") as handle:
+        with progress, open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(ASSIGNMENT_COLUMNS)
-            for part in iter_chunks(
-                source, image_size=model.image_size, channels=model.channels, chunk=chunk
-            ):
+            chunks = iter_chunks(
+                source,
+                image_size=model.image_size,
+                channels=model.channels,
+                chunk=chunk,
+                on_total=progress.reset,
+            )
+            for part in chunks:
                 table = clusterer.assign(part) if len(part) else _empty_table(part)
                 _write_rows(writer, table)
                 counts += np.bincount(table.cluster, minlength=len(counts))
                 skipped += part.skipped
-                first = first or (table, part)
+                if sink is not None:
+                    sink.add(part, table)
+                progress.update(len(part) + len(part.skipped))
         if not counts.sum():
             raise ValueError(f"no readable images in {source} ({len(skipped)} files skipped)")
         os.replace(tmp, path)
     except BaseException:  # an error or an interrupt: no partial CSV is left behind
         tmp.unlink(missing_ok=True)
         raise
-    return first[0], first[1], counts, skipped
+    return counts, skipped
 
 
 def _empty_table(part: ImageSet) -> Assignments:

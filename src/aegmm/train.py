@@ -16,13 +16,13 @@ from torch import nn
 from torch.amp import GradScaler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
-from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import data_fingerprint, has_checkpoint, kept_checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .nn import AutoEncoder
 from .preprocess import Normalizer
+from .progress import bar, say
 
 
 def split_indices(n: int, val_fraction: float, seed: int, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +84,11 @@ def train_autoencoder(
                 f"{kept_checkpoint(epoch)}; try a lower learning rate (--lr)"
             )
         seconds = time.perf_counter() - t0
+        say(
+            f"epoch {epoch}/{train_config.epochs}: train loss {loss:.4g}, validation loss {val:.4g}, "
+            f"{seconds:.1f} s ({len(train_idx) / seconds:,.0f} images/s)",
+            enabled=progress and distributed.is_main(),
+        )
         history.append(
             {
                 "epoch": epoch,
@@ -173,15 +178,9 @@ def _train_epoch(
     net.train()
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch * 7919 + distributed.rank())
     batches = epoch_batches(len(train_idx), config, epoch)
-    bar = tqdm(
-        batches,
-        desc=f"epoch {epoch}/{config.epochs}",
-        unit="batch",
-        leave=True,
-        disable=not (progress and distributed.is_main()),
-    )
+    shown = bar(batches, enabled=progress and distributed.is_main(), desc=f"epoch {epoch}/{config.epochs}")
     total, count, t0 = 0.0, 0, time.perf_counter()
-    for step, batch in enumerate(bar):
+    for step, batch in enumerate(shown):
         target = normalizer.to_tensor(images[np.sort(train_idx[batch])], device)
         if device.type == "cuda":
             target = target.contiguous(memory_format=torch.channels_last)
@@ -201,7 +200,7 @@ def _train_epoch(
         scaler.update()
         total, count = total + value * len(batch), count + len(batch)
         rate = count * distributed.world_size() / (time.perf_counter() - t0)
-        bar.set_postfix(loss=f"{total / count:.4f}", img_s=f"{rate:.0f}")
+        shown.set_postfix(loss=f"{total / count:.4f}", img_s=f"{rate:.0f}")
     return total / max(count, 1)
 
 
@@ -253,7 +252,7 @@ def _batches(model, images, normalizer, device, batch_size, progress=False) -> I
     with evaluating_on(model, device) as net:
         on = next(net.parameters()).device
         starts = range(0, len(images), batch_size)
-        for start in tqdm(starts, desc="encoding", unit="batch", disable=not progress):
+        for start in bar(starts, enabled=progress, desc="encoding", unit="batch"):
             yield start, net, normalizer.to_tensor(images[start : start + batch_size], on)
 
 

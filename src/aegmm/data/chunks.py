@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +12,22 @@ from .loaders import _stack, conform_images, decode_entry, file_entries, load_im
 
 
 def iter_chunks(
-    source: str | Path, *, image_size: int, channels: int, chunk: int = 20_000
+    source: str | Path,
+    *,
+    image_size: int,
+    channels: int,
+    chunk: int = 20_000,
+    on_total: Callable[[int], None] | None = None,
 ) -> Iterator[ImageSet]:
-    """ImageSets of at most `chunk` decoded images (skipped files ride along with their chunk)."""
+    """ImageSets of at most `chunk` decoded images (skipped files ride along with their chunk).
+
+    ``on_total(n)`` is told, before the first chunk, how many entries (images or files) there are.
+    """
+    on_total = on_total or (lambda n: None)
     path = Path(str(source))
     if str(source).startswith("builtin:") or path.suffix.lower() in (".npz", ".npy"):
         data = load_images(source, channels=channels)  # .npy stays memory-mapped
+        on_total(len(data) + len(data.skipped))
         for start in range(0, len(data), chunk):
             part = data.subset(np.arange(start, min(start + chunk, len(data))))
             part.images = conform_images(part.images, image_size, channels)
@@ -31,6 +41,7 @@ def iter_chunks(
             f"unknown input format {path.suffix!r} for {path}; expected a folder, .zip, .npz or .npy"
         )
     with file_entries(path) as entries:
+        on_total(len(entries))
         for start in range(0, max(len(entries), 1), chunk):
             yield _decode_chunk(entries[start : start + chunk], path, image_size, channels)
 
@@ -39,10 +50,11 @@ def _decode_chunk(entries, root: Path, image_size: int, channels: int) -> ImageS
     arrays, paths, skipped = [], [], []
     for rel, read in entries:
         image = decode_entry(rel, read, image_size, channels)
+        shown = str(root / rel) if root.is_dir() else rel  # one convention for every row
         if isinstance(image, str):
-            skipped.append((rel, image))
+            skipped.append((shown, image))
         else:
             arrays.append(image)
-            paths.append(str(root / rel) if root.is_dir() else rel)
+            paths.append(shown)
     images = _stack(arrays, channels) if arrays else np.zeros((0, image_size, image_size, channels), np.uint8)
     return ImageSet(images, paths, skipped=skipped, source=str(root))

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ..progress import bar
 from .decode import DecodeError, decode_image, is_image_name, match_channels
 from .imageset import ImageSet
 
@@ -134,19 +134,19 @@ def _load_files(
     entries: Iterable[FileEntry], root: Path, image_size, channels, progress, total=None
 ) -> ImageSet:
     arrays, paths, skipped = [], [], []
-    for rel, read in tqdm(entries, total=total, desc="decoding", unit="file", disable=not progress):
+    shown = (lambda rel: str(root / rel)) if root.is_dir() else (lambda rel: rel)  # one path convention
+    for rel, read in bar(entries, enabled=progress, total=total, desc="decoding", unit="file"):
         image = decode_entry(rel, read, image_size, channels)
         if isinstance(image, str):
-            skipped.append((rel, image))
+            skipped.append((shown(rel), image))
         else:
             arrays.append(image)
             paths.append(rel)
     if not arrays:
         return ImageSet(np.zeros((0, 1, 1, 1), np.uint8), [], skipped=skipped, source=str(root))
-    labels, label_names = _folder_labels(paths)
+    labels, label_names = folder_labels(paths)
     images = _stack(arrays, channels)
-    shown = [str(root / p) if root.is_dir() else p for p in paths]
-    return ImageSet(images, shown, labels, label_names, skipped=skipped, source=str(root))
+    return ImageSet(images, [shown(p) for p in paths], labels, label_names, skipped=skipped, source=str(root))
 
 
 def decode_entry(rel: str, read: Callable[[], bytes], image_size, channels) -> np.ndarray | str:
@@ -163,7 +163,7 @@ def decode_entry(rel: str, read: Callable[[], bytes], image_size, channels) -> n
         return f"could not read the zip member ({exc})"  # corrupt, encrypted or unsupported
 
 
-def _folder_labels(paths: list[str]) -> tuple[np.ndarray | None, list[str] | None]:
+def folder_labels(paths: list[str]) -> tuple[np.ndarray | None, list[str] | None]:
     """First-level subfolder names, after dropping folders that every image shares."""
     parts = [PurePosixPath(p).parts for p in paths]
     while all(len(p) > 2 for p in parts) and len({p[0] for p in parts}) == 1:

@@ -12,12 +12,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..folders import check_output_file
+from ..progress import bar
 from ..storage import write_json
 from .imageset import ImageSet
-from .loaders import _folder_labels, decode_entry, file_entries
+from .loaders import decode_entry, file_entries, folder_labels
 
 SIDECAR_KEYS = {"source", "paths", "skipped", "labels", "label_names"}
 
@@ -66,7 +66,7 @@ def _pack_into(tmp: Path, entries, source: Path, out: Path, image_size, channels
         tmp, mode="w+", dtype=np.uint8, shape=(max(len(entries), 1), image_size, image_size, channels)
     )
     paths, skipped = [], []
-    for rel, read in tqdm(entries, desc="packing", unit="file", disable=not progress):
+    for rel, read in bar(entries, enabled=progress, desc="packing", unit="file"):
         image = decode_entry(rel, read, image_size, channels)
         if isinstance(image, str):
             skipped.append((rel, image))
@@ -76,7 +76,7 @@ def _pack_into(tmp: Path, entries, source: Path, out: Path, image_size, channels
     if not paths:
         raise ValueError(f"no readable images in {source} ({len(skipped)} files skipped)")
     _truncate(images, len(paths), out)
-    labels, names = _folder_labels(paths)
+    labels, names = folder_labels(paths)
     meta = {
         "created_by": "aegmm",
         "source": str(source),

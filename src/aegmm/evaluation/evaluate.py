@@ -42,6 +42,7 @@ from aegmm.evaluation.schema import SCHEMA_VERSION, schema
 from aegmm.folders import check_output, input_paths, prepare_output
 from aegmm.io import load
 from aegmm.pipeline import ImageClusterer
+from aegmm.progress import say
 from aegmm.runs import SKIPPED, load_for, skipped_summary, write_skipped
 from aegmm.storage import write_atomic, write_json
 
@@ -89,6 +90,8 @@ def evaluate_run(
     force: bool = False,
     progress: bool = True,
     positive: str | None = None,
+    device: str = "auto",
+    batch_size: int = 128,
 ) -> Path:
     """Measure the run in ``run`` on ``data_source`` and write the report; returns report.html.
 
@@ -104,7 +107,7 @@ def evaluate_run(
     run, out = Path(run), Path(out)
     sources = input_paths(run, data_source)
     check_output(out, inputs=sources, force=force)
-    clusterer = load(run, progress=progress)
+    clusterer = load(run, progress=progress).set_params(device=device, encode_batch_size=batch_size)
     data = _load_data(clusterer, data_source)
     if data.skipped:
         print(skipped_summary(data.skipped, listed_in=out / SKIPPED), file=sys.stderr)
@@ -131,8 +134,7 @@ def evaluate_run(
 
 def _logger(enabled: bool, started: float) -> Callable[[str], None]:
     def log(message: str) -> None:
-        if enabled:
-            print(f"evaluate [{time.perf_counter() - started:6.1f} s] {message}", flush=True)
+        say(f"evaluate [{time.perf_counter() - started:6.1f} s] {message}", enabled=enabled)
 
     return log
 

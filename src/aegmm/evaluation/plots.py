@@ -12,7 +12,6 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
@@ -22,14 +21,8 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import auc, roc_curve
 
 from aegmm.evaluation.metrics import contingency
-from aegmm.storage import write_atomic
-
-if TYPE_CHECKING:
-    from aegmm.data import ImageSet
-    from aegmm.pipeline import Assignments
 
 DPI = 100
-GALLERY_LIMIT = 100  # images drawn by assignment_gallery at most
 GALLERY_TOP, GALLERY_BOTTOM = 8, 3  # most and least typical images per cluster in cluster_galleries
 
 
@@ -52,25 +45,47 @@ def panels(n: int, size: tuple[float, float] = (5.0, 4.0), ncols: int | None = N
     return fig, list(axes[:n])
 
 
-PNG_SOFTWARE = "aegmm"  # the PNG "Software" text chunk of every figure aegmm writes
+MARK = "written by aegmm"  # in every image file aegmm writes: a PNG text chunk, a JPEG comment, WebP XMP
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # image files aegmm writes
 
 
 def to_png(fig: Figure) -> bytes:
     """The Figure as PNG bytes (cropped to what is drawn), marked as written by aegmm."""
     buffer = io.BytesIO()
-    metadata = {"Software": PNG_SOFTWARE}
+    metadata = {"Software": MARK}
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", facecolor="white", metadata=metadata)
     return buffer.getvalue()
 
 
-def is_aegmm_png(path: Path) -> bool:
-    """True when ``path`` is a PNG whose text chunks say aegmm wrote it (they precede the pixels)."""
+def image_format(path: Path | str, flag: str) -> str:
+    """Pillow's format name for a file name's extension, or a one-line error naming the flag."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"{flag} must end in .png, .jpg, .jpeg or .webp, got {Path(path).name!r}")
+    return FORMATS[suffix]
+
+
+def figure_bytes(fig: Figure, fmt: str) -> bytes:
+    """The Figure encoded as PNG, JPEG or WEBP (Pillow's names), marked as written by aegmm."""
+    png = to_png(fig)
+    if fmt == "PNG":
+        return png
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    marks = {"JPEG": {"comment": MARK.encode()}, "WEBP": {"xmp": MARK.encode()}}[fmt]
+    Image.open(io.BytesIO(png)).convert("RGB").save(buffer, fmt, quality=90, **marks)
+    return buffer.getvalue()
+
+
+def is_aegmm_image(path: Path) -> bool:
+    """True when the image file at ``path`` carries aegmm's mark (files over 16 MiB never do)."""
     try:
         with open(path, "rb") as handle:
-            head = handle.read(1 << 16)
+            head = handle.read(16 << 20)
     except OSError:
         return False
-    return head.startswith(b"\x89PNG") and b"Software\x00" + PNG_SOFTWARE.encode() in head
+    return MARK.encode() in head
 
 
 def _palette(n: int):
@@ -359,12 +374,19 @@ def feature_maps_grid(
 
 
 def cluster_galleries(
-    images: np.ndarray, clusters: np.ndarray, typicality: np.ndarray, k: int, ax: Axes | None = None
+    images: np.ndarray,
+    clusters: np.ndarray,
+    typicality: np.ndarray,
+    k: int,
+    ax: Axes | None = None,
+    *,
+    sizes: Sequence[int] | None = None,
+    title: str | None = None,
 ) -> Figure:
     """Per cluster, its most typical images, a gap, and its least typical ones.
 
     ``typicality`` ranks the images of a cluster (higher = more typical); rows are labelled
-    with the cluster and its size.
+    with the cluster and its size (``sizes``, else the images given per cluster).
     """
     rows, labels = [], []
     for c in range(k):
@@ -373,39 +395,6 @@ def cluster_galleries(
         top, bottom = order[:GALLERY_TOP], order[GALLERY_TOP:][-GALLERY_BOTTOM:]
         row = [images[i] for i in top] + [None] * (GALLERY_TOP - len(top) + 1)
         rows.append(row + [images[i] for i in bottom])
-        labels.append(f"cluster {c} ({len(members):,})")
+        labels.append(f"cluster {c} ({len(members) if sizes is None else sizes[c]:,})")
     col_labels = ["most typical"] + [""] * GALLERY_TOP + ["least typical"]
-    return image_mosaic(rows, row_labels=labels, col_labels=col_labels, ax=ax)
-
-
-def assignment_gallery(
-    data: ImageSet,
-    table: Assignments,
-    path: Path | str | None = None,
-    *,
-    limit: int = GALLERY_LIMIT,
-    ax: Axes | None = None,
-) -> Figure:
-    """A grid of the first ``limit`` images captioned with their cluster and its probability.
-
-    Writes the grid as a PNG to ``path`` when one is given; the title says when it is capped.
-    """
-    n = len(table.cluster)
-    if len(data.images) != n:
-        raise ValueError(f"expected one assignment per image ({len(data.images)}), got {n}")
-    if n == 0:
-        raise ValueError("expected at least one assigned image for the gallery, got none")
-    shown = min(n, limit)
-    ncols = min(10, shown)
-    rows, captions = [], []
-    for start in range(0, shown, ncols):
-        index = range(start, min(start + ncols, shown))
-        rows.append([data.images[i] for i in index])
-        captions.append([f"cluster {int(table.cluster[i])} ({table.probability[i]:.2f})" for i in index])
-    title = f"{shown:,} images with their cluster (probability)"
-    if shown < n:
-        title += f": the first {shown:,} of {n:,}"
-    fig = image_mosaic(rows, captions=captions, title=title, ax=ax, tile_inches=1.1)
-    if path is not None:
-        write_atomic(Path(path), to_png(fig))
-    return fig
+    return image_mosaic(rows, row_labels=labels, col_labels=col_labels, ax=ax, title=title)

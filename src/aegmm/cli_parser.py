@@ -1,0 +1,278 @@
+"""The options of `aegmm` and its verbs; defaults come from the config dataclasses.
+
+Every parse error is one line naming the flag (``--clusters must be >= 1, got 0``). The shared
+options (``--threads``, ``--quiet``, ``--debug``, and ``--device`` / ``--batch-size`` where they
+apply) are accepted before or after the verb. Importing this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+from . import __version__
+from .config import PRECISIONS
+from .config import MixtureConfig as X
+from .config import ModelConfig as M
+from .config import TrainConfig as T
+
+ENCODE_BATCH = 128  # images per encoding batch in assign and evaluate
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with each error as one line: ``aegmm: error: --flag ...``."""
+
+    def error(self, message: str):
+        named = re.match(r"argument ([^:]+): (.*)", message, flags=re.DOTALL)
+        if named:
+            flag = named.group(1).split("/")[0]
+            message = f"{flag} {named.group(2)}"
+        else:
+            message += f" (see '{self.prog} --help')"
+        self.exit(2, f"aegmm: error: {' '.join(message.split())}\n")
+
+
+def at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def clusters(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _shared(parser: argparse.ArgumentParser, *, device: bool, batch: str | None, suppress: bool) -> None:
+    """The shared options; after a verb their defaults are suppressed so that a value given
+    before the verb is kept."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--threads",
+        type=at_least(1),
+        default=default,
+        help="CPU threads to use (default: one per core); fewer when other jobs share the machine",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", default=argparse.SUPPRESS if suppress else False, help="no progress"
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="show full tracebacks on errors",
+    )
+    if device:
+        parser.add_argument(
+            "--device",
+            default=argparse.SUPPRESS if suppress else "auto",
+            help="auto (CUDA, then MPS, then CPU; default), cpu, cuda or mps",
+        )
+    if batch:
+        parser.add_argument("--batch-size", type=at_least(1), default=default, help=batch)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="aegmm",
+        description="Cluster image collections: a ResNet-18 autoencoder compresses each image, "
+        "a Gaussian mixture groups the latent vectors.",
+    )
+    parser.add_argument("--version", action="version", version=f"aegmm {__version__}")
+    _shared(parser, device=True, batch="images per batch (see each verb's --batch-size)", suppress=False)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)
+    _fit(verbs.add_parser("fit", help="train the autoencoder and the mixture on a set of images"))
+    _assign(verbs.add_parser("assign", help="cluster new images with a fitted run"))
+    _evaluate(verbs.add_parser("evaluate", help="write an HTML report measuring a fitted run on images"))
+    _pack(verbs.add_parser("pack", help="decode a folder or .zip once into a memory-mapped .npy"))
+    _demo(verbs.add_parser("demo", help="fit, assign and evaluate on built-in digits; no data needed"))
+    return parser
+
+
+def _fit(fit: argparse.ArgumentParser) -> None:
+    fit.add_argument("data", help="a folder of images, a .zip, an .npz, a packed .npy or builtin:digits")
+    fit.add_argument("--out", required=True, help="run folder to write the model and assignments to")
+    fit.add_argument(
+        "--clusters",
+        type=clusters,
+        default=X.n_components,
+        help=f"number of clusters K, or 'auto': the lowest BIC over --k-range (default {X.n_components})",
+    )
+    lo, hi = X.k_range
+    fit.add_argument(
+        "--k-range",
+        type=at_least(1),
+        nargs=2,
+        metavar=("A", "B"),
+        default=None,
+        help=f"with --clusters auto: try K = A..B (default {lo} {hi})",
+    )
+    fit.add_argument(
+        "--epochs", type=at_least(1), default=T.epochs, help=f"training epochs (default {T.epochs})"
+    )
+    fit.add_argument(
+        "--image-size",
+        type=at_least(1),
+        default=M.image_size,
+        help=f"images are resized to this square size (default {M.image_size})",
+    )
+    fit.add_argument(
+        "--latent-dim",
+        type=at_least(1),
+        default=M.latent_dim,
+        help=f"latent vector size (default {M.latent_dim})",
+    )
+    fit.add_argument(
+        "--stem",
+        choices=["small", "standard"],
+        default=M.stem,
+        help=f"small: 3x3 conv, no max-pool (small images); standard: torchvision's 7x7 + max-pool "
+        f"(default {M.stem})",
+    )
+    fit.add_argument(
+        "--width",
+        type=finite,
+        default=M.width,
+        help=f"channel multiplier; 1.0 = full ResNet-18 (default {M.width})",
+    )
+    fit.add_argument("--lr", type=finite, default=T.lr, help=f"Adam learning rate (default {T.lr})")
+    fit.add_argument(
+        "--noise",
+        type=finite,
+        default=T.noise,
+        help=f"denoising: std of input noise in training (default {T.noise})",
+    )
+    fit.add_argument(
+        "--train-images",
+        type=at_least(0),
+        default=T.train_images,
+        metavar="N",
+        help="train the autoencoder on a random N of the images (default: all); every image is "
+        "still encoded and clustered. For millions of images",
+    )
+    fit.add_argument(
+        "--reducer",
+        choices=["none", "pca", "umap"],
+        default=X.reducer,
+        help=f"reduction before the mixture (default {X.reducer}; umap needs aegmm[umap])",
+    )
+    fit.add_argument(
+        "--reduced-dim",
+        type=at_least(1),
+        default=X.reduced_dim,
+        help=f"output size of the reducer (default {X.reduced_dim})",
+    )
+    fit.add_argument(
+        "--covariance",
+        choices=["full", "tied", "diag", "spherical"],
+        default=X.covariance_type,
+        help=f"mixture covariance type (default {X.covariance_type})",
+    )
+    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fit.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default=T.precision,
+        help="training arithmetic. auto (default): float32 on CPU; on a GPU, bfloat16 autocast where it "
+        "supports it, else float16 with a gradient scaler. bfloat16 on CPU: 1.85x the float32 training "
+        "steps on this project's test machine (benchmarks/results/profile.md); CPUs without bf16 "
+        "instructions emulate it. float16: CUDA only",
+    )
+    fit.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    fit.add_argument("--force", action="store_true", help="replace an --out folder that aegmm wrote before")
+    _shared(fit, device=True, batch=f"images per training step (default {T.batch_size})", suppress=True)
+
+
+def _assign(assign: argparse.ArgumentParser) -> None:
+    assign.add_argument("run", help="run folder written by 'aegmm fit'")
+    assign.add_argument("data", help="images to assign: a folder, a .zip, an .npz or a packed .npy")
+    assign.add_argument(
+        "--out", required=True, help="CSV file: path,cluster,probability,log_likelihood,skipped"
+    )
+    assign.add_argument(
+        "--gallery",
+        metavar="FILE",
+        help="also write a grid of each cluster's most and least typical images (.png, .jpg or .webp)",
+    )
+    assign.add_argument(
+        "--export",
+        metavar="DIR",
+        help="also sort the images into DIR/cluster_00, ... (named after the dominant label when the "
+        "images have labels), plus DIR/outliers for the least likely ones",
+    )
+    how = assign.add_mutually_exclusive_group()
+    how.add_argument("--link", action="store_true", help="--export as symbolic links (default for files)")
+    how.add_argument("--copy", action="store_true", help="--export as copies (always for .zip/.npz inputs)")
+    assign.add_argument(
+        "--latents",
+        metavar="FILE.npy",
+        help="also write the latent vectors, one row per CSV row (NaN if skipped)",
+    )
+    _shared(assign, device=True, batch=f"images per encoding batch (default {ENCODE_BATCH})", suppress=True)
+
+
+def _evaluate(evaluate: argparse.ArgumentParser) -> None:
+    evaluate.add_argument("run", help="run folder written by 'aegmm fit'")
+    evaluate.add_argument(
+        "data", help="images to evaluate on (labels, if any, are used for the label metrics)"
+    )
+    evaluate.add_argument("--out", required=True, help="folder for report.html, metrics.json and figures/")
+    evaluate.add_argument("--seed", type=int, default=0, help="random seed for the resampling measurements")
+    evaluate.add_argument(
+        "--positive",
+        metavar="NAME",
+        help="the domain of generated (fake, simulated) images: the positive class of every AUROC "
+        "(default: the domain whose name says so, e.g. FAKE or generated)",
+    )
+    evaluate.add_argument(
+        "--force", action="store_true", help="replace an --out folder that aegmm wrote before"
+    )
+    _shared(evaluate, device=True, batch=f"images per encoding batch (default {ENCODE_BATCH})", suppress=True)
+
+
+def _pack(pack: argparse.ArgumentParser) -> None:
+    pack.add_argument("data", help="a folder of images or a .zip")
+    pack.add_argument(
+        "--out", required=True, help="the .npy file to write (a .json beside it keeps paths and labels)"
+    )
+    pack.add_argument(
+        "--image-size",
+        type=at_least(1),
+        default=M.image_size,
+        help=f"square size to store (default {M.image_size})",
+    )
+    pack.add_argument("--channels", type=int, choices=[1, 3], default=3, help="1 (gray) or 3 (RGB; default)")
+    _shared(pack, device=False, batch=None, suppress=True)
+
+
+def _demo(demo: argparse.ArgumentParser) -> None:
+    demo.add_argument(
+        "--out", default="aegmm-demo", help="folder for the demo's outputs (default aegmm-demo)"
+    )
+    demo.add_argument("--force", action="store_true", help="replace an --out folder that aegmm wrote before")
+    _shared(demo, device=False, batch=None, suppress=True)
