@@ -125,7 +125,12 @@ def evaluate_run(
                 step(inputs, results, log)
     results.metrics["seconds"] = round(time.perf_counter() - started, 2)
     html = render_report(
-        metrics=results.metrics, figures=results.figures, notes=results.notes, run=str(run), schema=schema()
+        metrics=results.metrics,
+        figures=results.figures,
+        notes=results.notes,
+        run=str(run),
+        schema=schema(),
+        history=clusterer.history_,
     )
     _write(out, sources, force, results, html, data.skipped)
     log(f"report written to {out / REPORT}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
@@ -45,8 +44,7 @@ def panels(n: int, size: tuple[float, float] = (5.0, 4.0), ncols: int | None = N
     return fig, list(axes[:n])
 
 
-MARK = "written by aegmm"  # in every image file aegmm writes: a PNG text chunk, a JPEG comment, WebP XMP
-FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # image files aegmm writes
+MARK = "written by aegmm"  # in every image file aegmm writes (see figure_files)
 
 
 def to_png(fig: Figure) -> bytes:
@@ -57,35 +55,12 @@ def to_png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def image_format(path: Path | str, flag: str) -> str:
-    """Pillow's format name for a file name's extension, or a one-line error naming the flag."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(f"{flag} must end in .png, .jpg, .jpeg or .webp, got {Path(path).name!r}")
-    return FORMATS[suffix]
-
-
-def figure_bytes(fig: Figure, fmt: str) -> bytes:
-    """The Figure encoded as PNG, JPEG or WEBP (Pillow's names), marked as written by aegmm."""
-    png = to_png(fig)
-    if fmt == "PNG":
-        return png
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    marks = {"JPEG": {"comment": MARK.encode()}, "WEBP": {"xmp": MARK.encode()}}[fmt]
-    Image.open(io.BytesIO(png)).convert("RGB").save(buffer, fmt, quality=90, **marks)
-    return buffer.getvalue()
-
-
-def is_aegmm_image(path: Path) -> bool:
-    """True when the image file at ``path`` carries aegmm's mark (files over 16 MiB never do)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(16 << 20)
-    except OSError:
-        return False
-    return MARK.encode() in head
+def _legend_outside(ax: Axes, *, below: bool = False) -> None:
+    """The legend beside (or below) the axes, so that it never covers a curve or a bar."""
+    if below:
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.15), fontsize=8, frameon=False)
+    else:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
 
 def _palette(n: int):
@@ -110,7 +85,7 @@ def loss_history(history: Sequence[Mapping], ax: Axes | None = None) -> Figure:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if history:
-        ax.legend()
+        _legend_outside(ax)
     return fig
 
 
@@ -124,7 +99,7 @@ def information_criteria(curve: Mapping, chosen_k: int, ax: Axes | None = None) 
     ax.set_title("BIC and AIC of mixtures refitted on these images")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend()
+    _legend_outside(ax)
     return fig
 
 
@@ -154,7 +129,7 @@ def histograms(
             )
             if mark_means:
                 ax.axvline(values.mean(), color=color, linestyle="--")
-        ax.legend(fontsize=8)
+        _legend_outside(ax)
     ax.set(title=title, xlabel=xlabel, ylabel="density")
     ax.grid(alpha=0.3)
     return fig
@@ -175,7 +150,7 @@ def domain_shares(counts: np.ndarray, domain_names: Sequence[str], ax: Axes | No
     ax.set(xticks=x, xlabel="cluster (number of images above the bar)", ylabel="share of the cluster")
     ax.set_ylim(0, 1.1)
     ax.set_title("How each cluster splits by domain")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    _legend_outside(ax)
     return fig
 
 
@@ -187,8 +162,8 @@ def roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], ax: Axes | N
         ax.plot(fpr, tpr, label=f"{name}: AUROC {auc(fpr, tpr):.3f}")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Telling domains apart")
-    ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
+    _legend_outside(ax, below=True)  # long names: below the curves, never over them
     return fig
 
 
@@ -343,7 +318,8 @@ def image_mosaic(
             x, y = gap + c * cell_w + w / 2, gap + r * cell_h + h + band / 2
             ax.text(x, y, text, ha="center", va="center", fontsize=8)
     if title:
-        ax.set_title(title, pad=26 if col_labels else 6)
+        lines = max((str(label).count("\n") + 1 for label in col_labels or []), default=0)
+        ax.set_title(title, pad=6 + 14 * lines)  # above the (possibly two-line) column labels
     return fig
 
 
@@ -360,6 +336,8 @@ def feature_maps_grid(
     The channels shown per map are its most active ones (largest mean over the images shown).
     """
     size = originals.shape[1]
+    kept = [i for i, m in enumerate(maps) if min(m.shape[2:]) > 1]  # a 1x1 map is one flat tile
+    maps, map_names = [maps[i] for i in kept], [map_names[i] for i in kept]
     picks = [np.argsort(-m.mean(axis=(0, 2, 3)))[:channels] for m in maps]
     rows, col_labels = [], ["original"]
     for name, pick in zip(map_names, picks):

@@ -14,6 +14,7 @@ from html import escape
 from aegmm.evaluation.domains import MAX_DOMAINS
 from aegmm.evaluation.image_scores import SCORE_NAMES
 from aegmm.evaluation.metrics import KMEANS_FORMULAS
+from aegmm.evaluation.readings import auroc_reading, too_few_images, training_warnings
 from aegmm.evaluation.report_text import CAPTIONS, CSS
 
 
@@ -35,9 +36,9 @@ def _fmt(value) -> str:
         return f"{value:,}"
     if isinstance(value, Sequence):
         return ", ".join(_fmt(v) for v in value)
-    if abs(value) >= 100:
-        return f"{value:,.1f}"
-    return f"{value:.4f}" if abs(value) >= 0.01 or value == 0 else f"{value:.3g}"
+    if abs(value) >= 1000:  # BIC, AIC, total log-likelihoods: whole numbers read best
+        return f"{value:,.0f}"
+    return f"{value:.3g}"  # three significant figures; metrics.json keeps full precision
 
 
 NUM = ' class="num"'
@@ -74,18 +75,11 @@ def _p(text: str) -> str:
 
 
 def _warning(text: str) -> str:
-    return f'<p class="note">{escape(text)}</p>'
+    return f'<p class="note">{escape(text)}</p>' if text else ""
 
 
-def too_few_images(what: str, n_images: int, n_parameters: int) -> str:
-    """A warning box when a mixture has more free parameters than the images it was fitted on."""
-    if n_images >= n_parameters:
-        return ""
-    return _warning(
-        f"Unreliable: {what} has {n_parameters:,} free parameters but rests on {n_images:,} images; "
-        "with fewer images than parameters its numbers mostly reflect reg_covar and chance. "
-        "Evaluate on more images, or use fewer clusters or a smaller --reduced-dim."
-    )
+def _unreliable(what: str, n_images: int, n_parameters: int) -> str:
+    return _warning(too_few_images(what, n_images, n_parameters))
 
 
 # -- sections ------------------------------------------------------------------------------------
@@ -108,32 +102,19 @@ def _summary(m: Mapping) -> str:
         ["BIC: GMM (saved) / K-Means", _values(m, "gmm.bic", "kmeans.bic"), "lower is better"],
     ]  # fmt: skip
     if "labels" in m:
+        n_labels, k = len(m["labels"]["names"]), m["k"]
+        matched = f"{n_labels} labels vs {k} clusters: Hungarian matching pairs at most {min(n_labels, k)}"
+        if n_labels != k:
+            matched += ", so the other clusters' images count as wrong; NMI and ARI do not pair"
         rows.append(["Labels: accuracy / NMI / ARI / purity",
                      _values(m, "labels.acc", "labels.nmi", "labels.ari", "labels.purity"),
-                     "Hungarian-matched; 1 = clusters equal the labels"])  # fmt: skip
+                     f"1 = clusters equal the labels; {matched}"])  # fmt: skip
         rows.append(["Accuracy of K-Means: features / pixels",
                      _values(m, "kmeans_latent.acc", "kmeans_pixels.acc"),
                      "baselines for the accuracy above"])  # fmt: skip
     if "domains" in m:
         rows += _summary_domains(m["domains"])
     return '<h2 id="summary">Summary</h2>' + _table(["Measure", "Value", "How to read it"], rows)
-
-
-# what an AUROC below 0.5 says, per score: the positive images score lower than the negative ones
-BELOW_HALF = {
-    "nll": "{p} images look more likely than {n} images under this mixture",
-    "high_frequency": "{p} images carry less high-frequency energy than {n} images",
-    "reconstruction": "{p} images are reconstructed worse than {n} images",
-}
-
-
-def auroc_reading(d: Mapping, value: float | None, score: str) -> str:
-    """How to read one AUROC: its positive class, and what a value below 0.5 means."""
-    p, n = d["positive"], d["negative"]
-    text = f"positive class {p} (vs {n}); 0.5 = chance"
-    if value is not None and value < 0.5:
-        text += f"; below 0.5 because {BELOW_HALF[score].format(p=p, n=n)}, against this score's orientation"
-    return text
 
 
 def _summary_domains(d: Mapping) -> list[list[str]]:
@@ -182,7 +163,8 @@ def _mixture(m: Mapping, figures: Mapping) -> str:
     )
     html = '<h2 id="mixture">Mixture fit</h2>' + _p(text) + _table(["Measure", "Value"], rows)
     n_cv = m["n_images"] - -(-m["n_images"] // 5)  # images each cross-validation refit is fitted on
-    html += too_few_images("each refitted mixture (cross-validation folds)", n_cv, g["n_parameters"])
+    refits = "each mixture refitted on these images (CV folds, seeds, K curve)"
+    html += _unreliable(refits, n_cv, g["n_parameters"])
     if "training_bic_curve" in g:
         curve = g["training_bic_curve"]
         html += _p("K was chosen by the lowest BIC on the training images:")
@@ -270,11 +252,10 @@ def _domains(m: Mapping, figures: Mapping) -> str:
     )
     rows = [[n, c, b, a] for n, c, b, a in zip(names, d["counts"], d["bic"], d["aic"])]
     html += "<h3>A mixture per domain</h3>" + _table(["Domain", "Images", "BIC", "AIC"], rows)
-    unreliable = "".join(
-        too_few_images(f"the mixture of {name} (and every KL involving it)", count, d["n_parameters"])
-        for name, count in zip(names, d["counts"])
-    )
-    html += unreliable
+    crowded = [(name, n) for name, n in zip(names, d["counts"]) if n < d["n_parameters"]]
+    if crowded:
+        what = f"the mixture of {', '.join(name for name, _ in crowded)} (each, and every KL below)"
+        html += _unreliable(what, min(n for _, n in crowded), d["n_parameters"])
     kl = [
         [p, *("-" if i == j else f"{_fmt(v)} ± {_fmt(s)}" for j, (v, s) in enumerate(zip(row, se)))]
         for i, (p, row, se) in enumerate(zip(names, d["kl"], d["kl_stderr"]))
@@ -283,7 +264,7 @@ def _domains(m: Mapping, figures: Mapping) -> str:
         f"KL(P || Q) in nats, row P, column Q, ± standard error; Monte Carlo with {d['kl_n_samples']:,} "
         "samples drawn from P. KL is not symmetric: read both directions."
     )
-    html += _table(["P \\ Q", *names], kl) + unreliable
+    html += _table(["P \\ Q", *names], kl)
     html += _figure(figures, "kl_log_ratios") + _figure(figures, "domain_loglik")
     return html + _detection(d, figures)
 
@@ -316,7 +297,7 @@ def _detection(d: Mapping, figures: Mapping) -> str:
         "high-frequency energy and a lower reconstruction error count as more likely generated. "
         "All AUROCs are reported as computed, not flipped."
     )
-    html += too_few_images(f"the mixture of {negative} images", oc["n_fit"], oc["n_parameters"])
+    html += _unreliable(f"the mixture of {negative} images", oc["n_fit"], oc["n_parameters"])
     return html + _p(direction) + _figure(figures, "roc") + _figure(figures, "domain_shares")
 
 
@@ -326,9 +307,9 @@ def _schema(schema: Sequence[tuple[str, str]], version) -> str:
         "only with labels, [domains] keys only with two or more domains, [auto K] only when K was "
         "chosen by BIC."
     )
-    return (
-        '<h2 id="schema">Schema</h2>' + _p(text) + _table(["Key", "Meaning"], [list(row) for row in schema])
-    )
+    table = _table(["Key", "Meaning"], [list(row) for row in schema])
+    details = f"<details><summary>every key of metrics.json</summary>{table}</details>"
+    return f'<h2 id="schema">Schema</h2>{_p(text)}{details}'
 
 
 def render_report(
@@ -338,8 +319,9 @@ def render_report(
     notes: Sequence[str],
     run: str,
     schema: Sequence[tuple[str, str]],
+    history: Sequence[Mapping] = (),
 ) -> str:
-    """The whole HTML page as a string."""
+    """The whole HTML page as a string; ``history`` (the run's training) feeds the warnings."""
     m = metrics
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     meta = f"Run {run} · data {m['data']} · {m['n_images']:,} images · {m.get('seconds', 0):.0f} s · {when}"
@@ -347,7 +329,7 @@ def render_report(
            ("kmeans", "K-Means"), ("labels", "Labels"), ("domains", "Domains"),
            ("pictures", "Feature space"), ("galleries", "Galleries"), ("schema", "Schema")]  # fmt: skip
     nav = "".join(f'<a href="#{anchor}">{escape(title)}</a>' for anchor, title in toc)
-    notes_html = "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
+    notes_html = "".join(_warning(n) for n in [*training_warnings(m, history), *notes])
     body = [
         f'<h1>aegmm evaluation report</h1><p class="meta">{escape(meta)}</p><nav>{nav}</nav>',
         _summary(m),
