@@ -170,6 +170,18 @@ def test_scale_smoke(tmp_path, results_untouched):
     ]
 
 
+def test_cli_timings_smoke(tmp_path, results_untouched):
+    run_script("cli_timings.py", "--smoke", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "cli_timings.json").read_text())
+    commands = [row["command"] for row in report["timings"]]
+    assert commands == ["aegmm --help"] + [
+        f"aegmm {v} --help" for v in ("fit", "assign", "evaluate", "pack", "demo")
+    ]
+    assert all(finite(row["seconds"], 0) and finite(row["load_1min"], 0) for row in report["timings"])
+    assert report["installed_mib"]["site_packages"] >= report["installed_mib"]["torch"] > 0
+    assert "| `aegmm --help` |" in (tmp_path / "cli_timings.md").read_text()
+
+
 def test_cifake_split_smoke(shared_data, tmp_path, results_untouched):
     import numpy as np
 

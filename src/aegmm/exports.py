@@ -205,7 +205,7 @@ class AssignOutputs:
     @classmethod
     def check(cls, args) -> AssignOutputs:
         """Refuse every output that cannot be written, before any work."""
-        from .evaluation.plots import image_format, is_aegmm_image
+        from .evaluation.figure_files import image_format, is_aegmm_image
 
         inputs = input_paths(args.run, args.data)
         if args.gallery:
@@ -247,7 +247,7 @@ class AssignOutputs:
         """Write what was collected; the lines to print."""
         lines = []
         if self.gallery is not None:
-            from .evaluation.plots import figure_bytes, image_format
+            from .evaluation.figure_files import figure_bytes, image_format
 
             title = f"{int(counts.sum()):,} images: each cluster's most typical, then its least typical"
             figure = self.gallery.figure(counts, title)
