@@ -133,7 +133,6 @@ def evaluate_run(
         history=clusterer.history_,
     )
     _write(out, sources, force, results, html, data.skipped)
-    log(f"report written to {out / REPORT}")
     return out / REPORT
 
 

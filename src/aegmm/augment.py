@@ -1,0 +1,164 @@
+"""Random views of image batches for contrastive training: batched tensor ops on the batch's device.
+
+Every random number is drawn on the CPU from a ``torch.Generator`` and then moved to the batch's
+device, so the same generator state gives the same views on any device, and a resumed run draws
+exactly what an uninterrupted one would have drawn.
+
+Geometry (random resized crop, horizontal flip, small rotation) is ONE affine matrix per image,
+applied with ``F.affine_grid`` + ``F.grid_sample``. Colour jitter (brightness, contrast,
+saturation) and grayscale are per-image tensor ops. All of it runs in pixel space: the batch is
+denormalised with the Normalizer's mean and std, transformed, clipped to [0, 1] and normalised
+again, so "brightness x1.3" means what it says, and pixels sampled outside the image are black
+(the background of digit scans), not the mean colour.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .preprocess import Normalizer
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights of R, G, B (torchvision's rgb_to_grayscale)
+
+
+@dataclass(frozen=True)
+class AugmentPolicy:
+    """How one random view of an image is drawn; see `default_policy` for the two kinds of image."""
+
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # area of the crop, as a fraction of the image
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratio (width / height) of the crop
+    flip: bool = True  # mirror left-right with probability 0.5 (never for digits or letters)
+    rotation: float = 0.0  # largest rotation in degrees, drawn uniformly in [-rotation, rotation]
+    brightness: float = 0.4  # pixel values times a factor in [1 - b, 1 + b]
+    contrast: float = 0.4  # distance from the image's mean gray times a factor in [1 - c, 1 + c]
+    saturation: float = 0.4  # distance from each pixel's gray times a factor in [1 - s, 1 + s]
+    jitter_p: float = 0.8  # probability that an image gets the colour jitter at all
+    grayscale_p: float = 0.2  # probability that an image is turned gray (after the jitter)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"crop_scale must be (lo, hi) with 0 < lo <= hi <= 1, got {self.crop_scale}")
+        lo, hi = self.crop_ratio
+        if not 0 < lo <= hi:
+            raise ValueError(f"crop_ratio must be (lo, hi) with 0 < lo <= hi, got {self.crop_ratio}")
+        if not 0 <= self.rotation <= 180:
+            raise ValueError(f"rotation must be in [0, 180] degrees, got {self.rotation}")
+        for name in ("brightness", "contrast", "saturation"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("jitter_p", "grayscale_p"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+
+    @property
+    def colour(self) -> bool:
+        """Whether the policy changes colours at all (it must not for single-channel images)."""
+        jitter = self.jitter_p > 0 and max(self.brightness, self.contrast, self.saturation) > 0
+        return jitter or self.grayscale_p > 0
+
+
+COLOUR = AugmentPolicy()  # SimCLR's CIFAR views (hue jitter left out)
+GRAYSCALE = AugmentPolicy(  # digits and scans: no mirror images, no colour ops, milder crops
+    crop_scale=(0.6, 1.0),
+    crop_ratio=(0.8, 1.25),
+    flip=False,
+    rotation=15.0,
+    brightness=0.0,
+    contrast=0.0,
+    saturation=0.0,
+    jitter_p=0.0,
+    grayscale_p=0.0,
+)
+
+
+def default_policy(channels: int) -> AugmentPolicy:
+    """COLOUR for 3-channel images, GRAYSCALE for single-channel ones."""
+    if channels == 3:
+        return COLOUR
+    if channels == 1:
+        return GRAYSCALE
+    raise ValueError(f"images must have 1 or 3 channels, got {channels}")
+
+
+def check_policy(policy: AugmentPolicy, channels: int) -> None:
+    """Colour ops need three channels: a policy with them is refused for single-channel images."""
+    if channels == 1 and policy.colour:
+        raise ValueError(
+            "colour jitter and grayscale need 3-channel images, got 1 channel: set brightness, contrast, "
+            "saturation, jitter_p and grayscale_p to 0 (as GRAYSCALE does)"
+        )
+
+
+def augment(x: Tensor, policy: AugmentPolicy, normalizer: Normalizer, generator: torch.Generator) -> Tensor:
+    """One random view of each normalised image in (B, C, H, W); the same shape and device."""
+    check_policy(policy, x.shape[1])
+    mean = torch.tensor(normalizer.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(normalizer.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    pixels = x * std + mean  # (B, C, H, W) in [0, 1]
+    theta = affine_matrices(len(x), policy, generator).to(device=x.device, dtype=x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+    pixels = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if policy.colour:
+        pixels = colour_jitter(pixels, policy, generator)
+    return (pixels.clamp(0.0, 1.0) - mean) / std
+
+
+def affine_matrices(n: int, policy: AugmentPolicy, generator: torch.Generator) -> Tensor:
+    """(n, 2, 3) float32 maps from output to input coordinates ([-1, 1], affine_grid's convention).
+
+    Each is rotation @ diag(flip * crop width, crop height) plus the crop centre: the output image
+    shows a rotated, possibly mirrored crop of the input that lies inside it before rotation.
+    """
+    u = torch.rand(n, 6, generator=generator, dtype=torch.float64)  # one row of draws per image
+    lo, hi = policy.crop_scale
+    area = lo + (hi - lo) * u[:, 0]
+    log_lo, log_hi = math.log(policy.crop_ratio[0]), math.log(policy.crop_ratio[1])
+    ratio = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])
+    width = torch.sqrt(area * ratio).clamp(max=1.0)  # fraction of the image's width
+    height = torch.sqrt(area / ratio).clamp(max=1.0)
+    centre_x = (1 - width) * (2 * u[:, 2] - 1)  # the crop stays inside the image
+    centre_y = (1 - height) * (2 * u[:, 3] - 1)
+    sign = torch.where(u[:, 4] < 0.5, -1.0, 1.0) if policy.flip else torch.ones(n, dtype=torch.float64)
+    angle = torch.deg2rad(policy.rotation * (2 * u[:, 5] - 1))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack(
+        [
+            torch.stack([cos * width * sign, -sin * height, centre_x], dim=1),
+            torch.stack([sin * width * sign, cos * height, centre_y], dim=1),
+        ],
+        dim=1,
+    )
+    return theta.float()  # (n, 2, 3)
+
+
+def colour_jitter(pixels: Tensor, policy: AugmentPolicy, generator: torch.Generator) -> Tensor:
+    """Brightness, contrast, saturation (in that order) then grayscale, on [0, 1] RGB (B, 3, H, W)."""
+    n = len(pixels)
+    u = torch.rand(n, 5, generator=generator).to(pixels.device, pixels.dtype)
+    jitter = (u[:, 0] < policy.jitter_p).view(-1, 1, 1, 1)
+    gray_too = (u[:, 1] < policy.grayscale_p).view(-1, 1, 1, 1)
+    factors = [
+        1 + strength * (2 * u[:, 2 + i] - 1)
+        for i, strength in enumerate((policy.brightness, policy.contrast, policy.saturation))
+    ]
+    b, c, s = (
+        torch.where(jitter, f.view(-1, 1, 1, 1), torch.ones_like(f).view(-1, 1, 1, 1)) for f in factors
+    )
+    out = (pixels * b).clamp(0.0, 1.0)
+    mean_gray = grayscale(out).mean(dim=(2, 3), keepdim=True)  # (B, 1, 1, 1)
+    out = ((out - mean_gray) * c + mean_gray).clamp(0.0, 1.0)
+    gray = grayscale(out)
+    out = ((out - gray) * s + gray).clamp(0.0, 1.0)
+    return torch.where(gray_too, grayscale(out).expand_as(out), out)
+
+
+def grayscale(pixels: Tensor) -> Tensor:
+    """Luma of RGB pixels (B, 3, H, W) -> (B, 1, H, W)."""
+    weights = torch.tensor(LUMA, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels * weights).sum(dim=1, keepdim=True)

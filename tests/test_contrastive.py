@@ -1,0 +1,216 @@
+"""Contrastive training and its augmentations, on tiny images and a narrow network."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aegmm import contrastive
+from aegmm.augment import COLOUR, GRAYSCALE, AugmentPolicy, affine_matrices, augment, default_policy
+from aegmm.config import ModelConfig, TrainConfig
+from aegmm.contrastive import encode_features, features, nt_xent, train_contrastive
+from aegmm.nn import AutoEncoder
+from aegmm.preprocess import Normalizer
+from conftest import two_group_images
+
+MODEL = ModelConfig(image_size=16, width=0.125, latent_dim=8)
+TRAIN = TrainConfig(epochs=2, batch_size=16, device="cpu", seed=0)
+HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "seconds", "images_per_second"}
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, Normalizer]:
+    images = two_group_images(36)[0]
+    return images, Normalizer.fit(images)
+
+
+def _train(data, train=TRAIN, **kwargs):
+    images, normalizer = data
+    return train_contrastive(images, MODEL, train, normalizer, progress=False, **kwargs)
+
+
+def _weights(model) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.state_dict().values()]
+
+
+# -- NT-Xent ------------------------------------------------------------------------------------
+
+
+def test_nt_xent_matches_a_hand_computed_case():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # 2 pairs whose views agree: positives have cosine 1
+    assert float(nt_xent(a, a.clone(), 1.0)) == pytest.approx(math.log((math.e + 2) / math.e), rel=1e-6)
+    assert float(nt_xent(a, a.clone(), 0.5)) == pytest.approx(math.log((math.e**2 + 2) / math.e**2), rel=1e-6)
+    swapped = a.flip(0)  # each positive is orthogonal; one negative has cosine 1
+    assert float(nt_xent(a, swapped, 1.0)) == pytest.approx(math.log(2 + math.e), rel=1e-6)
+    assert float(nt_xent(3 * a, a, 1.0)) == pytest.approx(float(nt_xent(a, a, 1.0)))  # scale-free
+
+
+def test_nt_xent_rejects_mismatched_batches():
+    with pytest.raises(ValueError, match="two \\(B, D\\) batches"):
+        nt_xent(torch.zeros(3, 4), torch.zeros(2, 4), 0.5)
+
+
+# -- augmentations ------------------------------------------------------------------------------
+
+
+def test_policy_follows_the_channel_count():
+    assert default_policy(3) is COLOUR and default_policy(1) is GRAYSCALE
+    assert COLOUR.colour and COLOUR.flip
+    assert not GRAYSCALE.colour and not GRAYSCALE.flip
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        default_policy(2)
+    with pytest.raises(ValueError, match="crop_scale"):
+        AugmentPolicy(crop_scale=(0.5, 1.5))
+
+
+def test_augmentations_are_seeded():
+    x = torch.randn(8, 3, 16, 16)
+    normalizer = Normalizer((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    first = augment(x, COLOUR, normalizer, torch.Generator().manual_seed(3))
+    again = augment(x, COLOUR, normalizer, torch.Generator().manual_seed(3))
+    other = augment(x, COLOUR, normalizer, torch.Generator().manual_seed(4))
+    assert first.shape == x.shape
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+
+
+def test_grayscale_policy_never_flips():
+    ramp = torch.linspace(0, 1, 16).expand(16, 16)  # brighter to the right: a mirror is darker there
+    x = ramp.view(1, 1, 16, 16).repeat(64, 1, 1, 1)
+    normalizer = Normalizer((0.5,), (0.3,))
+    normalised = (x - 0.5) / 0.3
+    for seed in range(20):
+        generator = torch.Generator().manual_seed(seed)
+        assert (torch.linalg.det(affine_matrices(64, GRAYSCALE, generator)[:, :, :2]) > 0).all()
+        out = normalizer.to_pixels(
+            augment(normalised, GRAYSCALE, normalizer, torch.Generator().manual_seed(seed))
+        )
+        left, right = out[..., :8].mean(dim=(1, 2, 3)), out[..., 8:].mean(dim=(1, 2, 3))
+        assert (right > left).all()
+        assert not torch.isclose(out, x.flip(-1), atol=1e-3).all(dim=(1, 2, 3)).any()
+    flipped = torch.linalg.det(affine_matrices(256, COLOUR, torch.Generator().manual_seed(0))[:, :, :2]) < 0
+    assert 0 < flipped.sum() < 256  # the colour policy does flip, about half the time
+
+
+def test_grayscale_policy_applies_no_colour_ops():
+    x = torch.rand(16, 1, 16, 16)
+    normalizer = Normalizer((0.4,), (0.2,))
+    out = augment((x - 0.4) / 0.2, GRAYSCALE, normalizer, torch.Generator().manual_seed(5))
+    theta = affine_matrices(16, GRAYSCALE, torch.Generator().manual_seed(5))
+    grid = F.affine_grid(theta, [16, 1, 16, 16], align_corners=False)
+    geometry_only = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    assert torch.allclose(normalizer.to_pixels(out), geometry_only.clamp(0, 1), atol=1e-5)
+    with pytest.raises(ValueError, match="colour jitter and grayscale need 3-channel"):
+        augment(x, COLOUR, normalizer, torch.Generator())
+
+
+def test_identity_policy_returns_the_input():
+    identity = AugmentPolicy(
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        flip=False,
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+        jitter_p=0.0,
+        grayscale_p=0.0,
+    )
+    normalizer = Normalizer((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    x = (torch.rand(4, 3, 16, 16) - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / 0.25
+    x = normalizer.to_tensor((normalizer.to_pixels(x) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+    out = augment(x, identity, normalizer, torch.Generator().manual_seed(0))
+    assert torch.allclose(out, x, atol=1e-4)
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+def test_returns_the_train_autoencoder_contract(data):
+    model, history = _train(data)
+    assert isinstance(model, AutoEncoder) and not model.training
+    assert next(model.parameters()).device.type == "cpu"
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(set(h) == HISTORY_KEYS and math.isfinite(h["val_loss"]) for h in history)
+    x = data[1].to_tensor(data[0][:5])
+    assert features(model.encoder, x, "pooled").shape == (5, 64)  # 512 x 0.125
+    assert features(model.encoder, x, "bottleneck").shape == (5, 8)
+    encoded = encode_features(model, data[0][:5], data[1])
+    assert encoded["pooled"].shape == (5, 64) and encoded["bottleneck"].shape == (5, 8)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        features(model.encoder, x, "decoder")
+
+
+def test_same_seed_same_weights_other_seed_other_weights(data):
+    first, _ = _train(data)
+    again, _ = _train(data)
+    other, _ = _train(data, TrainConfig(epochs=2, batch_size=16, device="cpu", seed=1))
+    assert all(torch.equal(a, b) for a, b in zip(_weights(first), _weights(again)))
+    assert not all(
+        torch.equal(a, b) for a, b in zip(_weights(first), _weights(other)) if a.is_floating_point()
+    )
+
+
+def test_resume_equals_an_uninterrupted_run(data, tmp_path, monkeypatch):
+    images, normalizer = data
+    whole, whole_history = _train(data, mode="hybrid")
+    saved = contrastive.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):  # the process is killed right after epoch 1's checkpoint
+        saved(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(contrastive, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_contrastive(
+            images, MODEL, TRAIN, normalizer, checkpoint_dir=tmp_path, progress=False, mode="hybrid"
+        )
+    monkeypatch.setattr(contrastive, "save_checkpoint", saved)
+    resumed, history = train_contrastive(
+        images, MODEL, TRAIN, normalizer, checkpoint_dir=tmp_path, resume=True, progress=False, mode="hybrid"
+    )
+    for a, b in zip(_weights(whole), _weights(resumed)):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+    assert [h["train_loss"] for h in history] == pytest.approx([h["train_loss"] for h in whole_history])
+    assert {"train_contrastive", "train_reconstruction"} <= set(history[-1])
+    with pytest.raises(ValueError, match="contrastive settings changed: \\['temperature'\\]"):
+        train_contrastive(
+            images,
+            MODEL,
+            TRAIN,
+            normalizer,
+            checkpoint_dir=tmp_path,
+            resume=True,
+            mode="hybrid",
+            temperature=0.5,
+        )
+
+
+def test_hybrid_detached_decoder_leaves_the_encoder_to_nt_xent(data):
+    simclr, _ = _train(data, TrainConfig(epochs=1, batch_size=16, device="cpu"))
+    hybrid, _ = _train(data, TrainConfig(epochs=1, batch_size=16, device="cpu"), mode="hybrid")
+    shared, _ = _train(
+        data, TrainConfig(epochs=1, batch_size=16, device="cpu"), mode="hybrid", shared_gradients=True
+    )
+    encoder = [k for k in simclr.state_dict() if k.startswith("encoder.")]
+    same = [torch.allclose(simclr.state_dict()[k], hybrid.state_dict()[k], atol=1e-6) for k in encoder]
+    assert all(same)  # the MSE never reached the encoder
+    assert not all(torch.allclose(simclr.state_dict()[k], shared.state_dict()[k], atol=1e-6) for k in encoder)
+    assert not torch.equal(simclr.decoder.head.weight, hybrid.decoder.head.weight)
+
+
+def test_bfloat16_autocast_trains(data):
+    model, history = _train(data, TrainConfig(epochs=1, batch_size=16, device="cpu", precision="bfloat16"))
+    assert math.isfinite(history[0]["train_loss"]) and next(model.parameters()).dtype == torch.float32
+
+
+def test_options_are_checked(data):
+    with pytest.raises(ValueError, match="mode must be one of simclr, hybrid"):
+        _train(data, mode="byol")
+    with pytest.raises(ValueError, match="temperature must be"):
+        _train(data, temperature=0.0)
+    with pytest.raises(TypeError):
+        _train(data, tempreature=0.5)
