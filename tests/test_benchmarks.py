@@ -182,6 +182,17 @@ def test_cli_timings_smoke(tmp_path, results_untouched):
     assert "| `aegmm --help` |" in (tmp_path / "cli_timings.md").read_text()
 
 
+def test_contrastive_probe_smoke(shared_data, tmp_path, results_untouched):
+    run_script("contrastive_probe.py", "--smoke", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "probe.json").read_text())
+    (evaluation,) = report["evaluations"]
+    assert set(evaluation["scores"]) == {"pooled", "pooled_l2", "bottleneck", "bottleneck_l2"}
+    for scores in evaluation["scores"].values():
+        assert all(finite(scores[m][k], 0, 1) for m in ("kmeans", "gmm") for k in ("acc", "nmi"))
+    assert [h["epoch"] for h in report["history"]] == [1] and finite(report["history"][0]["train_loss"])
+    assert (tmp_path / "probe.md").read_text().startswith("#")
+
+
 def test_cifake_split_smoke(shared_data, tmp_path, results_untouched):
     import numpy as np
 
