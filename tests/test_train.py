@@ -192,7 +192,7 @@ def test_a_scaled_precision_steps_through_the_gradient_scaler_and_checkpoints_it
             return super().step(optimizer, *args, **kwargs)
 
     plan = Precision(torch.bfloat16, True)  # float16's plan, with CPU autocast's dtype
-    monkeypatch.setattr(train_module, "_device_precision", lambda config, device: plan)
+    monkeypatch.setattr(train_module, "device_precision", lambda config, device: plan)
     monkeypatch.setattr(train_module, "GradScaler", SpyScaler)
     model, history = _train(images, epochs=2, batch_size=16, checkpoint_dir=tmp_path)
     steps = 2 * len(epoch_batches(43, TrainConfig(batch_size=16), 1, rank=0, world=1))  # 48 - 10% val

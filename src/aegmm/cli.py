@@ -81,6 +81,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         noise=args.noise,
         train_images=args.train_images,
         precision=args.precision,
+        objective=args.objective,
+        temperature=args.temperature,
         n_components=args.clusters,
         k_range=tuple(args.k_range) if args.k_range else ImageClusterer().k_range,
         covariance_type=args.covariance,
@@ -188,6 +190,8 @@ FLAGS = {
     "train_images": "--train-images",
     "reduced_dim": "--reduced-dim",
     "precision": "--precision",
+    "objective": "--objective",
+    "temperature": "--temperature",
 }
 
 

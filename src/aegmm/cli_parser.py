@@ -12,7 +12,7 @@ import math
 import re
 
 from . import __version__
-from .config import PRECISIONS
+from .config import OBJECTIVES, PRECISIONS
 from .config import MixtureConfig as X
 from .config import ModelConfig as M
 from .config import TrainConfig as T
@@ -202,6 +202,20 @@ def _fit(fit: argparse.ArgumentParser) -> None:
         "supports it, else float16 with a gradient scaler. bfloat16 on CPU: 1.85x the float32 training "
         "steps on this project's test machine (benchmarks/results/profile.md); CPUs without bf16 "
         "instructions emulate it. float16: CUDA only",
+    )
+    fit.add_argument(
+        "--objective",
+        choices=list(OBJECTIVES),
+        default=T.objective,
+        help="how the encoder learns: reconstruction (the study's autoencoder, MSE; default), contrastive "
+        "(SimCLR's NT-Xent on two augmented views; benchmarks/results/contrastive/NOTES.md) or hybrid "
+        "(contrastive, plus a decoder trained on the detached features for the report's reconstructions)",
+    )
+    fit.add_argument(
+        "--temperature",
+        type=finite,
+        default=T.temperature,
+        help=f"NT-Xent temperature (default {T.temperature})",
     )
     fit.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     fit.add_argument("--force", action="store_true", help="replace an --out folder that aegmm wrote before")

@@ -8,6 +8,7 @@ from typing import Any
 
 FORMAT_VERSION = 1  # bump when the layout of a saved run changes
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # TrainConfig.precision (train.precision_plan)
+OBJECTIVES = ("reconstruction", "contrastive", "hybrid")  # TrainConfig.objective
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,18 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "mps"
     train_images: int = 0  # train on a random subset of this many images (0 = all); all are encoded
     precision: str = "auto"  # "auto" (mixed on GPUs, float32 on CPU), "float32", "bfloat16", "float16"
+    objective: str = "reconstruction"  # "reconstruction" (the study's MSE), "contrastive" (NT-Xent), "hybrid"
+    temperature: float = 0.2  # NT-Xent's temperature (contrastive and hybrid objectives)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.train_images < 0 or self.train_images == 1:

@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.amp import GradScaler
-from tqdm.auto import tqdm
 
 from . import distributed
 from .augment import AugmentPolicy, augment, check_policy, default_policy
@@ -35,7 +34,9 @@ from .config import ModelConfig, TrainConfig
 from .nn import AutoEncoder
 from .nn.autoencoder import Encoder
 from .preprocess import Normalizer
-from .train import Precision, _autocast, _device_precision, epoch_batches, evaluating_on, split_indices
+from .progress import bar, say
+from .storage import write_json
+from .train import Precision, autocast, device_precision, epoch_batches, evaluating_on, split_indices
 
 OPTIONS_FILE = "contrastive.json"  # the contrastive settings of a checkpoint, checked on resume
 MODES = ("simclr", "hybrid")
@@ -179,7 +180,7 @@ def train_contrastive(
     if distributed.launched_by_torchrun():
         raise ValueError("contrastive training runs in one process (NT-Xent here uses the local batch only)")
     device = distributed.resolve_device(train_config.device)
-    plan = _device_precision(train_config, device)
+    plan = device_precision(train_config, device)
     torch.manual_seed(train_config.seed)
     model = ContrastiveModel(model_config, config).to(device)
     optimizer = torch.optim.Adam(
@@ -205,6 +206,11 @@ def train_contrastive(
                 f"{kept_checkpoint(epoch)}; try a lower learning rate (--lr)"
             )
         seconds = time.perf_counter() - t0
+        say(
+            f"epoch {epoch}/{train_config.epochs}: train loss {losses['train_loss']:.4g}, validation loss "
+            f"{val:.4g}, {seconds:.1f} s ({len(train_idx) / seconds:,.0f} images/s)",
+            enabled=progress,
+        )
         entry = {"epoch": epoch, "train_loss": losses.pop("train_loss"), "val_loss": val, "seconds": seconds}
         history.append(entry | {"images_per_second": len(train_idx) / seconds} | losses)
         if checkpoint_dir is not None:
@@ -230,7 +236,7 @@ def _options_record(config: ContrastiveConfig, policy: AugmentPolicy) -> dict:
 
 
 def _write_options(folder: Path, config: ContrastiveConfig, policy: AugmentPolicy) -> None:
-    (folder / OPTIONS_FILE).write_text(json.dumps(_options_record(config, policy), indent=2))
+    write_json(folder / OPTIONS_FILE, _options_record(config, policy))  # atomic; creates the folder
 
 
 def _check_options(folder: Path, config: ContrastiveConfig, policy: AugmentPolicy) -> None:
@@ -263,7 +269,7 @@ class _Run:
 
     def losses(self, x: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         views = self.views(x, generator)
-        with _autocast(self.device, self.plan):
+        with autocast(self.device, self.plan):
             projections, reconstructions = self.model(views)
         n = len(x)
         out = {
@@ -280,12 +286,10 @@ class _Run:
         self.model.train()
         generator = torch.Generator().manual_seed(self.train.seed * 100_003 + epoch * 7919)
         batches = epoch_batches(len(train_idx), self.train, epoch, rank=0, world=1)
-        bar = tqdm(
-            batches, desc=f"epoch {epoch}/{self.train.epochs}", unit="batch", disable=not self.progress
-        )
+        shown = bar(batches, enabled=self.progress, desc=f"epoch {epoch}/{self.train.epochs}")
         sums: dict[str, float] = {}
         count, t0 = 0, time.perf_counter()
-        for step, batch in enumerate(bar):
+        for step, batch in enumerate(shown):
             self._set_lr(epoch, step, len(batches))
             x = self.normalizer.to_tensor(images[np.sort(train_idx[batch])], self.device)
             parts = self.losses(x, generator)
@@ -303,7 +307,7 @@ class _Run:
             for key, part in {"train_loss": loss, **parts}.items():
                 sums[key] = sums.get(key, 0.0) + float(part.detach()) * len(batch)
             count += len(batch)
-            bar.set_postfix(
+            shown.set_postfix(
                 loss=f"{sums['train_loss'] / count:.4f}", img_s=f"{count / (time.perf_counter() - t0):.0f}"
             )
         means = {k: v / max(count, 1) for k, v in sums.items()}

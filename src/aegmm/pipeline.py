@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,35 @@ class Assignments:
     typicality: np.ndarray | None = None  # log p(x, cluster of x): ranks a cluster's images
 
 
+def _train(images, config: RunConfig, normalizer, checkpoint_dir, resume: bool, progress: bool):
+    """The autoencoder trained with the run's objective: (model on CPU, history)."""
+    train = config.train
+    if train.objective == "reconstruction":
+        return train_autoencoder(
+            images,
+            config.model,
+            train,
+            normalizer,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            progress=progress,
+        )
+    from .contrastive import train_contrastive
+
+    mode = "simclr" if train.objective == "contrastive" else "hybrid"
+    return train_contrastive(
+        images,
+        config.model,
+        train,
+        normalizer,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        progress=progress,
+        mode=mode,
+        temperature=train.temperature,
+    )
+
+
 class ImageClusterer(BaseEstimator):
     """Cluster images with a ResNet-18 autoencoder and a Gaussian mixture on its latent vectors.
 
@@ -62,6 +91,8 @@ class ImageClusterer(BaseEstimator):
         flip: bool = _T.flip,
         train_images: int = _T.train_images,
         precision: str = _T.precision,
+        objective: str = _T.objective,
+        temperature: float = _T.temperature,
         n_components: int | str = _X.n_components,
         k_range: tuple[int, int] = _X.k_range,
         covariance_type: str = _X.covariance_type,
@@ -82,6 +113,7 @@ class ImageClusterer(BaseEstimator):
         self.covariance_type, self.reducer, self.reduced_dim = covariance_type, reducer, reduced_dim
         self.n_init, self.reg_covar, self.seed = n_init, reg_covar, seed
         self.max_fit_samples, self.train_images, self.precision = max_fit_samples, train_images, precision
+        self.objective, self.temperature = objective, temperature
         self.device, self.encode_batch_size, self.progress = device, encode_batch_size, progress
 
     def check_params(self) -> None:
@@ -89,32 +121,16 @@ class ImageClusterer(BaseEstimator):
         self._configs(channels=self.channels or 3)
 
     def _configs(self, channels: int) -> RunConfig:
+        """The config dataclasses from this clusterer's parameters of the same names (keywords only)."""
+        params = self.get_params()
+
+        def build(kind: type, **fixed):
+            return kind(**({f.name: params[f.name] for f in fields(kind) if f.name in params} | fixed))
+
         return RunConfig(
-            model=ModelConfig(self.image_size, channels, self.latent_dim, self.stem, self.width),
-            train=TrainConfig(
-                self.epochs,
-                self.batch_size,
-                self.lr,
-                self.weight_decay,
-                self.val_fraction,
-                self.noise,
-                self.flip,
-                self.seed,
-                self.device,
-                self.train_images,
-                self.precision,
-            ),
-            mixture=MixtureConfig(
-                self.n_components,
-                tuple(self.k_range),
-                self.covariance_type,
-                self.reducer,
-                self.reduced_dim,
-                self.n_init,
-                self.reg_covar,
-                seed=self.seed,
-                max_fit_samples=self.max_fit_samples,
-            ),
+            model=build(ModelConfig, channels=channels),
+            train=build(TrainConfig),
+            mixture=build(MixtureConfig, k_range=tuple(self.k_range)),
         )
 
     @classmethod
@@ -134,15 +150,7 @@ class ImageClusterer(BaseEstimator):
         config = self._configs(self.channels or images.shape[-1])
         images = conform_images(images, config.model.image_size, config.model.channels)
         normalizer = Normalizer.fit(images)
-        autoencoder, history = train_autoencoder(
-            images,
-            config.model,
-            config.train,
-            normalizer,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
-            progress=self.progress,
-        )
+        autoencoder, history = _train(images, config, normalizer, checkpoint_dir, resume, self.progress)
         self.config_, self.normalizer_, self.autoencoder_, self.history_ = (
             config,
             normalizer,

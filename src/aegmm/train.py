@@ -50,7 +50,7 @@ def train_autoencoder(
 ) -> tuple[AutoEncoder, list[dict]]:
     """Train on uint8 (N, H, W, C) images; returns the model (eval mode, on CPU) and its history."""
     device = distributed.resolve_device(train_config.device)
-    plan = _device_precision(train_config, device)  # an impossible precision fails before any work
+    plan = device_precision(train_config, device)  # an impossible precision fails before any work
     distributed.init(device)
     torch.manual_seed(train_config.seed)
     model = AutoEncoder(model_config).to(device)
@@ -144,12 +144,12 @@ def precision_plan(precision: str, device_type: str, bf16_supported: bool = Fals
     return Precision(torch.bfloat16, False)
 
 
-def _device_precision(config: TrainConfig, device: torch.device) -> Precision:
+def device_precision(config: TrainConfig, device: torch.device) -> Precision:
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     return precision_plan(config.precision, device.type, bf16)
 
 
-def _autocast(device: torch.device, plan: Precision):
+def autocast(device: torch.device, plan: Precision):
     if plan.dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=plan.dtype)
@@ -185,7 +185,7 @@ def _train_epoch(
         if device.type == "cuda":
             target = target.contiguous(memory_format=torch.channels_last)
         inputs = _augment(target, config, generator)
-        with _autocast(device, plan):
+        with autocast(device, plan):
             output, _ = net(inputs)
             loss = nn.functional.mse_loss(output.float(), target)
         value = distributed.mean_over_processes(loss.detach())  # every process stops together

@@ -1,0 +1,68 @@
+"""The encoder's training objective through the pipeline: reconstruction, contrastive, hybrid."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import aegmm
+from aegmm import ImageClusterer
+from aegmm.cli import main
+from conftest import TINY, TINY_ARGS, two_group_images
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return two_group_images(48)[0]
+
+
+@pytest.mark.parametrize("objective", ["contrastive", "hybrid"])
+def test_each_objective_fits_predicts_and_survives_save_and_load(objective, images, tmp_path):
+    clusterer = ImageClusterer(**(TINY | {"objective": objective})).fit(images)
+    assert clusterer.config_.train.objective == objective
+    assert clusterer.predict_proba(images).shape == (48, 2)
+    loaded = aegmm.load(clusterer.save(tmp_path / "run"), progress=False)
+    assert loaded.objective == objective
+    np.testing.assert_array_equal(loaded.predict(images), clusterer.predict(images))
+    np.testing.assert_allclose(loaded.score_samples(images), clusterer.score_samples(images), rtol=1e-6)
+
+
+def test_the_same_seed_gives_the_same_contrastive_model(images):
+    a, b = (ImageClusterer(**(TINY | {"objective": "contrastive"})).fit(images) for _ in range(2))
+    np.testing.assert_array_equal(a.transform(images), b.transform(images))
+    c = ImageClusterer(**(TINY | {"objective": "contrastive", "seed": 1})).fit(images)
+    assert not np.array_equal(a.transform(images), c.transform(images))
+
+
+def test_hybrid_trains_the_decoder_and_contrastive_leaves_it(images):
+    longer = {"epochs": 10, "lr": 3e-3}  # the decoder learns from detached features: slowly
+    hybrid = ImageClusterer(**(TINY | longer | {"objective": "hybrid"})).fit(images)
+    simclr = ImageClusterer(**(TINY | longer | {"objective": "contrastive"})).fit(images)
+    error = {
+        name: float(np.mean((c.reconstruct(images) - images / 255.0) ** 2))
+        for name, c in (("hybrid", hybrid), ("contrastive", simclr))
+    }
+    assert error["hybrid"] < 0.85 * error["contrastive"], error
+
+
+def test_contrastive_on_grayscale_images_uses_the_grayscale_policy(tmp_path):
+    gray = two_group_images(40, channels=1)[0]
+    clusterer = ImageClusterer(**(TINY | {"objective": "contrastive"})).fit(gray)
+    assert clusterer.config_.model.channels == 1 and clusterer.predict(gray).shape == (40,)
+
+
+def test_the_command_line_saves_the_objective_and_refuses_an_unknown_one(tmp_path, capsys):
+    np.savez(tmp_path / "train.npz", images=two_group_images(40)[0])
+    args = ["fit", str(tmp_path / "train.npz"), "--out", str(tmp_path / "run"), *TINY_ARGS]
+    assert main([*args, "--objective", "contrastive", "--temperature", "0.3"]) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert (saved["objective"], saved["temperature"]) == ("contrastive", 0.3)
+    with pytest.raises(SystemExit):
+        main([*args, "--objective", "magic"])
+    assert "--objective invalid choice: 'magic'" in capsys.readouterr().err
+    assert (
+        main([*args[:3], str(tmp_path / "b"), *args[4:], "--objective", "hybrid", "--temperature", "0"]) == 2
+    )
+    assert "--temperature must be a finite number > 0, got 0.0" in capsys.readouterr().err
