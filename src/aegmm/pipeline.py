@@ -40,21 +40,15 @@ class Assignments:
 
 def _train(images, config: RunConfig, normalizer, checkpoint_dir, resume: bool, progress: bool):
     """The autoencoder trained with the run's objective: (model on CPU, history)."""
-    train = config.train
-    if train.objective == "reconstruction":
-        return train_autoencoder(
-            images,
-            config.model,
-            train,
-            normalizer,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
-            progress=progress,
-        )
-    from .contrastive import train_contrastive
+    train, options = config.train, {}
+    trainer = train_autoencoder
+    if train.objective != "reconstruction":
+        from .contrastive import train_contrastive
 
-    mode = "simclr" if train.objective == "contrastive" else "hybrid"
-    return train_contrastive(
+        trainer = train_contrastive
+        options = {"mode": "simclr" if train.objective == "contrastive" else "hybrid"}
+        options["temperature"] = train.temperature
+    return trainer(
         images,
         config.model,
         train,
@@ -62,8 +56,7 @@ def _train(images, config: RunConfig, normalizer, checkpoint_dir, resume: bool, 
         checkpoint_dir=checkpoint_dir,
         resume=resume,
         progress=progress,
-        mode=mode,
-        temperature=train.temperature,
+        **options,
     )
 
 
