@@ -45,6 +45,8 @@ TRAIN_KEYS = (
     "flip",
     "seed",
     "precision",
+    "objective",
+    "temperature",
 )
 MIXTURE_KEYS = ("covariance_type", "reducer", "reduced_dim", "n_init", "reg_covar", "mixture_seed")
 EXTRA_KEYS = ("recon_feature", "recon_only")
