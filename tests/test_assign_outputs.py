@@ -104,6 +104,26 @@ def test_export_sorts_images_into_one_folder_per_cluster_and_the_outliers(fitted
     assert f"{OUTLIER_QUANTILE:.0%} quantile" in (export / "README.txt").read_text()
 
 
+def test_export_never_replaces_a_folder_aegmm_did_not_write(fitted, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    args = [
+        "assign",
+        str(fitted["run"]),
+        str(fitted["new"]),
+        "--out",
+        str(tmp_path / "a.csv"),
+        "--export",
+        str(mine),
+    ]
+    assert main(args) == 2
+    assert (
+        f"--export {mine} already exists and is not empty; choose another folder" in capsys.readouterr().err
+    )
+    assert [p.name for p in mine.iterdir()] == ["keep.txt"] and not (tmp_path / "a.csv").exists()
+
+
 def test_export_of_an_npz_writes_copies_and_refuses_links(fitted, tmp_path, capsys):
     images, labels = two_group_images(12, seed=4)
     npz = tmp_path / "new.npz"

@@ -219,7 +219,9 @@ class AssignOutputs:
             for path in (Path(args.latents), _sidecar(Path(args.latents))):
                 check_output_file(path, inputs=inputs, flag="--latents", written_by_aegmm=_latents_by_aegmm)
         if args.export:
-            check_output(Path(args.export), inputs=inputs, force=is_marked(Path(args.export)))
+            folder = Path(args.export)  # a folder an earlier --export wrote may be replaced
+            hint = "choose another folder (an --export folder aegmm wrote is replaced)"
+            check_output(folder, inputs=inputs, force=is_marked(folder), flag="--export", hint=hint)
             if args.link and not Path(args.data).is_dir():
                 raise ValueError(
                     f"--link needs a folder of image files, but {args.data} is not one; use --copy"

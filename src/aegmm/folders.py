@@ -70,21 +70,26 @@ def check_output(
     resume: bool = False,
     force: bool = False,
     resumable: bool = False,
+    flag: str = "--out",
+    hint: str | None = None,
 ) -> None:
-    """Refuse what ``prepare_output`` would refuse, before any work is done; writes nothing."""
+    """Refuse what ``prepare_output`` would refuse, before any work is done; writes nothing.
+
+    ``flag`` names the option in messages; ``hint`` replaces the advice for a non-empty folder.
+    """
     out = Path(out)
-    check_no_overlap(out, inputs)
+    check_no_overlap(out, inputs, flag)
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out must be a folder, but {out} is a file")
+        raise FileExistsError(f"{flag} must be a folder, but {out} is a file")
     if not out.is_dir() or not any(out.iterdir()) or resume:
         return
     if not force:
-        hint = (
+        hint = hint or (
             "use --resume to continue it or --force to replace it"
             if resumable
             else "use --force to replace it"
         )
-        raise FileExistsError(f"--out {out} already exists and is not empty; {hint}")
+        raise FileExistsError(f"{flag} {out} already exists and is not empty; {hint}")
     if not is_marked(out):
         raise FileExistsError(
             f"--force replaces only folders aegmm created, but {out} has no {MARKER} marker; "
