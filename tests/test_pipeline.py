@@ -181,3 +181,23 @@ def test_large_fits_encode_to_a_memory_mapped_file_with_the_same_result(images, 
     assert written[0] is not None and written[0].suffix == ".npy"
     assert not written[0].exists()  # the scratch file is removed after fitting
     assert np.array_equal(mapped.labels_, in_memory.labels_)
+
+
+def test_fitting_a_run_encodes_each_training_image_once(images, tmp_path, monkeypatch):
+    from aegmm import pipeline
+    from aegmm.data import ImageSet
+    from aegmm.runs import fit_run
+
+    encoded = []
+    real_encode = pipeline.encode
+
+    def counting(model, batch, *args, **kwargs):
+        encoded.append(len(batch))
+        return real_encode(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "encode", counting)
+    data = ImageSet(images, [f"img{i}" for i in range(len(images))])
+    clusterer, table = fit_run(data, tmp_path / "run", ImageClusterer(**(TINY | {"epochs": 1})))
+    assert encoded == [len(images)]
+    assert table.paths == data.paths and np.array_equal(table.cluster, clusterer.labels_)
+    np.testing.assert_array_equal(clusterer.predict(images), table.cluster)  # the same as a new pass

@@ -138,8 +138,13 @@ class ImageClusterer(BaseEstimator):
     # -- fitting ---------------------------------------------------------------------------------
 
     def fit(self, data: ImageInput, y=None, *, checkpoint_dir: Path | None = None, resume: bool = False):
-        """Train the autoencoder on the images, then fit the mixture on their latent vectors."""
-        images = self._load(data, self.channels).images
+        """Train the autoencoder on the images, then fit the mixture on their latent vectors.
+
+        The training images' assignments are kept (``training_assignments_``), from the one
+        encoding pass that fitted the mixture.
+        """
+        loaded = self._load(data, self.channels)
+        images = loaded.images
         config = self._configs(self.channels or images.shape[-1])
         images = conform_images(images, config.model.image_size, config.model.channels)
         normalizer = Normalizer.fit(images)
@@ -156,6 +161,8 @@ class ImageClusterer(BaseEstimator):
             big = len(images) > LATENTS_IN_MEMORY
             latents = self._encode(images, Path(scratch) / "latents.npy" if big else None)
             self._fit_mixture(latents, config)
+            table = self._assignments(latents, loaded.paths, loaded.skipped, keep_latents=not big)
+        self.training_assignments_, self.labels_ = table, table.cluster
         return self
 
     def _fit_mixture(self, latents: np.ndarray, config: RunConfig) -> None:
@@ -168,7 +175,6 @@ class ImageClusterer(BaseEstimator):
         say(f"fitting the Gaussian mixture ({ks}) on {len(latents):,} latent vectors", enabled=self.progress)
         self.mixture_ = LatentMixture(x).fit(latents, progress=self.progress)
         self.n_components_ = int(self.mixture_.gmm_.n_components)
-        self.labels_ = self.mixture_.predict(latents)
 
     def fit_predict(self, data: ImageInput, y=None) -> np.ndarray:
         return self.fit(data).labels_
@@ -198,19 +204,22 @@ class ImageClusterer(BaseEstimator):
 
     def assign(self, data: ImageInput) -> Assignments:
         """Cluster, probability and log-likelihood of each image, with its path; one encoding pass."""
-        mixture = self._fitted_mixture()
+        self._fitted_mixture()
         loaded = self._load(data, self.config_.model.channels)
         latents = self._encode(conform_images(loaded.images, self.image_size, self.config_.model.channels))
-        proba = mixture.predict_proba(latents)
-        log_likelihood = mixture.score_samples(latents)
+        return self._assignments(latents, loaded.paths, loaded.skipped)
+
+    def _assignments(self, latents, paths, skipped, *, keep_latents: bool = True) -> Assignments:
+        proba = self.mixture_.predict_proba(latents)
+        log_likelihood = self.mixture_.score_samples(latents)
         probability = proba.max(axis=1)
         return Assignments(
-            paths=loaded.paths,
+            paths=paths,
             cluster=proba.argmax(axis=1),
             probability=probability,
             log_likelihood=log_likelihood,
-            skipped=loaded.skipped,
-            latents=latents,
+            skipped=skipped,
+            latents=np.asarray(latents) if keep_latents else None,  # not a scratch memory map
             typicality=np.log(np.maximum(probability, 1e-300)) + log_likelihood,
         )
 

@@ -66,7 +66,7 @@ def fit_run(
     if not distributed.is_main():
         return clusterer, None
     clusterer.save(out)
-    assignments = clusterer.assign(data)
+    assignments = clusterer.training_assignments_  # from the encoding that fitted the mixture
     write_assignments(out / ASSIGNMENTS, assignments)
     write_skipped(out / SKIPPED, data.skipped)
     return clusterer, assignments
