@@ -60,14 +60,15 @@ def main(argv=None) -> None:
     parser.add_argument("--smoke", action="store_true", help="only the --help timings, in a temporary folder")
     args = parser.parse_args(argv)
     out = output_folder(args.out, args.smoke)
+    facts = machine()  # before the runs: their own load must not count
     work = Path(tempfile.mkdtemp(prefix="aegmm-cli-"))
     rows = [timed(["--help"], work, repeats=5)] + [timed([v, "--help"], work, repeats=3) for v in VERBS]
     if not args.smoke:
         rows.append(timed(["demo", "--out", str(work / "demo")], work))
     result = {
         "command": "python benchmarks/cli_timings.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "label": args.label or ("idle" if os.getloadavg()[0] < 0.5 else "shared with another job"),
-        "machine": machine(),
+        "label": args.label or ("idle" if facts["load_average"][0] < 0.5 else "shared with another job"),
+        "machine": facts,
         "timings": rows,
         "installed_mib": installed_size_mib(),
     }
