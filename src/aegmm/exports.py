@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import shutil
 import zipfile
@@ -19,7 +18,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .data import ImageSet
-from .folders import check_output, check_output_file, input_paths, is_marked, prepare_output
+from .folders import check_output, check_output_file, created_by_aegmm, input_paths, is_marked, prepare_output
 from .pipeline import Assignments, ImageClusterer
 from .storage import write_atomic, write_json
 
@@ -180,10 +179,7 @@ def _sidecar(path: Path) -> Path:
 
 
 def _latents_by_aegmm(path: Path) -> bool:
-    try:
-        return json.loads(_sidecar(path).read_text()).get("created_by") == "aegmm"
-    except (OSError, ValueError, AttributeError):
-        return False
+    return created_by_aegmm(_sidecar(path))
 
 
 class AssignOutputs:

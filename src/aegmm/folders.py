@@ -55,12 +55,17 @@ def check_no_overlap(out: Path, inputs: Iterable[Path], flag: str = "--out") -> 
         raise ValueError(f"{flag} {out} {conflict} {source}; choose a path outside the data and the run")
 
 
-def is_marked(folder: Path) -> bool:
-    """True when ``folder`` holds the marker of a folder aegmm created."""
+def created_by_aegmm(json_path: Path) -> bool:
+    """True when the JSON file at ``json_path`` (a marker or a sidecar) says aegmm wrote it."""
     try:
-        return json.loads((Path(folder) / MARKER).read_text()).get("created_by") == "aegmm"
+        return json.loads(Path(json_path).read_text()).get("created_by") == "aegmm"
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def is_marked(folder: Path) -> bool:
+    """True when ``folder`` holds the marker of a folder aegmm created."""
+    return created_by_aegmm(Path(folder) / MARKER)
 
 
 def check_output(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..folders import check_output_file
+from ..folders import check_output_file, created_by_aegmm
 from ..progress import bar
 from ..storage import write_json
 from .imageset import ImageSet
@@ -29,11 +29,12 @@ def sidecar(path: Path) -> Path:
 def is_packed(path: Path) -> bool:
     """True when the .npy at ``path`` (or its sidecar) was written by ``aegmm pack``: its sidecar
     says so (or has exactly the keys an older aegmm wrote)."""
+    if created_by_aegmm(sidecar(path)):
+        return True
     try:
-        meta = json.loads(sidecar(path).read_text())
-    except (OSError, ValueError):
+        return set(json.loads(sidecar(path).read_text())) == SIDECAR_KEYS
+    except (OSError, ValueError, TypeError):
         return False
-    return isinstance(meta, dict) and (meta.get("created_by") == "aegmm" or set(meta) == SIDECAR_KEYS)
 
 
 def pack_images(
