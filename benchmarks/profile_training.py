@@ -31,9 +31,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from aegmm.config import ModelConfig, TrainConfig
-from aegmm.data.loaders import conform_images
 from aegmm.nn import AutoEncoder
-from aegmm.preprocess import Normalizer
+from aegmm.preprocess import Normalizer, conform_images
 from aegmm.train import train_autoencoder
 from common import CIFAKE_SUBSET, machine, output_folder
 

@@ -27,10 +27,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from aegmm.config import MixtureConfig, ModelConfig, TrainConfig
-from aegmm.data.loaders import conform_images
 from aegmm.mixture import LatentMixture
 from aegmm.nn import AutoEncoder
-from aegmm.preprocess import Normalizer
+from aegmm.preprocess import Normalizer, conform_images
 from aegmm.train import encode, train_autoencoder
 from common import CIFAKE_SUBSET, machine, max_rss_mib, measure, output_folder
 

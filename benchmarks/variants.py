@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from aegmm import ImageClusterer
-from aegmm.data.loaders import conform_images
 from aegmm.evaluation.image_scores import high_frequency, reconstruction
 from aegmm.mixture import LatentMixture
+from aegmm.preprocess import conform_images
 from common import measure
 from peers import Outcome
 

@@ -14,13 +14,13 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from aegmm import ImageClusterer, ImageSet, load, load_images
-from aegmm.data.loaders import conform_images
 from aegmm.evaluation import evaluate as evaluate_module
 from aegmm.evaluation import image_scores
 from aegmm.evaluation.evaluate import evaluate_run
 from aegmm.evaluation.plots import loss_history, new_axes
 from aegmm.evaluation.schema import schema
 from aegmm.folders import prepare_output
+from aegmm.preprocess import conform_images
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EVIL = '<b class="x">zero</b>'  # a label name that must be escaped in the report

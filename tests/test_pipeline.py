@@ -183,21 +183,50 @@ def test_large_fits_encode_to_a_memory_mapped_file_with_the_same_result(images, 
     assert np.array_equal(mapped.labels_, in_memory.labels_)
 
 
-def test_fitting_a_run_encodes_each_training_image_once(images, tmp_path, monkeypatch):
+@pytest.fixture
+def encoded(monkeypatch) -> list[int]:
+    """Batch sizes of every encoder pass outside training (training and validation are not counted)."""
     from aegmm import pipeline
+    from aegmm.nn.autoencoder import Encoder
+
+    counted: list[int] = []
+    real_forward, real_train = Encoder.forward, pipeline._train
+
+    def forward(self, x):
+        counted.append(len(x))
+        return real_forward(self, x)
+
+    def train(*args, **kwargs):
+        trained = real_train(*args, **kwargs)
+        counted.clear()  # what training itself encoded
+        return trained
+
+    monkeypatch.setattr(Encoder, "forward", forward)
+    monkeypatch.setattr(pipeline, "_train", train)
+    return counted
+
+
+def test_fitting_a_run_encodes_each_training_image_once(images, tmp_path, encoded):
     from aegmm.data import ImageSet
     from aegmm.runs import fit_run
 
-    encoded = []
-    real_encode = pipeline.encode
-
-    def counting(model, batch, *args, **kwargs):
-        encoded.append(len(batch))
-        return real_encode(model, batch, *args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "encode", counting)
     data = ImageSet(images, [f"img{i}" for i in range(len(images))])
     clusterer, table = fit_run(data, tmp_path / "run", ImageClusterer(**(TINY | {"epochs": 1})))
-    assert encoded == [len(images)]
+    assert sum(encoded) == len(images)
     assert table.paths == data.paths and np.array_equal(table.cluster, clusterer.labels_)
+    encoded.clear()
     np.testing.assert_array_equal(clusterer.predict(images), table.cluster)  # the same as a new pass
+    assert sum(encoded) == len(images)
+
+
+def test_assign_and_evaluate_encode_each_image_once(fitted, tmp_path, encoded):
+    from aegmm.evaluation.evaluate import evaluate_run
+
+    clusterer, images, labels = fitted
+    table = clusterer.assign(images)
+    assert sum(encoded) == len(images) and len(table.cluster) == len(images)
+    clusterer.save(tmp_path / "run")
+    encoded.clear()
+    data = aegmm.ImageSet(images, [str(i) for i in range(len(images))], labels, ["a", "b"])
+    evaluate_run(tmp_path / "run", data, tmp_path / "report", progress=False)
+    assert sum(encoded) == len(images)  # latents and reconstructions from the same pass

@@ -39,7 +39,8 @@ from aegmm.checkpoint import META_FILE, STATE_FILE
 from aegmm.cli import main
 from aegmm.config import MixtureConfig, ModelConfig, TrainConfig
 from aegmm.data import decode as decode_module
-from aegmm.data import load_images, loaders
+from aegmm.data import files as data_files
+from aegmm.data import load_images
 from aegmm.data.decode import DecodeError, decode_image
 from aegmm.mixture import LatentMixture
 from aegmm.pipeline import ImageClusterer
@@ -182,12 +183,11 @@ def _png_header(width: int, height: int) -> bytes:
 
 
 MEASURE = """
-import importlib.util, sys
+import importlib, sys
 def peak_mib():  # VmHWM: this process's own peak RSS (ru_maxrss would start at the parent's)
     line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
     return int(line.split()[1]) // 1024
-spec = importlib.util.spec_from_file_location("decode", sys.argv[1])
-decode = importlib.util.module_from_spec(spec); spec.loader.exec_module(decode)
+decode = importlib.import_module(sys.argv[1])  # imported before the baseline is read
 data = open(sys.argv[2], "rb").read()
 before = peak_mib()
 try:
@@ -200,7 +200,7 @@ print(peak_mib() - before, result)
 
 def _decode_in_fresh_process(path: Path) -> tuple[int, str]:
     """(peak RSS growth in MiB, outcome) of decoding one file in a new process."""
-    argv = [sys.executable, "-c", MEASURE, decode_module.__file__, str(path)]
+    argv = [sys.executable, "-c", MEASURE, decode_module.__name__, str(path)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=ONE_THREAD, check=True)
     growth, outcome = done.stdout.strip().split(" ", 1)
     return int(growth), outcome
@@ -225,7 +225,7 @@ def test_decompression_bombs_are_refused_and_huge_images_shrunk_with_bounded_mem
 
 
 def test_oversized_files_are_skipped_unread(tmp_path, monkeypatch):
-    monkeypatch.setattr(loaders, "MAX_FILE_BYTES", 4_000)
+    monkeypatch.setattr(data_files, "MAX_FILE_BYTES", 4_000)
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     files = {"small.png": _encode(Image.fromarray(two_group_images(1)[0][0]), "PNG")}
     files["large.png"] = _encode(Image.fromarray(noise), "PNG")

@@ -12,11 +12,19 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "unknown"
 
 _HOMES = {
+    "AssignExtras": "exports",
     "Assignments": "pipeline",
+    "assign_run": "runs",
+    "evaluate_run": "evaluation.evaluate",
+    "Evaluation": "evaluation.measure",
+    "fit_run": "runs",
+    "measure": "evaluation.measure",
+    "pack_images": "data.pack",
+    "run_demo": "demo",
     "ImageClusterer": "pipeline",
     "ImageSet": "data",
     "load_images": "data",
-    "load": "io",
+    "load": "pipeline",
     "MixtureConfig": "config",
     "ModelConfig": "config",
     "RunConfig": "config",

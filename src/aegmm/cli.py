@@ -12,7 +12,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from .cli_parser import ENCODE_BATCH, build_parser
+from .cli_parser import ENCODE_BATCH, FIT_FIELDS, FLAGS, build_parser
 from .config import TrainConfig as T
 
 USER_ERRORS = (
@@ -61,76 +61,52 @@ def _limit_threads(threads: int | None) -> None:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from . import distributed
-    from .data import load_images
-    from .folders import check_output, input_paths
     from .pipeline import ImageClusterer
-    from .progress import say
-    from .runs import SKIPPED, check_cluster_count, cluster_sizes, fit_into, skipped_summary
+    from .runs import cluster_sizes, fit_run
 
-    if args.k_range and args.clusters != "auto":
-        raise ValueError(f"--k-range needs --clusters auto, got --clusters {args.clusters}")
-    out, start = Path(args.out), time.perf_counter()
-    clusterer = ImageClusterer(
-        image_size=args.image_size,
-        latent_dim=args.latent_dim,
-        stem=args.stem,
-        width=args.width,
-        epochs=args.epochs,
-        batch_size=args.batch_size or T.batch_size,
-        lr=args.lr,
-        noise=args.noise,
-        train_images=args.train_images,
-        precision=args.precision,
-        objective=args.objective,
-        temperature=args.temperature,
-        n_components=args.clusters,
-        k_range=tuple(args.k_range) if args.k_range else ImageClusterer().k_range,
-        covariance_type=args.covariance,
-        reducer=args.reducer,
-        reduced_dim=args.reduced_dim,
-        seed=args.seed,
-        device=args.device,
-        progress=not args.quiet,
-    )
-    clusterer.check_params()  # every setting, before touching the output folder
-    main_process = distributed.is_main()  # under torchrun, rank 0 alone touches the output folder
-    if main_process:
-        check_output(out, inputs=input_paths(args.data), resume=args.resume, force=args.force, resumable=True)
-    data = load_images(args.data, image_size=args.image_size, progress=not args.quiet and main_process)
-    check_cluster_count(clusterer, len(data))
-    if main_process:
-        if data.skipped:
-            print(skipped_summary(data.skipped, listed_in=out / SKIPPED), file=sys.stderr)
-        say(f"loaded {len(data):,} images from {args.data}", enabled=not args.quiet)
-    clusterer, table = fit_into(data, out, clusterer, resume=args.resume, force=args.force)
+    if args.k_range and args.n_components != "auto":
+        raise ValueError(f"--k-range needs --clusters auto, got --clusters {args.n_components}")
+    params = {name: getattr(args, name) for name in FIT_FIELDS if getattr(args, name) is not None}
+    batch_size = args.batch_size or T.batch_size
+    clusterer = ImageClusterer(**params, batch_size=batch_size, device=args.device, progress=not args.quiet)
+    start = time.perf_counter()
+    clusterer, table = fit_run(args.data, args.out, clusterer, resume=args.resume, force=args.force)
     distributed.shutdown()
     if table is not None:
-        sizes = cluster_sizes(table.cluster, clusterer.n_components_)
+        k, n = clusterer.n_components_, len(table.cluster)
         print(
-            f"fitted K={clusterer.n_components_} clusters on {len(data):,} images in "
-            f"{time.perf_counter() - start:.0f} s; cluster sizes {sizes}"
+            f"fitted K={k} clusters on {n:,} images in {time.perf_counter() - start:.0f} s; "
+            f"cluster sizes {cluster_sizes(table.cluster, k)}"
         )
-        print(f"model and assignments written to {out}/ (assignments.csv)")
+        print(f"model and assignments written to {args.out}/ (assignments.csv)")
     return 0
 
 
 def cmd_assign(args: argparse.Namespace) -> int:
-    from .exports import AssignOutputs
-    from .io import load
-    from .runs import assign_to_csv, format_counts, skipped_summary
+    from .exports import AssignExtras
+    from .runs import assign_run, format_counts, skipped_summary
 
-    outputs = AssignOutputs.check(args)  # every output refused now, not after the assignment
-    clusterer = load(args.run, progress=not args.quiet)
-    clusterer.set_params(device=args.device, encode_batch_size=args.batch_size or ENCODE_BATCH)
-    outputs.start(clusterer)
-    counts, skipped = assign_to_csv(clusterer, args.data, Path(args.out), inputs=outputs.inputs, sink=outputs)
-    if skipped:
-        print(skipped_summary(skipped, listed_in=Path(args.out)), file=sys.stderr)
-    print(
-        f"assigned {counts.sum():,} images to K={clusterer.n_components_} clusters "
-        f"(sizes {format_counts(counts)}); written to {args.out}"
+    extras = AssignExtras(
+        gallery=args.gallery, export=args.export, copy=args.copy, link=args.link, latents=args.latents
     )
-    for line in outputs.finish(counts):
+    batch_size, progress = args.batch_size or ENCODE_BATCH, not args.quiet
+    done = assign_run(
+        args.run,
+        args.data,
+        args.out,
+        extras=extras,
+        device=args.device,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    if done.skipped:
+        print(skipped_summary(done.skipped, listed_in=Path(args.out)), file=sys.stderr)
+    k = done.clusterer.n_components_
+    print(
+        f"assigned {done.counts.sum():,} images to K={k} clusters (sizes {format_counts(done.counts)}); "
+        f"written to {args.out}"
+    )
+    for line in done.lines:
         print(line)
     return 0
 
@@ -174,25 +150,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 VERBS = {"fit": cmd_fit, "assign": cmd_assign, "evaluate": cmd_evaluate, "pack": cmd_pack, "demo": cmd_demo}
-
-
-# settings named in library errors, and the flags a person typed for them
-FLAGS = {
-    "n_components": "--clusters",
-    "k_range": "--k-range",
-    "epochs": "--epochs",
-    "batch_size": "--batch-size",
-    "image_size": "--image-size",
-    "latent_dim": "--latent-dim",
-    "width": "--width",
-    "lr": "--lr",
-    "noise": "--noise",
-    "train_images": "--train-images",
-    "reduced_dim": "--reduced-dim",
-    "precision": "--precision",
-    "objective": "--objective",
-    "temperature": "--temperature",
-}
 
 
 def user_message(exc: BaseException) -> str:

@@ -8,11 +8,13 @@ apply) are accepted before or after the verb. Importing this module imports no t
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import re
+from dataclasses import fields
 
 from . import __version__
-from .config import OBJECTIVES, PRECISIONS
+from .config import CHOICES
 from .config import MixtureConfig as X
 from .config import ModelConfig as M
 from .config import TrainConfig as T
@@ -114,112 +116,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the settings `aegmm fit` offers, each a field of a config dataclass: (its class, the flag when it
+# is not the field's name, the parser when the field's type does not say it); name, default, choices
+# and help come from the dataclass, the help from the comment beside the field
+FIT_FIELDS = {
+    "n_components": (X, "--clusters", clusters),
+    "k_range": (X, None, None),
+    "epochs": (T, None, None),
+    "image_size": (M, None, None),
+    "latent_dim": (M, None, None),
+    "stem": (M, None, None),
+    "width": (M, None, None),
+    "lr": (T, None, None),
+    "noise": (T, None, None),
+    "train_images": (T, None, at_least(0)),
+    "objective": (T, None, None),
+    "temperature": (T, None, None),
+    "precision": (T, None, None),
+    "reducer": (X, None, None),
+    "reduced_dim": (X, None, None),
+    "covariance_type": (X, "--covariance", None),
+    "seed": (T, None, int),  # the clusterer's one seed: training's and the mixture's
+}
+METAVARS = {"n_components": "K", "train_images": "N"}
+FLAGS = {name: flag or "--" + name.replace("_", "-") for name, (_, flag, _) in FIT_FIELDS.items()}
+FLAGS["batch_size"] = "--batch-size"
+
+
+def field_help(kind: type, name: str) -> str:
+    """The comment beside a config field (and the comment lines below it), fields named as flags."""
+    lines = inspect.getsource(kind).splitlines()
+    at = next(i for i, line in enumerate(lines) if re.match(rf"\s+{name}: ", line))
+    parts = [lines[at].split("  # ", 1)[1]]
+    for line in lines[at + 1 :]:
+        if not line.lstrip().startswith("# "):
+            break
+        parts.append(line.lstrip()[2:])
+    others = "|".join(flag for flag in FLAGS if flag != name)
+    return re.sub(rf"\b({others})\b", lambda m: FLAGS[m.group(1)], " ".join(parts))
+
+
+def _fit_option(fit: argparse.ArgumentParser, name: str) -> None:
+    kind, flag, parse = FIT_FIELDS[name]
+    spec = next(f for f in fields(kind) if f.name == name)
+    metavar = METAVARS.get(name, FLAGS[name][2:].upper().replace("-", "_"))
+    options = {"dest": name, "default": spec.default, "metavar": metavar}
+    if name in CHOICES:
+        options.update(choices=list(CHOICES[name]), metavar=None)
+    elif name == "k_range":  # only with --clusters auto: None says it was not given
+        options.update(type=at_least(1), nargs=2, metavar=("A", "B"), default=None)
+    else:
+        options["type"] = parse or {"int": at_least(1), "float": finite}[spec.type]
+    default = " ".join(map(str, spec.default)) if name == "k_range" else spec.default
+    text = field_help(kind, name) if name != "seed" else f"{field_help(T, name)}; {field_help(X, name)}"
+    fit.add_argument(FLAGS[name], help=f"{text} (default {default})", **options)
+
+
 def _fit(fit: argparse.ArgumentParser) -> None:
     fit.add_argument("data", help="a folder of images, a .zip, an .npz, a packed .npy or builtin:digits")
     fit.add_argument("--out", required=True, help="run folder to write the model and assignments to")
-    fit.add_argument(
-        "--clusters",
-        type=clusters,
-        default=X.n_components,
-        help=f"number of clusters K, or 'auto': the lowest BIC over --k-range (default {X.n_components})",
-    )
-    lo, hi = X.k_range
-    fit.add_argument(
-        "--k-range",
-        type=at_least(1),
-        nargs=2,
-        metavar=("A", "B"),
-        default=None,
-        help=f"with --clusters auto: try K = A..B (default {lo} {hi})",
-    )
-    fit.add_argument(
-        "--epochs", type=at_least(1), default=T.epochs, help=f"training epochs (default {T.epochs})"
-    )
-    fit.add_argument(
-        "--image-size",
-        type=at_least(1),
-        default=M.image_size,
-        help=f"images are resized to this square size (default {M.image_size})",
-    )
-    fit.add_argument(
-        "--latent-dim",
-        type=at_least(1),
-        default=M.latent_dim,
-        help=f"latent vector size (default {M.latent_dim})",
-    )
-    fit.add_argument(
-        "--stem",
-        choices=["small", "standard"],
-        default=M.stem,
-        help=f"small: 3x3 conv, no max-pool (small images); standard: torchvision's 7x7 + max-pool "
-        f"(default {M.stem})",
-    )
-    fit.add_argument(
-        "--width",
-        type=finite,
-        default=M.width,
-        help=f"channel multiplier; 1.0 = full ResNet-18 (default {M.width})",
-    )
-    fit.add_argument("--lr", type=finite, default=T.lr, help=f"Adam learning rate (default {T.lr})")
-    fit.add_argument(
-        "--noise",
-        type=finite,
-        default=T.noise,
-        help=f"denoising: std of input noise in training (default {T.noise})",
-    )
-    fit.add_argument(
-        "--train-images",
-        type=at_least(0),
-        default=T.train_images,
-        metavar="N",
-        help="train the autoencoder on a random N of the images (default: all); every image is "
-        "still encoded and clustered. For millions of images",
-    )
-    fit.add_argument(
-        "--reducer",
-        choices=["none", "pca", "umap"],
-        default=X.reducer,
-        help=f"reduction before the mixture (default {X.reducer}; umap needs aegmm[umap])",
-    )
-    fit.add_argument(
-        "--reduced-dim",
-        type=at_least(1),
-        default=X.reduced_dim,
-        help=f"output size of the reducer (default {X.reduced_dim})",
-    )
-    fit.add_argument(
-        "--covariance",
-        choices=["full", "tied", "diag", "spherical"],
-        default=X.covariance_type,
-        help=f"mixture covariance type (default {X.covariance_type})",
-    )
-    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    fit.add_argument(
-        "--precision",
-        choices=list(PRECISIONS),
-        default=T.precision,
-        help="training arithmetic. auto (default): float32 on CPU; on a GPU, bfloat16 autocast where it "
-        "supports it, else float16 with a gradient scaler. bfloat16 on CPU: 1.85x the float32 training "
-        "steps on this project's test machine (benchmarks/results/profile.md); CPUs without bf16 "
-        "instructions emulate it. float16: CUDA only",
-    )
-    fit.add_argument(
-        "--objective",
-        choices=list(OBJECTIVES),
-        default=T.objective,
-        help="how the encoder learns: reconstruction (the study's autoencoder, MSE; default), contrastive "
-        "(SimCLR's NT-Xent on two augmented views; benchmarks/results/contrastive/NOTES.md) or hybrid "
-        "(contrastive, plus a decoder trained on the detached features for the report's reconstructions)",
-    )
-    fit.add_argument(
-        "--temperature",
-        type=finite,
-        default=T.temperature,
-        help=f"NT-Xent temperature (default {T.temperature})",
-    )
+    for name in FIT_FIELDS:
+        _fit_option(fit, name)
     fit.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     fit.add_argument("--force", action="store_true", help="replace an --out folder that aegmm wrote before")
-    _shared(fit, device=True, batch=f"images per training step (default {T.batch_size})", suppress=True)
+    batch = f"{field_help(T, 'batch_size')} (default {T.batch_size})"
+    _shared(fit, device=True, batch=batch, suppress=True)
 
 
 def _assign(assign: argparse.ArgumentParser) -> None:

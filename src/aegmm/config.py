@@ -9,18 +9,30 @@ from typing import Any
 FORMAT_VERSION = 1  # bump when the layout of a saved run changes
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # TrainConfig.precision (train.precision_plan)
 OBJECTIVES = ("reconstruction", "contrastive", "hybrid")  # TrainConfig.objective
+STEMS = ("small", "standard")  # ModelConfig.stem
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")  # MixtureConfig.covariance_type (sklearn's)
+REDUCERS = ("none", "pca", "umap")  # MixtureConfig.reducer
+# the choices of each setting that takes one of a few names (the command line offers exactly these)
+CHOICES = {
+    "stem": STEMS,
+    "precision": PRECISIONS,
+    "objective": OBJECTIVES,
+    "covariance_type": COVARIANCE_TYPES,
+    "reducer": REDUCERS,
+}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    image_size: int = 32  # images are resized to image_size x image_size
+    image_size: int = 32  # images are resized to this square size
     channels: int = 3  # 1 for grayscale, 3 for RGB
-    latent_dim: int = 32  # numbers per image after the bottleneck
-    stem: str = "small"  # "small": 3x3 conv, no max-pool; "standard": torchvision's 7x7 conv + max-pool
-    width: float = 0.25  # channel multiplier: 1.0 is ResNet-18's 64-128-256-512
+    latent_dim: int = 32  # latent vector size: numbers per image after the bottleneck
+    stem: str = "small"  # small: 3x3 conv, no max-pool (small images);
+    # standard: torchvision's 7x7 conv + max-pool
+    width: float = 0.25  # channel multiplier: 1.0 is the full ResNet-18 (64-128-256-512 channels)
 
     def __post_init__(self) -> None:
-        if self.stem not in ("small", "standard"):
+        if self.stem not in STEMS:
             raise ValueError(f"stem must be 'small' or 'standard', got {self.stem!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
@@ -41,20 +53,25 @@ class ModelConfig:
         return 8 if self.stem == "small" else 32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     epochs: int = 10  # passes over the training images
     batch_size: int = 128  # images per optimisation step (global, over all processes)
     lr: float = 1e-3  # Adam learning rate
     weight_decay: float = 0.0  # Adam weight decay
     val_fraction: float = 0.1  # share of images held out to measure validation loss
-    noise: float = 0.0  # std of Gaussian noise added to inputs (denoising autoencoder); 0 = off
+    noise: float = 0.0  # denoising: std of the Gaussian noise added to training inputs; 0 = off
     flip: bool = False  # random horizontal flips during training
     seed: int = 0  # seeds the split, the initial weights and the batch order
     device: str = "auto"  # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "mps"
-    train_images: int = 0  # train on a random subset of this many images (0 = all); all are encoded
-    precision: str = "auto"  # "auto" (mixed on GPUs, float32 on CPU), "float32", "bfloat16", "float16"
-    objective: str = "reconstruction"  # "reconstruction" (the study's MSE), "contrastive" (NT-Xent), "hybrid"
+    train_images: int = 0  # train on a random N of the images (0 = all);
+    # every image is still encoded and clustered (for millions of images)
+    precision: str = "auto"  # training arithmetic. auto: float32 on CPU; on a GPU bfloat16 autocast
+    # where it supports it, else float16 with a gradient scaler. bfloat16 on CPU: faster where the CPU
+    # has bf16 instructions (benchmarks/results/profile.md), emulated elsewhere. float16: CUDA only
+    objective: str = "reconstruction"  # how the encoder learns. reconstruction: the study's
+    # autoencoder (MSE); contrastive: SimCLR's NT-Xent on two augmented views of each image; hybrid:
+    # contrastive, plus a decoder on the detached features for the report's reconstructions
     temperature: float = 0.2  # NT-Xent's temperature (contrastive and hybrid objectives)
 
     def __post_init__(self) -> None:
@@ -80,12 +97,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MixtureConfig:
-    n_components: int | str = 10  # number of clusters K, or "auto" (lowest BIC over k_range)
-    k_range: tuple[int, int] = (2, 15)  # smallest and largest K tried when n_components="auto"
-    covariance_type: str = "full"  # "full", "tied", "diag" or "spherical" (sklearn's names)
-    reducer: str = "pca"  # "none", "pca" or "umap" (applied after standardising)
+    n_components: int | str = 10  # number of clusters K, or auto: the lowest BIC over k_range
+    k_range: tuple[int, int] = (2, 15)  # with n_components auto: the smallest and largest K tried
+    covariance_type: str = "full"  # covariance of each mixture component (scikit-learn's names)
+    reducer: str = "pca"  # reduction after standardising, before the mixture (umap needs aegmm[umap])
     reduced_dim: int = 20  # output size of the reducer (at most the latent size)
     n_init: int = 3  # EM restarts; the best is kept
     reg_covar: float = 1e-4  # added to covariance diagonals for stability
@@ -104,17 +121,17 @@ class MixtureConfig:
         lo, hi = self.k_range
         if not 1 <= lo <= hi:
             raise ValueError(f"k_range must be (lo, hi) with 1 <= lo <= hi, got {self.k_range}")
-        if self.covariance_type not in ("full", "tied", "diag", "spherical"):
+        if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
                 f"covariance_type must be one of full, tied, diag, spherical, got {self.covariance_type!r}"
             )
-        if self.reducer not in ("none", "pca", "umap"):
+        if self.reducer not in REDUCERS:
             raise ValueError(f"reducer must be 'none', 'pca' or 'umap', got {self.reducer!r}")
         if self.reduced_dim < 1:
             raise ValueError(f"reduced_dim must be >= 1, got {self.reduced_dim}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

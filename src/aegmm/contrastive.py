@@ -34,9 +34,17 @@ from .config import ModelConfig, TrainConfig
 from .nn import AutoEncoder
 from .nn.autoencoder import Encoder
 from .preprocess import Normalizer
-from .progress import bar, say
+from .progress import bar
 from .storage import write_json
-from .train import Precision, autocast, device_precision, epoch_batches, evaluating_on, split_indices
+from .train import (
+    EpochLoop,
+    Precision,
+    autocast,
+    device_precision,
+    epoch_batches,
+    evaluating_on,
+    split_indices,
+)
 
 OPTIONS_FILE = "contrastive.json"  # the contrastive settings of a checkpoint, checked on resume
 MODES = ("simclr", "hybrid")
@@ -196,23 +204,11 @@ def train_contrastive(
     if len(train_idx) < 2:
         raise ValueError(f"training needs at least 2 images after the validation split, got {len(train_idx)}")
     run = _Run(model, optimizer, scaler, normalizer, train_config, config, policy, device, plan, progress)
-    for epoch in range(start + 1, train_config.epochs + 1):
-        t0 = time.perf_counter()
-        losses = run.train_epoch(images, train_idx, epoch)
-        val = run.validation_loss(images[val_idx]) if len(val_idx) >= 2 else float("nan")
-        if not math.isfinite(losses["train_loss"]) or (len(val_idx) >= 2 and not math.isfinite(val)):
-            raise FloatingPointError(
-                f"training diverged in epoch {epoch}: the losses became {losses}, validation {val}; "
-                f"{kept_checkpoint(epoch)}; try a lower learning rate (--lr)"
-            )
-        seconds = time.perf_counter() - t0
-        say(
-            f"epoch {epoch}/{train_config.epochs}: train loss {losses['train_loss']:.4g}, validation loss "
-            f"{val:.4g}, {seconds:.1f} s ({len(train_idx) / seconds:,.0f} images/s)",
-            enabled=progress,
-        )
-        entry = {"epoch": epoch, "train_loss": losses.pop("train_loss"), "val_loss": val, "seconds": seconds}
-        history.append(entry | {"images_per_second": len(train_idx) / seconds} | losses)
+
+    def validate() -> float | None:
+        return run.validation_loss(images[val_idx]) if len(val_idx) >= 2 else None
+
+    def save(epoch: int, history: list[dict]) -> None:
         if checkpoint_dir is not None:
             _write_options(Path(checkpoint_dir), config, policy)  # first: a checkpoint never lacks them
             save_checkpoint(
@@ -220,6 +216,11 @@ def train_contrastive(
             )
         if on_epoch is not None:
             on_epoch(epoch, model.autoencoder, history)
+
+    loop = EpochLoop(train_config.epochs, len(train_idx), progress)
+    history = loop.run(
+        start, history, lambda epoch: run.train_epoch(images, train_idx, epoch), validate, save
+    )
     return model.autoencoder.to("cpu").eval(), history
 
 

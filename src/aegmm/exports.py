@@ -13,6 +13,7 @@ import os
 import shutil
 import zipfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -182,61 +183,68 @@ def _latents_by_aegmm(path: Path) -> bool:
     return created_by_aegmm(_sidecar(path))
 
 
-class AssignOutputs:
-    """The optional outputs of one `aegmm assign`, fed each chunk by ``runs.assign_to_csv``."""
+@dataclass(frozen=True)
+class AssignExtras:
+    """The optional outputs of an assignment besides its CSV."""
 
-    def __init__(self, args, inputs: list[Path]) -> None:
-        self.args, self.inputs = args, inputs
+    gallery: str | Path | None = None  # image file: each cluster's most and least typical images
+    export: str | Path | None = None  # folder: the images sorted into one subfolder per cluster
+    copy: bool = False  # export copies instead of symbolic links (always for .zip/.npz inputs)
+    link: bool = False  # export as symbolic links, and refuse inputs that cannot be linked
+    latents: str | Path | None = None  # .npy file: the latent vectors, one row per CSV row
+
+
+class AssignOutputs:
+    """The optional outputs of one assignment, fed each chunk by ``runs.assign_to_csv``."""
+
+    def __init__(self, run: Path, data, out: Path, extras: AssignExtras, inputs: list[Path]) -> None:
+        self.run, self.data, self.out, self.extras, self.inputs = run, data, out, extras, inputs
         self.gallery: GalleryPicks | None = None
         self.export: FolderExport | None = None
         self.latents: LatentRows | None = None
 
     def start(self, clusterer: ImageClusterer) -> None:
         """Size the outputs for the loaded run (its K and latent size)."""
-        if self.args.gallery:
+        if self.extras.gallery:
             self.gallery = GalleryPicks(clusterer.n_components_)
-        if self.args.latents:
-            self.latents = LatentRows(Path(self.args.latents), clusterer.config_.model.latent_dim)
+        if self.extras.latents:
+            self.latents = LatentRows(Path(self.extras.latents), clusterer.config_.model.latent_dim)
 
     @classmethod
-    def check(cls, args) -> AssignOutputs:
+    def check(cls, run: Path, data, out: Path, extras: AssignExtras) -> AssignOutputs:
         """Refuse every output that cannot be written, before any work."""
         from .evaluation.figure_files import image_format, is_aegmm_image
 
-        inputs = input_paths(args.run, args.data)
-        if args.gallery:
-            image_format(args.gallery, "--gallery")
+        inputs = input_paths(run, data)
+        if extras.gallery:
+            image_format(extras.gallery, "--gallery")
             check_output_file(
-                Path(args.gallery), inputs=inputs, flag="--gallery", written_by_aegmm=is_aegmm_image
+                Path(extras.gallery), inputs=inputs, flag="--gallery", written_by_aegmm=is_aegmm_image
             )
-        if args.latents:
-            if Path(args.latents).suffix != ".npy":
-                raise ValueError(f"--latents must end in .npy, got {Path(args.latents).name!r}")
-            for path in (Path(args.latents), _sidecar(Path(args.latents))):
+        if extras.latents:
+            if Path(extras.latents).suffix != ".npy":
+                raise ValueError(f"--latents must end in .npy, got {Path(extras.latents).name!r}")
+            for path in (Path(extras.latents), _sidecar(Path(extras.latents))):
                 check_output_file(path, inputs=inputs, flag="--latents", written_by_aegmm=_latents_by_aegmm)
-        if args.export:
-            folder = Path(args.export)  # a folder an earlier --export wrote may be replaced
+        if extras.export:
+            folder = Path(extras.export)  # a folder an earlier --export wrote may be replaced
             hint = "choose another folder (an --export folder aegmm wrote is replaced)"
             check_output(folder, inputs=inputs, force=is_marked(folder), flag="--export", hint=hint)
-            if args.link and not Path(args.data).is_dir():
-                raise ValueError(
-                    f"--link needs a folder of image files, but {args.data} is not one; use --copy"
-                )
-        elif args.link or args.copy:
+            if extras.link and not Path(data).is_dir():
+                raise ValueError(f"--link needs a folder of image files, but {data} is not one; use --copy")
+        elif extras.link or extras.copy:
             raise ValueError("--link and --copy say how --export sorts the images; add --export DIR")
-        return cls(args, inputs)
+        return cls(run, data, out, extras, inputs)
 
     def add(self, part: ImageSet, table: Assignments) -> None:
         if self.gallery is not None and len(table.paths):
             self.gallery.add(part.images, table.cluster, table.typicality)
-        if self.args.export and len(table.paths):
+        if self.extras.export and len(table.paths):
             if self.export is None:
-                folder = Path(self.args.export)
+                folder = Path(self.extras.export)
                 prepare_output(folder, inputs=self.inputs, force=is_marked(folder))
-                threshold = outlier_threshold(Path(self.args.run))
-                self.export = FolderExport(
-                    folder, self.args.data, link=not self.args.copy, threshold=threshold
-                )
+                threshold = outlier_threshold(self.run)
+                self.export = FolderExport(folder, self.data, link=not self.extras.copy, threshold=threshold)
             self.export.add(part, table)
         if self.latents is not None:
             self.latents.add(part, table)
@@ -249,12 +257,11 @@ class AssignOutputs:
 
             title = f"{int(counts.sum()):,} images: each cluster's most typical, then its least typical"
             figure = self.gallery.figure(counts, title)
-            write_atomic(
-                Path(self.args.gallery), figure_bytes(figure, image_format(self.args.gallery, "--gallery"))
-            )
-            lines.append(f"gallery written to {self.args.gallery}")
+            gallery = Path(self.extras.gallery)
+            write_atomic(gallery, figure_bytes(figure, image_format(gallery, "--gallery")))
+            lines.append(f"gallery written to {gallery}")
         if self.export is not None:
             lines += self.export.finish()
         if self.latents is not None:
-            lines += self.latents.finish(Path(self.args.out))
+            lines += self.latents.finish(self.out)
         return lines

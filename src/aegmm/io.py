@@ -1,4 +1,4 @@
-"""Saving and loading a fitted ImageClusterer: safetensors and JSON only, never pickle.
+"""Saving and reading the parts of a fitted run: safetensors and JSON only, never pickle.
 
 A run folder holds:
   config.json              every setting, package and format version, a sha256 per file below
@@ -11,16 +11,15 @@ A run folder holds:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.utils.validation import check_is_fitted
 
 from .config import FORMAT_VERSION, RunConfig
 from .mixture import LatentMixture
 from .nn import AutoEncoder
-from .pipeline import ImageClusterer
 from .preprocess import Normalizer
 from .storage import (
     read_arrays,
@@ -47,29 +46,38 @@ def package_version() -> str:
     return __version__
 
 
-def save_run(clusterer: ImageClusterer, folder: Path) -> Path:
+@dataclass(frozen=True)
+class SavedRun:
+    """What a run folder holds: the settings, the trained network and everything fitted after it."""
+
+    config: RunConfig
+    autoencoder: AutoEncoder
+    normalizer: Normalizer
+    mixture: LatentMixture
+    history: list[dict]
+
+
+def save_run(folder: Path, run: SavedRun) -> Path:
     """Write the model files; config.json goes last, so a folder without it is never loadable."""
-    check_is_fitted(clusterer, "mixture_")
     folder.mkdir(parents=True, exist_ok=True)
-    write_tensors(folder / WEIGHTS, clusterer.autoencoder_.state_dict())
-    norm = clusterer.normalizer_
-    write_json(folder / NORMALIZATION, {"mean": list(norm.mean), "std": list(norm.std)})
-    arrays, meta = clusterer.mixture_.to_arrays()
+    write_tensors(folder / WEIGHTS, run.autoencoder.state_dict())
+    write_json(folder / NORMALIZATION, {"mean": list(run.normalizer.mean), "std": list(run.normalizer.std)})
+    arrays, meta = run.mixture.to_arrays()
     write_arrays(folder / MIXTURE_ARRAYS, arrays)
     write_json(folder / MIXTURE_META, meta)
-    write_json(folder / HISTORY, clusterer.history_)
+    write_json(folder / HISTORY, run.history)
     config = {
         "format_version": FORMAT_VERSION,
         "aegmm_version": package_version(),
-        **clusterer.config_.to_dict(),
+        **run.config.to_dict(),
         "files": {name: sha256(folder / name) for name in MODEL_FILES},
     }
     write_json(folder / CONFIG, config)
     return folder
 
 
-def load(path: str | Path, *, progress: bool = True) -> ImageClusterer:
-    """Load a fitted ImageClusterer from a run folder written by `save` or `aegmm fit`."""
+def read_run(path: str | Path) -> SavedRun:
+    """The parts of a run folder written by ``save_run``, each checked (sha256, shapes, finite values)."""
     folder = Path(path)
     if not (folder / CONFIG).is_file():
         raise FileNotFoundError(f"{folder} is not an aegmm run: {CONFIG} is missing")
@@ -86,7 +94,7 @@ def load(path: str | Path, *, progress: bool = True) -> ImageClusterer:
         config = RunConfig.from_dict({k: saved[k] for k in ("model", "train", "mixture") if k in saved})
     except (TypeError, AttributeError) as exc:
         raise ValueError(f"{folder / CONFIG} holds invalid settings ({exc})") from None
-    return _rebuild(folder, config, progress)
+    return _read_parts(folder, config)
 
 
 def _verify_files(folder: Path, expected: dict[str, str]) -> None:
@@ -111,9 +119,8 @@ def _read_normalizer(path: Path, channels: int) -> Normalizer:
     return Normalizer(mean, std)
 
 
-def _rebuild(folder: Path, config: RunConfig, progress: bool) -> ImageClusterer:
+def _read_parts(folder: Path, config: RunConfig) -> SavedRun:
     m, x = config.model, config.mixture
-    clusterer = ImageClusterer.from_config(config, progress=progress)
     model = AutoEncoder(m)
     try:
         model.load_state_dict(read_tensors(folder / WEIGHTS))
@@ -130,10 +137,4 @@ def _rebuild(folder: Path, config: RunConfig, progress: bool) -> ImageClusterer:
             raise ValueError(f"expected {m.latent_dim} latent dimensions, got {mixture.center_.shape}")
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise ValueError(f"{folder / MIXTURE_ARRAYS} does not hold a valid mixture ({exc})") from None
-    clusterer.config_ = config
-    clusterer.normalizer_ = normalizer
-    clusterer.autoencoder_ = model.eval()
-    clusterer.history_ = read_json(folder / HISTORY)
-    clusterer.mixture_ = mixture
-    clusterer.n_components_ = int(mixture.gmm_.n_components)
-    return clusterer
+    return SavedRun(config, model.eval(), normalizer, mixture, read_json(folder / HISTORY))

@@ -1,4 +1,4 @@
-"""Clustering latent vectors: standardise, reduce (PCA or UMAP), then sklearn's GaussianMixture."""
+"""Clustering latent vectors: a scikit-learn Pipeline of StandardScaler, PCA or UMAP, GaussianMixture."""
 
 from __future__ import annotations
 
@@ -7,19 +7,29 @@ import warnings
 from dataclasses import asdict
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from .config import MixtureConfig
 from .progress import say
 
 GMM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+BATCH = 100_000  # latents scored at once: memory does not grow with the number of images
+PCA_MIN_VARIANCE = 1e-12  # whitening divides by at least sqrt(1e-12): rank-deficient latents stay finite
 
 
 class LatentMixture:
-    """Standardiser + reducer + GaussianMixture, fitted once on training latents, reused unchanged."""
+    """scikit-learn's Pipeline(StandardScaler, reducer, GaussianMixture) on training latents.
+
+    The reducer is PCA(whiten=True), ``UMAPPlacement`` or nothing ("passthrough"). The K to fit
+    (or each K tried under "auto") reuses the one fitted scaler and reducer; the lowest BIC wins.
+    The fitted pipeline is ``pipeline_``; it is saved and rebuilt from arrays, never pickled.
+    """
 
     def __init__(self, config: MixtureConfig) -> None:
         self.config = config
@@ -32,14 +42,13 @@ class LatentMixture:
         With ``progress``, one line per K tried (under "auto") and the K chosen go to stderr.
         """
         latents = _check_latents(self._subsample(latents))
-        self.center_ = latents.mean(axis=0)
-        scale = latents.std(axis=0)
-        self.scale_ = np.where(scale < 1e-8, 1.0, scale)
-        standard = (latents - self.center_) / self.scale_
+        scaler = _fit_scaler(latents)
+        standard = scaler.transform(latents)
         self._candidate_ks(_count_distinct(standard))  # fewer distinct points than K: a clear error now
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # PCA of identical points: 0/0 variance ratios
-            reduced = self._fit_reducer(standard)
+            reducer = self._fit_reducer(standard)
+        reduced = standard if reducer == "passthrough" else reducer.transform(standard)
         ks = self._candidate_ks(_count_distinct(reduced))
         fits, self.bic_curve_ = {}, {}
         for k in ks:
@@ -51,7 +60,7 @@ class LatentMixture:
         best = min(self.bic_curve_, key=self.bic_curve_.get)
         if len(ks) > 1:
             say(f"chose K={best} by the lowest BIC over K={ks[0]}..{ks[-1]}", enabled=progress)
-        self.gmm_ = fits[best]
+        self.pipeline_ = _pipeline(scaler, reducer, fits[best])
         return self
 
     def _subsample(self, latents: np.ndarray) -> np.ndarray:
@@ -91,38 +100,34 @@ class LatentMixture:
                     "try fewer clusters or a larger reg_covar"
                 ) from None
 
-    def _fit_reducer(self, standard: np.ndarray) -> np.ndarray:
+    def _fit_reducer(self, standard: np.ndarray):
         cfg = self.config
         dim = min(cfg.reduced_dim, standard.shape[1], len(standard))
-        self.reducer_arrays_: dict[str, np.ndarray] = {}
         if cfg.reducer == "pca" and dim < standard.shape[1]:
             pca = PCA(n_components=dim, whiten=True, random_state=cfg.seed).fit(standard)
-            self.reducer_arrays_ = {
-                "pca_mean": pca.mean_,
-                "pca_components": pca.components_,
-                "pca_scale": np.sqrt(np.maximum(pca.explained_variance_, 1e-12)),
-            }
-        elif cfg.reducer == "umap":
-            embedding = _umap_embedding(standard, dim, cfg.seed)
-            self.reducer_arrays_ = {"umap_inputs": standard.astype(np.float32), "umap_embedding": embedding}
-        return self.reduce(standard)
+            pca.explained_variance_ = np.maximum(pca.explained_variance_, PCA_MIN_VARIANCE)
+            return pca
+        if cfg.reducer == "umap":
+            return UMAPPlacement(n_components=dim, random_state=cfg.seed).fit(standard)
+        return "passthrough"
 
     # -- using ----------------------------------------------------------------------------------
 
-    def reduce(self, standard: np.ndarray) -> np.ndarray:
-        """Apply the fitted reducer to standardised latents."""
-        arrays = self.reducer_arrays_
-        if "pca_components" in arrays:
-            centered = standard - arrays["pca_mean"]
-            return centered @ arrays["pca_components"].T / arrays["pca_scale"]
-        if "umap_embedding" in arrays:
-            return knn_place(arrays["umap_inputs"], arrays["umap_embedding"], standard)
-        return standard
+    @property
+    def gmm_(self) -> GaussianMixture:
+        return self.pipeline_[-1]
+
+    @property
+    def center_(self) -> np.ndarray:
+        return self.pipeline_[0].mean_
+
+    @property
+    def scale_(self) -> np.ndarray:
+        return self.pipeline_[0].scale_
 
     def features(self, latents: np.ndarray) -> np.ndarray:
         """The vectors the mixture sees: standardised, then reduced."""
-        latents = np.asarray(latents, dtype=np.float64)
-        return self.reduce((latents - self.center_) / self.scale_)
+        return self.pipeline_[:-1].transform(np.asarray(latents, dtype=np.float64))
 
     def predict(self, latents: np.ndarray) -> np.ndarray:
         return self.predict_proba(latents).argmax(axis=1)
@@ -133,16 +138,27 @@ class LatentMixture:
     def score_samples(self, latents: np.ndarray) -> np.ndarray:
         return self._batched(self.gmm_.score_samples, latents)
 
-    def _batched(self, method, latents: np.ndarray, batch: int = 100_000) -> np.ndarray:
+    def score(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(membership probabilities (N, K), log-likelihoods (N,)) from one pass of the features."""
+        parts = [self._score_batch(latents[i : i + BATCH]) for i in range(0, len(latents), BATCH)]
+        if not parts:
+            return self._score_batch(latents)
+        return np.concatenate([p for p, _ in parts]), np.concatenate([ll for _, ll in parts])
+
+    def _score_batch(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = self.features(latents)  # standardised and reduced once for both
+        return self.gmm_.predict_proba(x), self.gmm_.score_samples(x)
+
+    def _batched(self, method, latents: np.ndarray) -> np.ndarray:
         """Apply a GMM method in batches, so memory does not grow with the number of images."""
-        parts = [method(self.features(latents[i : i + batch])) for i in range(0, len(latents), batch)]
+        parts = [method(self.features(latents[i : i + BATCH])) for i in range(0, len(latents), BATCH)]
         return np.concatenate(parts) if parts else method(self.features(latents))
 
     # -- saving ---------------------------------------------------------------------------------
 
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
         """Everything needed to rebuild the mixture: arrays for safetensors, metadata for JSON."""
-        arrays = {"center": self.center_, "scale": self.scale_, **self.reducer_arrays_}
+        arrays = {"center": self.center_, "scale": self.scale_, **_reducer_arrays(self.pipeline_[1])}
         arrays.update({f"gmm.{name}": getattr(self.gmm_, name) for name in GMM_ARRAYS})
         meta = {
             "config": asdict(self.config),
@@ -158,11 +174,71 @@ class LatentMixture:
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict, config: MixtureConfig) -> LatentMixture:
         check_arrays(arrays, int(meta["n_components"]), config.covariance_type)
         mixture = cls(config)
-        mixture.center_, mixture.scale_ = arrays["center"], arrays["scale"]
-        mixture.reducer_arrays_ = {k: v for k, v in arrays.items() if k.startswith(("pca_", "umap_"))}
         mixture.bic_curve_ = {int(k): float(v) for k, v in meta["bic_curve"].items()}
-        mixture.gmm_ = restore_gmm(arrays, meta, config)
+        scaler = _restore_scaler(arrays["center"], arrays["scale"])
+        mixture.pipeline_ = _pipeline(
+            scaler, _restore_reducer(arrays, config), restore_gmm(arrays, meta, config)
+        )
         return mixture
+
+
+class UMAPPlacement(TransformerMixin, BaseEstimator):
+    """UMAP on the training points; any point is placed by ``knn_place`` among them.
+
+    Training points keep their UMAP positions exactly, and new points are placed the same way
+    before and after saving: the fitted state is two arrays (no pickled UMAP object).
+    """
+
+    def __init__(self, n_components: int = 2, random_state: int = 0) -> None:
+        self.n_components, self.random_state = n_components, random_state
+
+    def fit(self, X: np.ndarray, y=None) -> UMAPPlacement:
+        self.inputs_ = np.asarray(X, dtype=np.float32)
+        self.embedding_ = _umap_embedding(self.inputs_, self.n_components, self.random_state)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return knn_place(self.inputs_, self.embedding_, np.asarray(X))
+
+
+def _pipeline(scaler: StandardScaler, reducer, gmm: GaussianMixture) -> Pipeline:
+    return Pipeline([("scale", scaler), ("reduce", reducer), ("gmm", gmm)])
+
+
+def _fit_scaler(latents: np.ndarray) -> StandardScaler:
+    scaler = StandardScaler().fit(latents)
+    scaler.scale_ = np.where(np.sqrt(scaler.var_) < 1e-8, 1.0, np.sqrt(scaler.var_))  # constant: unscaled
+    return scaler
+
+
+def _restore_scaler(center: np.ndarray, scale: np.ndarray) -> StandardScaler:
+    scaler = StandardScaler()
+    scaler.mean_, scaler.scale_, scaler.var_ = center, scale, scale**2
+    scaler.n_features_in_ = len(center)
+    return scaler
+
+
+def _reducer_arrays(reducer) -> dict[str, np.ndarray]:
+    if isinstance(reducer, PCA):
+        scale = np.sqrt(reducer.explained_variance_)
+        return {"pca_mean": reducer.mean_, "pca_components": reducer.components_, "pca_scale": scale}
+    if isinstance(reducer, UMAPPlacement):
+        return {"umap_inputs": reducer.inputs_, "umap_embedding": reducer.embedding_}
+    return {}
+
+
+def _restore_reducer(arrays: dict[str, np.ndarray], config: MixtureConfig):
+    if "pca_components" in arrays:
+        pca = PCA(n_components=len(arrays["pca_components"]), whiten=True, random_state=config.seed)
+        pca.mean_, pca.components_ = arrays["pca_mean"], arrays["pca_components"]
+        pca.explained_variance_ = np.asarray(arrays["pca_scale"], dtype=np.float64) ** 2
+        pca.n_components_, pca.n_features_in_ = len(pca.components_), pca.components_.shape[1]
+        return pca
+    if "umap_embedding" in arrays:
+        placement = UMAPPlacement(n_components=arrays["umap_embedding"].shape[1], random_state=config.seed)
+        placement.inputs_, placement.embedding_ = arrays["umap_inputs"], arrays["umap_embedding"]
+        return placement
+    return "passthrough"
 
 
 def check_arrays(arrays: dict[str, np.ndarray], k: int, covariance_type: str) -> None:

@@ -13,11 +13,11 @@ from sklearn.utils.validation import check_is_fitted
 from . import distributed
 from .config import MixtureConfig, ModelConfig, RunConfig, TrainConfig
 from .data import ImageSet, load_images
-from .data.loaders import conform_images
+from .io import SavedRun, read_run, save_run
 from .mixture import LatentMixture
-from .preprocess import Normalizer
+from .preprocess import Normalizer, conform_images
 from .progress import say
-from .train import encode, reconstruct, train_autoencoder
+from .train import encode, encode_and_reconstruct, train_autoencoder
 
 ImageInput = ImageSet | str | Path | np.ndarray
 LATENTS_IN_MEMORY = 500_000  # above this many training images, latents go to a memory-mapped file
@@ -197,10 +197,20 @@ class ImageClusterer(BaseEstimator):
         """Log-likelihood of each image under the mixture (in the mixture's feature space)."""
         return self._fitted_mixture().score_samples(self.transform(data))
 
-    def reconstruct(self, data: ImageInput) -> np.ndarray:
-        """Reconstructed images as float32 pixels in [0, 1], (N, H, W, C)."""
+    def reconstruct(self, data: ImageInput, *, return_latents: bool = False):
+        """Reconstructed images as float32 pixels in [0, 1], (N, H, W, C).
+
+        With ``return_latents``, (latent vectors, reconstructions) from the same single pass.
+        """
         check_is_fitted(self, "autoencoder_")
-        return reconstruct(self.autoencoder_, self._images(data), self.normalizer_, device=self._device())
+        latents, pixels = encode_and_reconstruct(
+            self.autoencoder_,
+            self._images(data),
+            self.normalizer_,
+            batch_size=self.encode_batch_size,
+            device=self._device(),
+        )
+        return (latents, pixels) if return_latents else pixels
 
     def assign(self, data: ImageInput) -> Assignments:
         """Cluster, probability and log-likelihood of each image, with its path; one encoding pass."""
@@ -210,8 +220,7 @@ class ImageClusterer(BaseEstimator):
         return self._assignments(latents, loaded.paths, loaded.skipped)
 
     def _assignments(self, latents, paths, skipped, *, keep_latents: bool = True) -> Assignments:
-        proba = self.mixture_.predict_proba(latents)
-        log_likelihood = self.mixture_.score_samples(latents)
+        proba, log_likelihood = self.mixture_.score(latents)  # the features computed once for both
         probability = proba.max(axis=1)
         return Assignments(
             paths=paths,
@@ -224,9 +233,10 @@ class ImageClusterer(BaseEstimator):
         )
 
     def save(self, path: str | Path) -> Path:
-        from .io import save_run
-
-        return save_run(self, Path(path))
+        """Write the fitted model to the folder ``path`` (safetensors and JSON); ``load`` reads it back."""
+        check_is_fitted(self, "mixture_")
+        parts = SavedRun(self.config_, self.autoencoder_, self.normalizer_, self.mixture_, self.history_)
+        return save_run(Path(path), parts)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -261,3 +271,17 @@ class ImageClusterer(BaseEstimator):
         check_is_fitted(self, "autoencoder_")
         model = self.config_.model
         return conform_images(self._load(data, model.channels).images, model.image_size, model.channels)
+
+
+def load(path: str | Path, *, progress: bool = True) -> ImageClusterer:
+    """Load a fitted ImageClusterer from a run folder written by ``save`` or ``aegmm fit``."""
+    saved = read_run(path)
+    clusterer = ImageClusterer.from_config(saved.config, progress=progress)
+    clusterer.config_, clusterer.normalizer_ = saved.config, saved.normalizer
+    clusterer.autoencoder_, clusterer.history_, clusterer.mixture_ = (
+        saved.autoencoder,
+        saved.history,
+        saved.mixture,
+    )
+    clusterer.n_components_ = int(saved.mixture.gmm_.n_components)
+    return clusterer

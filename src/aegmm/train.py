@@ -6,7 +6,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,38 +72,79 @@ def train_autoencoder(
     if len(train_idx) < 2:
         raise ValueError(f"training needs at least 2 images after the validation split, got {len(train_idx)}")
     net = _wrap(model, device)
-    for epoch in range(start + 1, train_config.epochs + 1):
-        t0 = time.perf_counter()
-        loss = _train_epoch(
-            net, optimizer, scaler, images, train_idx, normalizer, train_config, epoch, device, plan, progress
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        args = (
+            net,
+            optimizer,
+            scaler,
+            images,
+            train_idx,
+            normalizer,
+            train_config,
+            epoch,
+            device,
+            plan,
+            progress,
         )
-        val = _mean_loss(model, images[val_idx], normalizer, device) if len(val_idx) else float("nan")
-        if len(val_idx) and not math.isfinite(val):
-            raise FloatingPointError(
-                f"training diverged in epoch {epoch}: the validation loss became {val}; "
-                f"{kept_checkpoint(epoch)}; try a lower learning rate (--lr)"
-            )
-        seconds = time.perf_counter() - t0
-        say(
-            f"epoch {epoch}/{train_config.epochs}: train loss {loss:.4g}, validation loss {val:.4g}, "
-            f"{seconds:.1f} s ({len(train_idx) / seconds:,.0f} images/s)",
-            enabled=progress and distributed.is_main(),
-        )
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": loss,
-                "val_loss": val,
-                "seconds": seconds,
-                "images_per_second": len(train_idx) / seconds,
-            }
-        )
+        return {"train_loss": _train_epoch(*args)}
+
+    def validate() -> float | None:
+        return _mean_loss(model, images[val_idx], normalizer, device) if len(val_idx) else None
+
+    def save(epoch: int, history: list[dict]) -> None:
         if checkpoint_dir is not None and distributed.is_main():
             save_checkpoint(
                 checkpoint_dir, model, optimizer, epoch, history, model_config, train_config, scaler, data
             )
         distributed.barrier()
+
+    loop = EpochLoop(train_config.epochs, len(train_idx), progress and distributed.is_main())
+    history = loop.run(start, history, train_epoch, validate, save)
     return model.to("cpu").eval(), history
+
+
+@dataclass(frozen=True)
+class EpochLoop:
+    """The epochs of any objective: time, divergence check, one line per epoch, history, checkpoint."""
+
+    epochs: int
+    n_train: int  # training images per epoch (for images/s)
+    progress: bool
+
+    def run(
+        self,
+        start: int,
+        history: list[dict],
+        train_epoch: Callable[[int], dict[str, float]],  # epoch -> {"train_loss": ..., other losses}
+        validate: Callable[[], float | None],  # the validation loss; None without validation images
+        save: Callable[[int, list[dict]], None],  # after each epoch: the checkpoint
+    ) -> list[dict]:
+        for epoch in range(start + 1, self.epochs + 1):
+            t0 = time.perf_counter()
+            losses = train_epoch(epoch)
+            val = validate()
+            if not math.isfinite(losses["train_loss"]) or (val is not None and not math.isfinite(val)):
+                raise FloatingPointError(
+                    f"training diverged in epoch {epoch}: the losses became {losses}, validation {val}; "
+                    f"{kept_checkpoint(epoch)}; try a lower learning rate (--lr)"
+                )
+            val = math.nan if val is None else val
+            seconds = time.perf_counter() - t0
+            say(
+                f"epoch {epoch}/{self.epochs}: train loss {losses['train_loss']:.4g}, validation loss "
+                f"{val:.4g}, {seconds:.1f} s ({self.n_train / seconds:,.0f} images/s)",
+                enabled=self.progress,
+            )
+            entry = {
+                "epoch": epoch,
+                "train_loss": losses.pop("train_loss"),
+                "val_loss": val,
+                "seconds": seconds,
+            }
+            history.append(entry | {"images_per_second": self.n_train / seconds} | losses)
+            save(epoch, history)
+        return history
 
 
 def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
@@ -283,17 +324,23 @@ def encode(
 
 
 @torch.inference_mode()
-def reconstruct(
+def encode_and_reconstruct(
     model: AutoEncoder,
     images: np.ndarray,
     normalizer: Normalizer,
     *,
     batch_size: int = 128,
     device: str = "cpu",
-) -> np.ndarray:
-    """Reconstructions as float32 pixels in [0, 1], (N, H, W, C) like the input."""
-    parts = []
+) -> tuple[np.ndarray, np.ndarray]:
+    """Latent vectors float32 (N, latent_dim) and reconstructions float32 (N, H, W, C) in [0, 1],
+    from one pass of each batch through the encoder and the decoder."""
+    latents, pixels = [], []
     for _, net, x in _batches(model, images, normalizer, device, batch_size):
-        output, _ = net(x)
-        parts.append(normalizer.to_pixels(output).permute(0, 2, 3, 1).cpu().numpy())
-    return np.concatenate(parts) if parts else np.zeros((0, *images.shape[1:]), np.float32)
+        output, z = net(x)
+        latents.append(z.float().cpu().numpy())
+        pixels.append(normalizer.to_pixels(output).permute(0, 2, 3, 1).cpu().numpy())
+    if not latents:
+        return np.zeros((0, model.config.latent_dim), np.float32), np.zeros(
+            (0, *images.shape[1:]), np.float32
+        )
+    return np.concatenate(latents), np.concatenate(pixels)

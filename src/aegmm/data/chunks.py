@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..preprocess import conform_images, stack_images
+from .files import decode_entry, file_entries
 from .imageset import ImageSet
-from .loaders import _stack, conform_images, decode_entry, file_entries, load_images
+from .loaders import load_images
 
 
 def iter_chunks(
@@ -56,5 +58,9 @@ def _decode_chunk(entries, root: Path, image_size: int, channels: int) -> ImageS
         else:
             arrays.append(image)
             paths.append(shown)
-    images = _stack(arrays, channels) if arrays else np.zeros((0, image_size, image_size, channels), np.uint8)
+    images = (
+        stack_images(arrays, channels)
+        if arrays
+        else np.zeros((0, image_size, image_size, channels), np.uint8)
+    )
     return ImageSet(images, paths, skipped=skipped, source=str(root))

@@ -10,7 +10,7 @@ memory stays bounded whatever a file's header claims:
 - an image of more than LARGE_PIXELS pixels is resized to `image_size` in its own mode before
   any conversion (16-bit to 8-bit, CMYK, palette), so conversions touch only the small result.
 
-Decoding one image therefore holds the file's bytes (at most loaders.MAX_FILE_BYTES) plus
+Decoding one image therefore holds the file's bytes (at most files.MAX_FILE_BYTES) plus
 about 4 bytes per pixel of MAX_PIXELS (256 MiB) at once (WebP: 4 copies, so a quarter of the
 pixels), and far less for JPEGs. tests/test_reliability.py decodes PNGs whose headers claim
 40000x40000 and 9000x9000 pixels (refused before decoding), a 90-megapixel and a 16-megapixel
@@ -25,6 +25,8 @@ import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from ..preprocess import match_channels, resize
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # the Pillow decoders that may run on a file: those of IMAGE_EXTENSIONS, whatever the file's name
@@ -91,23 +93,19 @@ def _to_array(img: Image.Image, image_size: int | None, channels: int | None) ->
     gray = img.mode in _GRAY_MODES or (img.mode == "P" and _palette_is_gray(img))
     img = _to_gray(img) if gray else img.convert("RGB")
     if image_size is not None and img.size != (image_size, image_size):
-        img = _resize(img, image_size)
+        img = resize(img, image_size, image_size)
     array = np.asarray(img, dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
     return match_channels(array, channels)
 
 
-def _resize(img: Image.Image, size: int) -> Image.Image:
-    return img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-
-
 def _shrink(img: Image.Image, size: int) -> Image.Image:
     """Resize a large image to size x size in its own mode, without a full-size copy."""
     if img.mode in ("1", "P") or img.mode.startswith("I;16"):  # modes that reduce() refuses
-        return img.resize((size, size), Image.Resampling.BILINEAR)
+        return img.resize((size, size), Image.Resampling.BILINEAR)  # no reducing_gap: it calls reduce()
     factors = (max(1, img.size[0] // (2 * size)), max(1, img.size[1] // (2 * size)))
-    return img.reduce(factors).resize((size, size), Image.Resampling.BILINEAR)  # box, then bilinear
+    return resize(img.reduce(factors), size, size)  # box, then bilinear
 
 
 def _palette_is_gray(img: Image.Image) -> bool:
@@ -128,16 +126,3 @@ def _to_gray(img: Image.Image) -> Image.Image:
     np.rint(values, out=values)
     np.clip(values, 0, 255, out=values)
     return Image.fromarray(values.astype(np.uint8), mode="L")
-
-
-def match_channels(array: np.ndarray, channels: int | None) -> np.ndarray:
-    """Convert uint8 (H, W, C) between 1 and 3 channels (luma for RGB -> gray)."""
-    have = array.shape[-1]
-    if channels is None or have == channels:
-        return array
-    if channels == 3 and have == 1:
-        return np.repeat(array, 3, axis=-1)
-    if channels == 1 and have == 3:
-        luma = array.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[:, :, None]
-    raise ValueError(f"cannot convert {have} channels to {channels}")

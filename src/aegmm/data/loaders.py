@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import stat
 import zipfile
 import zlib
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
+from ..preprocess import conform_images, stack_images
 from ..progress import bar
-from .decode import DecodeError, decode_image, is_image_name, match_channels
+from .files import FileEntry, decode_entry, file_entries, folder_files, folder_labels
 from .imageset import ImageSet
+from .pack import load_npy
 
 BUILTINS = ("builtin:digits", "builtin:digits+simulated")
-# larger files are skipped unread: an image within decode.MAX_PIXELS needs far fewer bytes
-MAX_FILE_BYTES = 512 * 2**20
 
 
 def load_images(
@@ -44,14 +41,12 @@ def load_images(
                 f"input not found: {path} (expected a folder, .zip, .npz or builtin:digits)"
             )
         if path.is_dir():
-            data = _load_files(_folder_files(path), path, image_size, channels, progress)
+            data = _load_files(folder_files(path), path, image_size, channels, progress)
         elif path.suffix.lower() == ".zip":
             data = _load_zip(path, image_size, channels, progress)
         elif path.suffix.lower() == ".npz":
             data = _load_npz(path)
         elif path.suffix.lower() == ".npy":
-            from .pack import load_npy
-
             data = load_npy(path)  # memory-mapped: batches are read from disk as they are used
         else:
             raise ValueError(
@@ -70,64 +65,9 @@ def _skip_summary(skipped: list[tuple[str, str]]) -> str:
     return f"{len(skipped)} files skipped, first: {skipped[0][0]}: {skipped[0][1]}"
 
 
-# -- files: folders and zips -------------------------------------------------------------------
-
-FileEntry = tuple[str, Callable[[], bytes]]  # (relative posix path, reader)
-
-
-def _folder_files(root: Path) -> Iterator[FileEntry]:
-    for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
-        yield path.relative_to(root).as_posix(), _file_reader(path)
-
-
-def _file_reader(path: Path) -> Callable[[], bytes]:
-    def read() -> bytes:
-        info = path.stat()  # follows symlinks: a link to a device or a pipe is not read
-        if not stat.S_ISREG(info.st_mode):
-            raise DecodeError("not a regular file")
-        _check_file_size(info.st_size)
-        return path.read_bytes()
-
-    return read
-
-
-def _check_file_size(size: int) -> None:
-    if size > MAX_FILE_BYTES:
-        raise DecodeError(f"file of {size:,} bytes exceeds the limit of {MAX_FILE_BYTES:,} bytes")
-
-
-def open_zip(path: Path) -> zipfile.ZipFile:
-    """The archive, or a ValueError naming the file when it is not a readable zip."""
-    try:
-        return zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        raise ValueError(f"{path} is not a readable zip archive ({exc})") from None
-
-
-@contextlib.contextmanager
-def file_entries(path: Path) -> Iterator[list[FileEntry]]:
-    """(relative path, reader) of every file in a folder or a zip, sorted; the zip stays open."""
-    if path.is_dir():
-        yield list(_folder_files(path))
-        return
-    if path.suffix.lower() != ".zip":
-        raise ValueError(f"expected a folder or a .zip, got {path.name}")
-    with open_zip(path) as archive:
-        members = sorted((m for m in archive.infolist() if not m.is_dir()), key=lambda m: m.filename)
-        yield [(m.filename, _zip_reader(archive, m)) for m in members]
-
-
 def _load_zip(path: Path, image_size, channels, progress) -> ImageSet:
     with file_entries(path) as entries:
         return _load_files(entries, path, image_size, channels, progress, total=len(entries))
-
-
-def _zip_reader(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> Callable[[], bytes]:
-    def read() -> bytes:
-        _check_file_size(member.file_size)  # zipfile never returns more than the declared size
-        return archive.read(member)  # read into memory only: nothing is extracted to disk
-
-    return read
 
 
 def _load_files(
@@ -145,55 +85,8 @@ def _load_files(
     if not arrays:
         return ImageSet(np.zeros((0, 1, 1, 1), np.uint8), [], skipped=skipped, source=str(root))
     labels, label_names = folder_labels(paths)
-    images = _stack(arrays, channels)
+    images = stack_images(arrays, channels)
     return ImageSet(images, [shown(p) for p in paths], labels, label_names, skipped=skipped, source=str(root))
-
-
-def decode_entry(rel: str, read: Callable[[], bytes], image_size, channels) -> np.ndarray | str:
-    """One file's decoded image, or the reason it was skipped."""
-    if not is_image_name(rel):
-        return "not an image file name (extension)"
-    try:
-        return decode_image(read(), image_size, channels)
-    except DecodeError as exc:
-        return str(exc)
-    except OSError as exc:
-        return f"could not read file ({exc.strerror or exc})"
-    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
-        return f"could not read the zip member ({exc})"  # corrupt, encrypted or unsupported
-
-
-def folder_labels(paths: list[str]) -> tuple[np.ndarray | None, list[str] | None]:
-    """First-level subfolder names, after dropping folders that every image shares."""
-    parts = [PurePosixPath(p).parts for p in paths]
-    while all(len(p) > 2 for p in parts) and len({p[0] for p in parts}) == 1:
-        parts = [p[1:] for p in parts]
-    if not all(len(p) >= 2 for p in parts):
-        return None, None
-    names = sorted({p[0] for p in parts})
-    if len(names) < 2:
-        return None, None
-    lookup = {n: i for i, n in enumerate(names)}
-    return np.array([lookup[p[0]] for p in parts], dtype=np.int64), names
-
-
-def _stack(arrays: list[np.ndarray], channels: int | None) -> np.ndarray:
-    if channels is None:
-        channels = 3 if any(a.shape[-1] == 3 for a in arrays) else 1
-    arrays = [match_channels(a, channels) for a in arrays]
-    shapes = Counter(a.shape for a in arrays)
-    if len(shapes) > 1:
-        (height, width, _), _ = shapes.most_common(1)[0]
-        arrays = [a if a.shape[:2] == (height, width) else _resize(a, height, width) for a in arrays]
-    return np.stack(arrays)
-
-
-def _resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    from PIL import Image
-
-    img = Image.fromarray(array[:, :, 0] if array.shape[-1] == 1 else array)
-    out = np.asarray(img.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
-    return out[:, :, None] if out.ndim == 2 else out
 
 
 # -- arrays: npz and built-in sets --------------------------------------------------------------
@@ -272,22 +165,3 @@ def _conform(data: ImageSet, image_size: int | None, channels: int | None) -> Im
     if len(data):
         data.images = conform_images(data.images, image_size, channels)
     return data
-
-
-def conform_images(images: np.ndarray, image_size: int | None, channels: int | None) -> np.ndarray:
-    """uint8 (N, H, W[, C]) -> (N, image_size, image_size, channels); None keeps that property."""
-    if images.dtype != np.uint8:
-        raise TypeError(f"images must be uint8 (0-255), got {images.dtype}")
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise ValueError(
-            f"images must have shape (N, H, W) or (N, H, W, C) with C in 1, 3, 4, got {images.shape}"
-        )
-    if images.shape[-1] == 4:
-        images = images[..., :3]
-    if channels is not None and images.shape[-1] != channels:
-        images = np.stack([match_channels(a, channels) for a in images])
-    if image_size is not None and images.shape[1:3] != (image_size, image_size):
-        images = np.stack([_resize(a, image_size, image_size) for a in images])
-    return images

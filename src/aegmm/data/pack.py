@@ -16,8 +16,8 @@ import numpy as np
 from ..folders import check_output_file, created_by_aegmm
 from ..progress import bar
 from ..storage import write_json
+from .files import decode_entry, file_entries, folder_labels
 from .imageset import ImageSet
-from .loaders import decode_entry, file_entries, folder_labels
 
 SIDECAR_KEYS = {"source", "paths", "skipped", "labels", "label_names"}
 
