@@ -217,3 +217,24 @@ def test_plot_functions_draw_on_a_given_axes():
     history = [{"epoch": 1, "train_loss": 1.0, "val_loss": math.nan}, {"epoch": 2, "train_loss": 0.5}]
     assert loss_history(history, ax=ax) is fig
     assert [line.get_label() for line in ax.get_lines()] == ["training"]
+
+
+def test_measure_computes_the_report_without_touching_a_file(evaluated, run_dir, digits, monkeypatch):
+    from aegmm import measure, storage
+    from aegmm.evaluation.measure import header
+
+    out, metrics, _ = evaluated
+    clusterer = load(run_dir, progress=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("measure wrote a file")
+
+    for name in ("write_atomic", "write_json", "write_tensors", "write_arrays"):
+        monkeypatch.setattr(storage, name, refuse)
+    found = measure(clusterer, digits, seed=0)
+    assert set(found.figures) == {p.stem for p in (out / "figures").glob("*.png")}
+    assert all(png.startswith(b"\x89PNG") for png in found.figures.values())
+    written = {k: v for k, v in metrics.items() if k not in header(clusterer, digits, "") and k != "seconds"}
+    assert set(found.metrics) == set(written)  # the same keys as metrics.json, header aside
+    assert found.metrics["gmm"]["bic"] == pytest.approx(metrics["gmm"]["bic"], rel=1e-9)
+    assert found.metrics["labels"]["acc"] == metrics["labels"]["acc"]

@@ -1,0 +1,78 @@
+"""The Python surface: each verb's library function, keyword-only configs, the options of `aegmm fit`
+generated from the config dataclasses, and the mixture as a scikit-learn Pipeline."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import fields
+
+import numpy as np
+import pytest
+from sklearn.pipeline import Pipeline
+
+import aegmm
+from aegmm.cli_parser import FIT_FIELDS, FLAGS, build_parser, field_help
+from aegmm.config import MixtureConfig, ModelConfig, RunConfig, TrainConfig
+from aegmm.mixture import LatentMixture
+from conftest import TINY
+
+
+def test_every_verb_is_a_public_library_function():
+    for name in ("fit_run", "assign_run", "evaluate_run", "pack_images", "run_demo", "measure"):
+        assert name in aegmm.__all__ and callable(getattr(aegmm, name))
+
+
+@pytest.mark.parametrize("kind", [ModelConfig, TrainConfig, MixtureConfig, RunConfig])
+def test_configs_are_built_by_keyword_only(kind):
+    first = fields(kind)[0]
+    with pytest.raises(TypeError):
+        kind(getattr(kind(), first.name))
+    assert kind(**{first.name: getattr(kind(), first.name)}) == kind()
+
+
+def test_fit_options_carry_the_dataclass_defaults_and_comments():
+    parser = build_parser()
+    args = parser.parse_args(["fit", "images", "--out", "run"])
+    fit = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("fit"))
+    helps = {action.dest: action.help for action in fit._actions}
+    for name, (kind, _, _) in FIT_FIELDS.items():
+        default = next(f.default for f in fields(kind) if f.name == name)
+        assert getattr(args, name) == (None if name == "k_range" else default)
+        assert helps[name].startswith(field_help(kind, name).split(";")[0])
+    assert "(default 10)" in helps["n_components"] and "--k-range" in helps["n_components"]
+    assert FLAGS["n_components"] == "--clusters" and FLAGS["covariance_type"] == "--covariance"
+
+
+def test_field_help_reads_continued_comments_and_names_flags():
+    text = field_help(TrainConfig, "objective")
+    assert text.startswith("how the encoder learns") and text.endswith("reconstructions")
+    assert "--k-range" in field_help(MixtureConfig, "n_components")
+
+
+def test_fit_run_and_assign_run_work_from_python(image_folder, tmp_path):
+    clusterer, table = aegmm.fit_run(image_folder, tmp_path / "run", aegmm.ImageClusterer(**TINY))
+    assert (tmp_path / "run" / "assignments.csv").is_file() and len(table.paths) == 24
+    extras = aegmm.AssignExtras(gallery=tmp_path / "gallery.png")
+    done = aegmm.assign_run(tmp_path / "run", image_folder, tmp_path / "a.csv", extras=extras, progress=False)
+    with open(tmp_path / "a.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert done.counts.sum() == len(rows) == 24 and (tmp_path / "gallery.png").is_file()
+    assert [int(r["cluster"]) for r in rows] == list(table.cluster)  # the same images, the same clusters
+    assert done.lines == [f"gallery written to {tmp_path / 'gallery.png'}"]
+
+
+@pytest.mark.parametrize("reducer", ["pca", "none"])
+def test_the_mixture_is_a_pipeline_saved_and_rebuilt_from_arrays(reducer):
+    rng = np.random.default_rng(0)
+    latents = np.concatenate([rng.normal(0, 1, (60, 6)), rng.normal(4, 1, (60, 6))])
+    config = MixtureConfig(n_components=2, reducer=reducer, reduced_dim=3)
+    mixture = LatentMixture(config).fit(latents)
+    assert isinstance(mixture.pipeline_, Pipeline)
+    assert [name for name, _ in mixture.pipeline_.steps] == ["scale", "reduce", "gmm"]
+    np.testing.assert_array_equal(mixture.predict(latents), mixture.pipeline_.predict(latents))
+    proba, log_likelihood = mixture.score(latents)
+    np.testing.assert_array_equal(proba, mixture.predict_proba(latents))
+    np.testing.assert_array_equal(log_likelihood, mixture.score_samples(latents))
+    rebuilt = LatentMixture.from_arrays(*mixture.to_arrays(), config)
+    np.testing.assert_array_equal(rebuilt.score_samples(latents), mixture.score_samples(latents))
+    assert rebuilt.features(latents).shape[1] == (3 if reducer == "pca" else 6)
