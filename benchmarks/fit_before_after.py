@@ -6,7 +6,7 @@
     python benchmarks/fit_before_after.py --smoke                # builtin:digits, seconds
 
 Each ref's ``src/`` is exported with ``git archive`` into a temporary folder and run as
-``python -m aegmm fit DATA --out RUN --threads T [FIT ARGS]`` with that folder first on
+``python -m aegmm --threads T fit DATA --out RUN --quiet [FIT ARGS]`` with that folder first on
 PYTHONPATH, so every ref runs under the same Python, torch and data. The runs are interleaved
 (ref 1, ref 2, ..., then again), so a change in the machine's load touches every ref alike; the
 1-minute load average is read before each run. Peak RSS is the child's ru_maxrss.
@@ -42,7 +42,7 @@ def export(ref: str, into: Path) -> tuple[str, Path]:
 def fit_once(src: Path, data: str, out: Path, threads: int, fit_args: list[str]) -> dict:
     """Wall seconds, peak RSS and the load before one ``aegmm fit`` from the tree ``src``."""
     env = os.environ | {"PYTHONPATH": str(src), "OMP_NUM_THREADS": str(threads)}
-    command = [sys.executable, "-m", "aegmm", "fit", data, "--out", str(out), "--threads", str(threads)]
+    command = [sys.executable, "-m", "aegmm", "--threads", str(threads), "fit", data, "--out", str(out)]
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -82,6 +82,8 @@ def markdown(payload: dict) -> str:
     lines += ["", "| ref | commit | mean wall s | runs |", "| --- | --- | ---: | ---: |"]
     for ref, commit in payload["refs"].items():
         times = [r["seconds"] for r in payload["runs"] if r["ref"] == ref]
+        if not times:  # not run yet: the file is rewritten after every run
+            continue
         lines.append(f"| {ref} | {commit} | {sum(times) / len(times):.1f} | {', '.join(map(str, times))} |")
     return "\n".join(lines) + "\n"
 
