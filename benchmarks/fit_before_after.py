@@ -28,7 +28,9 @@ from common import REPO, machine, output_folder
 
 
 def export(ref: str, into: Path) -> tuple[str, Path]:
-    """The commit id of ``ref`` and a folder holding its src/ tree."""
+    """The commit id of ``ref`` and a folder holding its src/ tree; ref "." is the working tree."""
+    if ref == ".":
+        return "working tree", REPO / "src"
     sha = subprocess.run(
         ["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -95,15 +97,21 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", default="builtin:digits", help="what `aegmm fit` reads")
-    parser.add_argument("--refs", default="HEAD~1,HEAD", help="comma-separated git refs, oldest first")
+    parser.add_argument(
+        "--refs",
+        default="HEAD~1,HEAD",
+        help="comma-separated git refs, oldest first; '.' is the working tree",
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="fit_before_after", help="results file stem")
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results")
-    parser.add_argument("--smoke", action="store_true", help="builtin:digits, tiny network, HEAD twice")
+    parser.add_argument(
+        "--smoke", action="store_true", help="builtin:digits, tiny network, the working tree twice"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
-        args.data, args.refs, args.repeats, args.threads = "builtin:digits", "HEAD,HEAD", 1, 1
+        args.data, args.refs, args.repeats, args.threads = "builtin:digits", ".,.", 1, 1
         fit_args = ["--epochs", "1", "--image-size", "8", "--width", "0.125", "--latent-dim", "4",
                     "--reduced-dim", "4", "--clusters", "3"]  # fmt: skip
     return args, fit_args

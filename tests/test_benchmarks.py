@@ -207,9 +207,9 @@ def test_cifake_split_smoke(shared_data, tmp_path, results_untouched):
 def test_fit_before_after_smoke(tmp_path, results_untouched):
     run_script("fit_before_after.py", "--smoke", "--out", str(tmp_path), timeout=300)
     payload = json.loads((tmp_path / "fit_before_after.json").read_text())
-    assert [r["ref"] for r in payload["runs"]] == ["HEAD", "HEAD"]  # one run per ref, interleaved
+    assert [r["ref"] for r in payload["runs"]] == [".", "."]  # one run per ref, interleaved
     assert all(finite(r["seconds"], 0.1) and r["summary"].startswith("fitted K=3") for r in payload["runs"])
-    assert "| HEAD |" in (tmp_path / "fit_before_after.md").read_text()
+    assert "| . | working tree |" in (tmp_path / "fit_before_after.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from torch.amp import GradScaler
 
 from . import distributed
 from .augment import AugmentPolicy, augment, check_policy, default_policy
-from .checkpoint import data_fingerprint, has_checkpoint, kept_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import has_checkpoint, kept_checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .nn import AutoEncoder
 from .nn.autoencoder import Encoder
@@ -39,11 +39,10 @@ from .storage import write_json
 from .train import (
     EpochLoop,
     Precision,
+    Session,
     autocast,
-    device_precision,
     epoch_batches,
     evaluating_on,
-    split_indices,
 )
 
 OPTIONS_FILE = "contrastive.json"  # the contrastive settings of a checkpoint, checked on resume
@@ -187,39 +186,28 @@ def train_contrastive(
     check_policy(policy, model_config.channels)
     if distributed.launched_by_torchrun():
         raise ValueError("contrastive training runs in one process (NT-Xent here uses the local batch only)")
-    device = distributed.resolve_device(train_config.device)
-    plan = device_precision(train_config, device)
-    torch.manual_seed(train_config.seed)
-    model = ContrastiveModel(model_config, config).to(device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
+    s = Session.start(images, train_config, lambda: ContrastiveModel(model_config, config), checkpoint_dir)
+    model = s.model
+    start, history = _resume(
+        checkpoint_dir, resume, model, s.optimizer, config, policy, s.saved(model_config)
     )
-    scaler = GradScaler(device.type, enabled=plan.scale_loss)
-    data = data_fingerprint(images) if checkpoint_dir is not None else None
-    saved = (model_config, train_config, scaler, data)
-    start, history = _resume(checkpoint_dir, resume, model, optimizer, config, policy, saved)
-    train_idx, val_idx = split_indices(
-        len(images), train_config.val_fraction, train_config.seed, train_config.train_images
+    run = _Run(
+        model, s.optimizer, s.scaler, normalizer, train_config, config, policy, s.device, s.plan, progress
     )
-    if len(train_idx) < 2:
-        raise ValueError(f"training needs at least 2 images after the validation split, got {len(train_idx)}")
-    run = _Run(model, optimizer, scaler, normalizer, train_config, config, policy, device, plan, progress)
 
     def validate() -> float | None:
-        return run.validation_loss(images[val_idx]) if len(val_idx) >= 2 else None
+        return run.validation_loss(images[s.val_idx]) if len(s.val_idx) >= 2 else None
 
     def save(epoch: int, history: list[dict]) -> None:
         if checkpoint_dir is not None:
             _write_options(Path(checkpoint_dir), config, policy)  # first: a checkpoint never lacks them
-            save_checkpoint(
-                checkpoint_dir, model, optimizer, epoch, history, model_config, train_config, scaler, data
-            )
+            save_checkpoint(checkpoint_dir, model, s.optimizer, epoch, history, *s.saved(model_config))
         if on_epoch is not None:
             on_epoch(epoch, model.autoencoder, history)
 
-    loop = EpochLoop(train_config.epochs, len(train_idx), progress)
+    loop = EpochLoop(train_config.epochs, len(s.train_idx), progress)
     history = loop.run(
-        start, history, lambda epoch: run.train_epoch(images, train_idx, epoch), validate, save
+        start, history, lambda epoch: run.train_epoch(images, s.train_idx, epoch), validate, save
     )
     return model.autoencoder.to("cpu").eval(), history
 

@@ -49,59 +49,65 @@ def train_autoencoder(
     progress: bool = True,
 ) -> tuple[AutoEncoder, list[dict]]:
     """Train on uint8 (N, H, W, C) images; returns the model (eval mode, on CPU) and its history."""
-    device = distributed.resolve_device(train_config.device)
-    plan = device_precision(train_config, device)  # an impossible precision fails before any work
-    distributed.init(device)
-    torch.manual_seed(train_config.seed)
-    model = AutoEncoder(model_config).to(device)
-    if device.type == "cuda":  # channels-last convolutions are faster on GPUs
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
-    )
-    scaler = GradScaler(device.type, enabled=plan.scale_loss)
+    s = Session.start(images, train_config, lambda: AutoEncoder(model_config), checkpoint_dir)
+    distributed.init(s.device)
+    if s.device.type == "cuda":  # channels-last convolutions are faster on GPUs
+        s.model.to(memory_format=torch.channels_last)
     start, history = 0, []
-    data = data_fingerprint(images) if checkpoint_dir is not None else None
     if resume and checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
-        start, history = load_checkpoint(
-            checkpoint_dir, model, optimizer, model_config, train_config, scaler, data
-        )
-    train_idx, val_idx = split_indices(
-        len(images), train_config.val_fraction, train_config.seed, train_config.train_images
-    )
-    if len(train_idx) < 2:
-        raise ValueError(f"training needs at least 2 images after the validation split, got {len(train_idx)}")
-    net = _wrap(model, device)
+        start, history = load_checkpoint(checkpoint_dir, s.model, s.optimizer, *s.saved(model_config))
+    net = _wrap(s.model, s.device)
 
     def train_epoch(epoch: int) -> dict[str, float]:
-        args = (
-            net,
-            optimizer,
-            scaler,
-            images,
-            train_idx,
-            normalizer,
-            train_config,
-            epoch,
-            device,
-            plan,
-            progress,
-        )
-        return {"train_loss": _train_epoch(*args)}
+        args = (s.optimizer, s.scaler, images, s.train_idx, normalizer, train_config, epoch, s.device, s.plan)
+        return {"train_loss": _train_epoch(net, *args, progress)}
 
     def validate() -> float | None:
-        return _mean_loss(model, images[val_idx], normalizer, device) if len(val_idx) else None
+        return _mean_loss(s.model, images[s.val_idx], normalizer, s.device) if len(s.val_idx) else None
 
     def save(epoch: int, history: list[dict]) -> None:
         if checkpoint_dir is not None and distributed.is_main():
-            save_checkpoint(
-                checkpoint_dir, model, optimizer, epoch, history, model_config, train_config, scaler, data
-            )
+            save_checkpoint(checkpoint_dir, s.model, s.optimizer, epoch, history, *s.saved(model_config))
         distributed.barrier()
 
-    loop = EpochLoop(train_config.epochs, len(train_idx), progress and distributed.is_main())
+    loop = EpochLoop(train_config.epochs, len(s.train_idx), progress and distributed.is_main())
     history = loop.run(start, history, train_epoch, validate, save)
-    return model.to("cpu").eval(), history
+    return s.model.to("cpu").eval(), history
+
+
+@dataclass
+class Session:
+    """What training with any objective starts from: device, precision, model, optimizer, split."""
+
+    device: torch.device
+    plan: Precision
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: GradScaler
+    train_config: TrainConfig
+    fingerprint: dict | None  # the images' checkpoint fingerprint (None without checkpoints)
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+
+    @classmethod
+    def start(cls, images, config: TrainConfig, build: Callable[[], nn.Module], checkpoint_dir) -> Session:
+        device = distributed.resolve_device(config.device)
+        plan = device_precision(config, device)  # an impossible precision fails before any work
+        torch.manual_seed(config.seed)
+        model = build().to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scaler = GradScaler(device.type, enabled=plan.scale_loss)
+        fingerprint = data_fingerprint(images) if checkpoint_dir is not None else None
+        train_idx, val_idx = split_indices(len(images), config.val_fraction, config.seed, config.train_images)
+        if len(train_idx) < 2:
+            raise ValueError(
+                f"training needs at least 2 images after the validation split, got {len(train_idx)}"
+            )
+        return cls(device, plan, model, optimizer, scaler, config, fingerprint, train_idx, val_idx)
+
+    def saved(self, model_config: ModelConfig) -> tuple:
+        """The last arguments of save_checkpoint and load_checkpoint: what a checkpoint must match."""
+        return model_config, self.train_config, self.scaler, self.fingerprint
 
 
 @dataclass(frozen=True)
