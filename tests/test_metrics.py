@@ -320,6 +320,20 @@ def test_kl_matrix_layout():
         mc_kl_divergence(mixtures["near"], mixtures["far"], n_samples=1)
 
 
+def test_kl_matrix_hands_each_pairs_log_ratios_out_of_the_same_draw():
+    rng = np.random.default_rng(3)
+    mixtures = {
+        name: GaussianMixture(1).fit(rng.normal(shift, 1.0, size=(80, 2)))
+        for name, shift in (("a", 0), ("b", 2))
+    }
+    seen = {}
+    names, kl, _ = kl_matrix(
+        mixtures, n_samples=500, seed=1, on_pair=lambda p, q, r: seen.update({(p, q): r})
+    )
+    assert list(seen) == [("a", "b"), ("b", "a")]
+    assert kl[0][1] == float(np.mean(seen[("a", "b")])) and kl[1][0] == float(np.mean(seen[("b", "a")]))
+
+
 # ---- ROC AUC and reconstruction --------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ from aegmm.config import MixtureConfig
 from aegmm.evaluation import plots
 from aegmm.evaluation.image_scores import SCORE_NAMES
 from aegmm.evaluation.likelihood import gmm_n_parameters
-from aegmm.evaluation.metrics import gmm_information, kl_matrix, mc_kl_divergence, roc_auc
+from aegmm.evaluation.metrics import gmm_information, kl_matrix, roc_auc
 from aegmm.mixture import make_gmm
 
 MAX_DOMAINS = 10  # more domains than this are not analysed (the KL matrix grows as D^2)
@@ -110,7 +110,13 @@ def analyse_domains(
     mixtures = {name: _fit(features[codes == j], k, config, seed) for j, name in enumerate(names)}
     info = [gmm_information(mixtures[name], features[codes == j]) for j, name in enumerate(names)]
     n_parameters = info[0]["n_parameters"]  # the same K, covariance type and features for each
-    _, kl, stderr = kl_matrix(mixtures, n_samples=KL_SAMPLES, seed=seed)
+    ratios: dict[str, np.ndarray] = {}
+
+    def keep(p: str, q: str, log_ratios: np.ndarray) -> None:  # the first pairs, for the histograms
+        if len(ratios) < HISTOGRAM_PAIRS:
+            ratios[f"KL({p} || {q}) = {float(np.mean(log_ratios)):.3g}"] = log_ratios
+
+    _, kl, stderr = kl_matrix(mixtures, n_samples=KL_SAMPLES, seed=seed, on_pair=keep)
     orientation = positive_domain(names, positive)
     detection, roc = _detection(features, codes, names, gmm, config, seed, scores or {}, orientation)
     counts = np.stack([np.bincount(clusters[codes == j], minlength=k) for j in range(len(names))], axis=1)
@@ -130,23 +136,10 @@ def analyse_domains(
     return DomainAnalysis(
         metrics=metrics,
         loglik=_loglik_groups(features, codes, names, gmm, mixtures),
-        log_ratios=_log_ratios(mixtures, seed),
+        log_ratios=ratios,
         roc=roc,
         counts=counts,
     )
-
-
-def _log_ratios(mixtures: dict[str, GaussianMixture], seed: int) -> dict[str, np.ndarray]:
-    """Per-sample log ratios of the first pairs, drawn exactly as ``kl_matrix`` draws them."""
-    names = list(mixtures)
-    seeds = np.random.SeedSequence(seed).spawn(len(names))  # the same children kl_matrix spawns
-    ratios = {}
-    for i, p in enumerate(names):
-        for q in names:
-            if q != p and len(ratios) < HISTOGRAM_PAIRS:
-                kl = mc_kl_divergence(mixtures[p], mixtures[q], KL_SAMPLES, seed=seeds[i])
-                ratios[f"KL({p} || {q}) = {kl['kl']:.3g}"] = kl["log_ratios"]
-    return ratios
 
 
 def _loglik_groups(features, codes, names, gmm, mixtures) -> dict[str, dict[str, np.ndarray]]:

@@ -298,12 +298,16 @@ def mc_kl_divergence(p: GaussianMixture, q: GaussianMixture, n_samples: int = 20
 
 
 def kl_matrix(
-    mixtures: Mapping[str, GaussianMixture], n_samples: int = 20000, seed: int = 0
+    mixtures: Mapping[str, GaussianMixture],
+    n_samples: int = 20000,
+    seed: int = 0,
+    on_pair: Callable[[str, str, np.ndarray], None] | None = None,
 ) -> tuple[list[str], list[list[float]], list[list[float]]]:
     """Pairwise Monte Carlo KL(P || Q): rows P, columns Q, zero diagonal.
 
     Each row draws its own ``n_samples`` points from P (seeds spawned from ``seed``) and scores
-    them under every Q. Returns ``(names, kl, stderr)`` with 2-D lists of floats.
+    them under every Q. Returns ``(names, kl, stderr)`` with 2-D lists of floats. ``on_pair(p, q,
+    log_ratios)`` sees each pair's per-sample log p(x) - log q(x) (for histograms: no second draw).
     """
     _check_n_samples(n_samples)
     if not mixtures:
@@ -318,5 +322,8 @@ def kl_matrix(
         log_p = mixtures[p_name].score_samples(x)
         for j, q_name in enumerate(names):
             if i != j:
-                kl[i][j], stderr[i][j] = _summarise(log_p - mixtures[q_name].score_samples(x))
+                log_ratios = log_p - mixtures[q_name].score_samples(x)
+                kl[i][j], stderr[i][j] = _summarise(log_ratios)
+                if on_pair is not None:
+                    on_pair(p_name, q_name, log_ratios)
     return names, kl, stderr
