@@ -79,6 +79,25 @@ def load_digits() -> Labelled:
     return Labelled(data.images, data.labels.astype(np.int64))
 
 
+MNIST = SHARED_DATA / "mnist_train_10k.npz"
+
+
+def load_mnist(fit_size: int = 8000, test_size: int = 2000, seed: int = 0) -> tuple[Labelled, Labelled]:
+    """mnist_train_10k.npz split fit / held-out, stratified by digit (train_test_split, seed), 28x28x1."""
+    from sklearn.model_selection import train_test_split
+
+    with np.load(MNIST) as data:
+        everything = Labelled(data["images"], data["labels"].astype(np.int64))
+    fit, test = train_test_split(
+        np.arange(len(everything.classes)),
+        train_size=fit_size,
+        test_size=test_size,
+        stratify=everything.classes,
+        random_state=seed,
+    )
+    return everything.take(np.sort(fit)), everything.take(np.sort(test))
+
+
 def split_cifake(data: Labelled, test_size: int = 4000, seed: int = 0) -> tuple[Labelled, Labelled]:
     """(fit, held-out) stratified by domain x CIFAR class; 16,000 / 4,000 by default."""
     positions = np.arange(len(data.images))

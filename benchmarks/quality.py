@@ -1,6 +1,6 @@
-"""Clustering quality of aegmm against peers on CIFAKE (held-out) and scikit-learn's digits.
+"""Clustering quality of aegmm against peers on CIFAKE (held-out), scikit-learn's digits and MNIST.
 
-    python benchmarks/quality.py                      # full run: 16,000 fit / 4,000 scored + digits
+    python benchmarks/quality.py                      # full run: CIFAKE 16,000 / 4,000, digits, MNIST
     python benchmarks/quality.py --quick              # 1,000 fit / 400 scored, 1 epoch
     python benchmarks/quality.py --smoke --out /tmp/q  # does it run? tiny network and subsets, seconds
     python benchmarks/quality.py --variant reducer=umap --variant noise=0.1
@@ -9,6 +9,8 @@ Tasks (K is given to every method, never selected):
 - cifar10: the 10 CIFAR-10 classes over REAL and FAKE together (K=10); acc, NMI, ARI.
 - real_fake: REAL vs FAKE (K=2); acc, NMI, and the ROC AUC of label-free per-image scores.
 - digits: scikit-learn's 1,797 digits (K=10), fitted and scored on all of them as peers do.
+- mnist: mnist_train_10k.npz, 8,000 fit / 2,000 held-out (stratified by digit, seed --seed), K=10;
+  28x28 digits, which aegmm resizes to its image_size (32) and the pixel peers use as they are.
 CIFAKE split: 16,000 fit / 4,000 held-out, stratified by domain x CIFAR class, seed --seed.
 Writes quality.json and quality.md under --out (benchmarks/results by default; a smoke run
 writes to a temporary folder and refuses benchmarks/results).
@@ -33,6 +35,7 @@ from common import (
     load_cifake,
     load_cifake_subset,
     load_digits,
+    load_mnist,
     machine,
     max_rss_mib,
     measure,
@@ -61,8 +64,8 @@ SMOKE_NETWORK = {
 
 def tasks_of(dataset: str, scored: Labelled) -> list[dict]:
     """Each task: name, K, true labels of the scored images, and the AUROC target if any."""
-    if dataset == "digits":
-        return [{"task": "digits", "k": 10, "y": scored.classes, "positive": None}]
+    if dataset in ("digits", "mnist"):
+        return [{"task": dataset, "k": 10, "y": scored.classes, "positive": None}]
     return [
         {"task": "cifar10", "k": 10, "y": scored.classes, "positive": None},
         {"task": "real_fake", "k": 2, "y": scored.domains, "positive": scored.domains == 1},
@@ -138,6 +141,18 @@ def datasets(args) -> dict[str, tuple[Labelled, Labelled, dict]]:
             "scored": f"the same {n:,} images that were fitted (transductive, as the peers report it)",
         }
         out["digits"] = (digits, digits, info)
+    if "mnist" in args.datasets:
+        sizes = (SMOKE["fit_size"], SMOKE["test_size"]) if args.smoke else (8000, 2000)
+        fit, held_out = load_mnist(*sizes, seed=args.seed)
+        info = {
+            "source": "mnist_train_10k.npz (28x28x1)",
+            "split": f"{sizes[0]:,} fit / {sizes[1]:,} held-out, stratified by digit "
+            f"(sklearn train_test_split, random_state={args.seed})",
+            "fit_images": len(fit.images),
+            "scored_images": len(held_out.images),
+            "scored": "held-out images only (never fitted)",
+        }
+        out["mnist"] = (fit, held_out, info)
     return out
 
 
@@ -165,7 +180,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--no-default", action="store_true", help="leave aegmm's defaults out")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
-    parser.add_argument("--datasets", default="cifake,digits", help="comma list of cifake, digits")
+    parser.add_argument(
+        "--datasets", default="cifake,digits,mnist", help="comma list of cifake, digits, mnist"
+    )
     parser.add_argument("--fit-size", type=int, default=16000, help="CIFAKE fit images (stratified subset)")
     parser.add_argument("--test-size", type=int, default=4000, help="CIFAKE held-out images scored")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of every method")
@@ -189,7 +206,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.epochs = args.epochs or QUICK["epochs"]
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    unknown = sorted(set(args.methods) - set(METHODS)) + sorted(set(args.datasets) - {"cifake", "digits"})
+    unknown = sorted(set(args.methods) - set(METHODS)) + sorted(
+        set(args.datasets) - {"cifake", "digits", "mnist"}
+    )
     if unknown:
         parser.error(f"unknown methods or datasets {unknown}")
     args.variants = ([] if args.no_default else [parse_variant("default")]) + [

@@ -48,7 +48,15 @@ TRAIN_KEYS = (
     "objective",
     "temperature",
 )
-MIXTURE_KEYS = ("covariance_type", "reducer", "reduced_dim", "n_init", "reg_covar", "mixture_seed")
+MIXTURE_KEYS = (
+    "covariance_type",
+    "normalize",
+    "reducer",
+    "reduced_dim",
+    "n_init",
+    "reg_covar",
+    "mixture_seed",
+)
 EXTRA_KEYS = ("recon_feature", "recon_only")
 _DEFAULTS = {
     name: p.default for name, p in inspect.signature(ImageClusterer).parameters.items() if name != "self"

@@ -61,14 +61,14 @@ def test_fit_run_and_assign_run_work_from_python(image_folder, tmp_path):
     assert done.lines == [f"gallery written to {tmp_path / 'gallery.png'}"]
 
 
-@pytest.mark.parametrize("reducer", ["pca", "none"])
-def test_the_mixture_is_a_pipeline_saved_and_rebuilt_from_arrays(reducer):
+@pytest.mark.parametrize("reducer,normalize", [("pca", "none"), ("none", "none"), ("pca", "l2")])
+def test_the_mixture_is_a_pipeline_saved_and_rebuilt_from_arrays(reducer, normalize):
     rng = np.random.default_rng(0)
     latents = np.concatenate([rng.normal(0, 1, (60, 6)), rng.normal(4, 1, (60, 6))])
-    config = MixtureConfig(n_components=2, reducer=reducer, reduced_dim=3)
+    config = MixtureConfig(n_components=2, reducer=reducer, reduced_dim=3, normalize=normalize)
     mixture = LatentMixture(config).fit(latents)
     assert isinstance(mixture.pipeline_, Pipeline)
-    assert [name for name, _ in mixture.pipeline_.steps] == ["scale", "reduce", "gmm"]
+    assert [name for name, _ in mixture.pipeline_.steps] == ["normalize", "scale", "reduce", "gmm"]
     np.testing.assert_array_equal(mixture.predict(latents), mixture.pipeline_.predict(latents))
     proba, log_likelihood = mixture.score(latents)
     np.testing.assert_array_equal(proba, mixture.predict_proba(latents))
@@ -76,3 +76,19 @@ def test_the_mixture_is_a_pipeline_saved_and_rebuilt_from_arrays(reducer):
     rebuilt = LatentMixture.from_arrays(*mixture.to_arrays(), config)
     np.testing.assert_array_equal(rebuilt.score_samples(latents), mixture.score_samples(latents))
     assert rebuilt.features(latents).shape[1] == (3 if reducer == "pca" else 6)
+
+
+def test_l2_normalisation_ignores_each_vectors_length():
+    rng = np.random.default_rng(1)
+    directions = np.concatenate([rng.normal((3, 0, 0), 0.3, (50, 3)), rng.normal((0, 3, 0), 0.3, (50, 3))])
+    lengths = rng.uniform(0.2, 5.0, (100, 1))  # the same directions at any scale
+    config = MixtureConfig(n_components=2, reducer="none", normalize="l2")
+    mixture = LatentMixture(config).fit(directions * lengths)
+    np.testing.assert_allclose(
+        mixture.features(directions * lengths), mixture.features(directions), atol=1e-9
+    )
+    assert LatentMixture(MixtureConfig(n_components=2, reducer="none")).fit(directions * lengths).features(
+        directions
+    ).std() != pytest.approx(mixture.features(directions).std())
+    with pytest.raises(ValueError, match="normalize must be 'none' or 'l2'"):
+        MixtureConfig(normalize="l1")

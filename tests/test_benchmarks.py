@@ -72,8 +72,12 @@ def test_quality_smoke(shared_data, tmp_path, results_untouched):
     assert report["datasets"]["cifake"]["fit_images"] == 200
     assert report["datasets"]["cifake"]["scored_images"] == 100
     assert report["datasets"]["digits"]["fit_images"] == 200
+    assert (
+        report["datasets"]["mnist"]["fit_images"] == 200
+        and report["datasets"]["mnist"]["scored_images"] == 100
+    )
     rows = [r for r in report["runs"] if "metrics" in r]
-    tasks = [("cifake", "cifar10"), ("cifake", "real_fake"), ("digits", "digits")]
+    tasks = [("cifake", "cifar10"), ("cifake", "real_fake"), ("digits", "digits"), ("mnist", "mnist")]
     methods = [("kmeans_pixels", None), ("gmm_pca50", None), ("pca_umap_gmm", None)]
     methods += [("aegmm", v) for v in ("default", "mixture_seed=1", "recon_feature=1")]
     expected = {(d, t, m, v) for d, t in tasks for m, v in methods}
@@ -99,7 +103,8 @@ def test_quality_smoke(shared_data, tmp_path, results_untouched):
         and "Command: `python benchmarks/quality.py --smoke" in markdown
     )
     assert "**Smoke run**" in markdown and "fitted and scored on all 200" in markdown
-    assert sum(line.startswith("| aegmm (") for line in markdown.splitlines()) == 3 * 3
+    assert sum(line.startswith("| aegmm (") for line in markdown.splitlines()) == 4 * 3
+    assert "## MNIST (K=10), held-out images" in markdown
 
 
 def test_speed_smoke(shared_data, tmp_path, results_untouched):

@@ -133,6 +133,7 @@ FIT_FIELDS = {
     "objective": (T, None, None),
     "temperature": (T, None, None),
     "precision": (T, None, None),
+    "normalize": (X, None, None),
     "reducer": (X, None, None),
     "reduced_dim": (X, None, None),
     "covariance_type": (X, "--covariance", None),

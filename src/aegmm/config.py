@@ -12,6 +12,7 @@ OBJECTIVES = ("reconstruction", "contrastive", "hybrid")  # TrainConfig.objectiv
 STEMS = ("small", "standard")  # ModelConfig.stem
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")  # MixtureConfig.covariance_type (sklearn's)
 REDUCERS = ("none", "pca", "umap")  # MixtureConfig.reducer
+NORMALIZATIONS = ("none", "l2")  # MixtureConfig.normalize
 # the choices of each setting that takes one of a few names (the command line offers exactly these)
 CHOICES = {
     "stem": STEMS,
@@ -19,6 +20,7 @@ CHOICES = {
     "objective": OBJECTIVES,
     "covariance_type": COVARIANCE_TYPES,
     "reducer": REDUCERS,
+    "normalize": NORMALIZATIONS,
 }
 
 
@@ -102,6 +104,7 @@ class MixtureConfig:
     n_components: int | str = 10  # number of clusters K, or auto: the lowest BIC over k_range
     k_range: tuple[int, int] = (2, 15)  # with n_components auto: the smallest and largest K tried
     covariance_type: str = "full"  # covariance of each mixture component (scikit-learn's names)
+    normalize: str = "none"  # l2: each latent vector scaled to unit length before standardising
     reducer: str = "pca"  # reduction after standardising, before the mixture (umap needs aegmm[umap])
     reduced_dim: int = 20  # output size of the reducer (at most the latent size)
     n_init: int = 3  # EM restarts; the best is kept
@@ -125,6 +128,8 @@ class MixtureConfig:
             raise ValueError(
                 f"covariance_type must be one of full, tied, diag, spherical, got {self.covariance_type!r}"
             )
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be 'none' or 'l2', got {self.normalize!r}")
         if self.reducer not in REDUCERS:
             raise ValueError(f"reducer must be 'none', 'pca' or 'umap', got {self.reducer!r}")
         if self.reduced_dim < 1:

@@ -1,4 +1,4 @@
-"""Clustering latent vectors: a scikit-learn Pipeline of StandardScaler, PCA or UMAP, GaussianMixture."""
+"""Clustering latent vectors: Pipeline((L2,) StandardScaler, PCA or UMAP, GaussianMixture)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import Normalizer, StandardScaler
 
 from .config import MixtureConfig
 from .progress import say
@@ -24,7 +24,9 @@ PCA_MIN_VARIANCE = 1e-12  # whitening divides by at least sqrt(1e-12): rank-defi
 
 
 class LatentMixture:
-    """scikit-learn's Pipeline(StandardScaler, reducer, GaussianMixture) on training latents.
+    """scikit-learn's Pipeline(normalizer, StandardScaler, reducer, GaussianMixture) on training latents.
+
+    The normalizer is sklearn's Normalizer (normalize="l2": each vector to unit length) or nothing.
 
     The reducer is PCA(whiten=True), ``UMAPPlacement`` or nothing ("passthrough"). The K to fit
     (or each K tried under "auto") reuses the one fitted scaler and reducer; the lowest BIC wins.
@@ -42,6 +44,9 @@ class LatentMixture:
         With ``progress``, one line per K tried (under "auto") and the K chosen go to stderr.
         """
         latents = _check_latents(self._subsample(latents))
+        normalizer = _normalizer(self.config, latents.shape[1])
+        if normalizer != "passthrough":
+            latents = normalizer.transform(latents)
         scaler = _fit_scaler(latents)
         standard = scaler.transform(latents)
         self._candidate_ks(_count_distinct(standard))  # fewer distinct points than K: a clear error now
@@ -60,7 +65,7 @@ class LatentMixture:
         best = min(self.bic_curve_, key=self.bic_curve_.get)
         if len(ks) > 1:
             say(f"chose K={best} by the lowest BIC over K={ks[0]}..{ks[-1]}", enabled=progress)
-        self.pipeline_ = _pipeline(scaler, reducer, fits[best])
+        self.pipeline_ = _pipeline(normalizer, scaler, reducer, fits[best])
         return self
 
     def _subsample(self, latents: np.ndarray) -> np.ndarray:
@@ -119,11 +124,11 @@ class LatentMixture:
 
     @property
     def center_(self) -> np.ndarray:
-        return self.pipeline_[0].mean_
+        return self.pipeline_.named_steps["scale"].mean_
 
     @property
     def scale_(self) -> np.ndarray:
-        return self.pipeline_[0].scale_
+        return self.pipeline_.named_steps["scale"].scale_
 
     def features(self, latents: np.ndarray) -> np.ndarray:
         """The vectors the mixture sees: standardised, then reduced."""
@@ -158,7 +163,8 @@ class LatentMixture:
 
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
         """Everything needed to rebuild the mixture: arrays for safetensors, metadata for JSON."""
-        arrays = {"center": self.center_, "scale": self.scale_, **_reducer_arrays(self.pipeline_[1])}
+        arrays = {"center": self.center_, "scale": self.scale_}
+        arrays |= _reducer_arrays(self.pipeline_.named_steps["reduce"])
         arrays.update({f"gmm.{name}": getattr(self.gmm_, name) for name in GMM_ARRAYS})
         meta = {
             "config": asdict(self.config),
@@ -175,10 +181,10 @@ class LatentMixture:
         check_arrays(arrays, int(meta["n_components"]), config.covariance_type)
         mixture = cls(config)
         mixture.bic_curve_ = {int(k): float(v) for k, v in meta["bic_curve"].items()}
+        normalizer = _normalizer(config, len(arrays["center"]))
         scaler = _restore_scaler(arrays["center"], arrays["scale"])
-        mixture.pipeline_ = _pipeline(
-            scaler, _restore_reducer(arrays, config), restore_gmm(arrays, meta, config)
-        )
+        reducer, gmm = _restore_reducer(arrays, config), restore_gmm(arrays, meta, config)
+        mixture.pipeline_ = _pipeline(normalizer, scaler, reducer, gmm)
         return mixture
 
 
@@ -201,8 +207,15 @@ class UMAPPlacement(TransformerMixin, BaseEstimator):
         return knn_place(self.inputs_, self.embedding_, np.asarray(X))
 
 
-def _pipeline(scaler: StandardScaler, reducer, gmm: GaussianMixture) -> Pipeline:
-    return Pipeline([("scale", scaler), ("reduce", reducer), ("gmm", gmm)])
+def _pipeline(normalizer, scaler: StandardScaler, reducer, gmm: GaussianMixture) -> Pipeline:
+    return Pipeline([("normalize", normalizer), ("scale", scaler), ("reduce", reducer), ("gmm", gmm)])
+
+
+def _normalizer(config: MixtureConfig, n_features: int):
+    """sklearn's Normalizer (unit L2 length; stateless) for normalize="l2", else "passthrough"."""
+    if config.normalize == "none":
+        return "passthrough"
+    return Normalizer(norm="l2").fit(np.zeros((1, n_features)))
 
 
 def _fit_scaler(latents: np.ndarray) -> StandardScaler:

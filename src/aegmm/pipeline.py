@@ -89,6 +89,7 @@ class ImageClusterer(BaseEstimator):
         n_components: int | str = _X.n_components,
         k_range: tuple[int, int] = _X.k_range,
         covariance_type: str = _X.covariance_type,
+        normalize: str = _X.normalize,
         reducer: str = _X.reducer,
         reduced_dim: int = _X.reduced_dim,
         n_init: int = _X.n_init,
@@ -104,6 +105,7 @@ class ImageClusterer(BaseEstimator):
         self.lr, self.weight_decay, self.val_fraction = lr, weight_decay, val_fraction
         self.noise, self.flip, self.n_components, self.k_range = noise, flip, n_components, k_range
         self.covariance_type, self.reducer, self.reduced_dim = covariance_type, reducer, reduced_dim
+        self.normalize = normalize
         self.n_init, self.reg_covar, self.seed = n_init, reg_covar, seed
         self.max_fit_samples, self.train_images, self.precision = max_fit_samples, train_images, precision
         self.objective, self.temperature = objective, temperature
