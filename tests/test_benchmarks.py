@@ -224,6 +224,7 @@ def test_fit_before_after_smoke(tmp_path, results_untouched):
         "variants_bf16/quality.md",
         "variants_6k/quality.md",
         "history/quality_before_defaults.md",
+        "grayscale/quality.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):
