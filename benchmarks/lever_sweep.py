@@ -273,16 +273,18 @@ def sweep(args) -> int:
         path.write_text(json.dumps(header | {"results": results}, indent=1) + "\n")
         (OUT / f"{args.name}.md").write_text(markdown_table(results))
 
-    for group, setting in rows:
-        if json.dumps(setting, sort_keys=True) in done:
-            continue
-        r = evaluate(feats, setting) | {"group": group}
-        results.append(r)
-        print(
-            f"{group[:2]} {describe(setting)}: acc {r['acc']:.3f} NMI {r['nmi']:.3f} ({r['seconds']:.0f} s)",
-            flush=True,
-        )
-        save()
+    def run(todo: list[tuple[str, dict]]) -> None:
+        """Evaluate each setting not yet done, saving after each."""
+        for group, setting in todo:
+            if json.dumps(setting, sort_keys=True) in done:
+                continue
+            r = evaluate(feats, setting) | {"group": group}
+            results.append(r)
+            line = f"{describe(setting)}: acc {r['acc']:.3f} NMI {r['nmi']:.3f} ({r['seconds']:.0f} s)"
+            print(f"{group[:2]} {line}", flush=True)
+            save()
+
+    run(rows)
     if args.seeds or args.umap_seeds:
         base = [r for r in results if r["group"][0] != "F"]
         ranked = sorted([r for r in base if not r["setting"].get("umap")], key=lambda r: -r["nmi"])[
@@ -297,16 +299,7 @@ def sweep(args) -> int:
                 ("F: mixture seed spread of the best rows", dict(umap_rows[0]["setting"], seed=seed))
                 for seed in range(1, args.umap_seeds + 1)
             ]
-        for group, setting in seeds_rows(ranked) + extra:
-            if json.dumps(setting, sort_keys=True) in done:
-                continue
-            r = evaluate(feats, setting) | {"group": group}
-            results.append(r)
-            print(
-                f"F {describe(setting)}: acc {r['acc']:.3f} NMI {r['nmi']:.3f} ({r['seconds']:.0f} s)",
-                flush=True,
-            )
-            save()
+        run(seeds_rows(ranked) + extra)
     save()
     print(f"wrote {OUT / args.name}.md")
     return 0

@@ -8,6 +8,7 @@ apply) are accepted before or after the verb. Importing this module imports no t
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import math
 import re
@@ -144,9 +145,14 @@ FLAGS = {name: flag or "--" + name.replace("_", "-") for name, (_, flag, _) in F
 FLAGS["batch_size"] = "--batch-size"
 
 
+@functools.cache
+def _source_lines(kind: type) -> list[str]:
+    return inspect.getsource(kind).splitlines()  # read once per config class
+
+
 def field_help(kind: type, name: str) -> str:
     """The comment beside a config field (and the comment lines below it), fields named as flags."""
-    lines = inspect.getsource(kind).splitlines()
+    lines = _source_lines(kind)
     at = next(i for i, line in enumerate(lines) if re.match(rf"\s+{name}: ", line))
     parts = [lines[at].split("  # ", 1)[1]]
     for line in lines[at + 1 :]:

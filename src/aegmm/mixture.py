@@ -138,26 +138,25 @@ class LatentMixture:
         return self.predict_proba(latents).argmax(axis=1)
 
     def predict_proba(self, latents: np.ndarray) -> np.ndarray:
-        return self._batched(self.gmm_.predict_proba, latents)
+        return self._batched(latents, self.gmm_.predict_proba)[0]
 
     def score_samples(self, latents: np.ndarray) -> np.ndarray:
-        return self._batched(self.gmm_.score_samples, latents)
+        return self._batched(latents, self.gmm_.score_samples)[0]
 
     def score(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(membership probabilities (N, K), log-likelihoods (N,)) from one pass of the features."""
-        parts = [self._score_batch(latents[i : i + BATCH]) for i in range(0, len(latents), BATCH)]
-        if not parts:
-            return self._score_batch(latents)
-        return np.concatenate([p for p, _ in parts]), np.concatenate([ll for _, ll in parts])
+        proba, log_likelihood = self._batched(latents, self.gmm_.predict_proba, self.gmm_.score_samples)
+        return proba, log_likelihood
 
-    def _score_batch(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = self.features(latents)  # standardised and reduced once for both
-        return self.gmm_.predict_proba(x), self.gmm_.score_samples(x)
-
-    def _batched(self, method, latents: np.ndarray) -> np.ndarray:
-        """Apply a GMM method in batches, so memory does not grow with the number of images."""
-        parts = [method(self.features(latents[i : i + BATCH])) for i in range(0, len(latents), BATCH)]
-        return np.concatenate(parts) if parts else method(self.features(latents))
+    def _batched(self, latents: np.ndarray, *methods) -> tuple[np.ndarray, ...]:
+        """GMM methods on the features of each batch (computed once for all of them), so memory
+        does not grow with the number of images."""
+        batches = [latents[i : i + BATCH] for i in range(0, len(latents), BATCH)] or [latents]
+        parts = []
+        for batch in batches:
+            x = self.features(batch)
+            parts.append([method(x) for method in methods])
+        return tuple(np.concatenate([part[j] for part in parts]) for j in range(len(methods)))
 
     # -- saving ---------------------------------------------------------------------------------
 

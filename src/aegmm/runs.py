@@ -17,7 +17,7 @@ from .data import ImageSet, load_images
 from .exports import AssignExtras, AssignOutputs
 from .folders import check_output, check_output_file, input_paths, prepare_output, remove_if_unused
 from .pipeline import Assignments, ImageClusterer, load
-from .progress import say
+from .progress import bar, say
 from .storage import write_atomic
 
 CHECKPOINTS = "checkpoint"
@@ -158,8 +158,6 @@ def assign_to_csv(
     cluster and every skipped file with its reason. The CSV must lie outside ``inputs`` and the
     images' source, and replaces only an assignments CSV.
     """
-    from .progress import bar
-
     inputs = [*inputs, *input_paths(source)]
     check_output_file(Path(path), inputs=inputs, flag="--out", written_by_aegmm=is_assignment_csv)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
