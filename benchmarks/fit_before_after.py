@@ -71,7 +71,13 @@ def markdown(payload: dict) -> str:
         "",
         f"Data: {payload['data']}; fit arguments `{' '.join(payload['fit_args']) or '(defaults)'}`, "
         f"--threads {payload['threads']}. Machine: {m['cpu_count']} CPU cores, torch {m['torch']}, "
-        f"{m['date']}; load average at the start {m['load_average']}. Runs interleaved over the refs.",
+        f"{m['date']}; load average at the start {m['load_average']}. Runs interleaved over the refs."
+        + (
+            " Other jobs shared the cores (a 1-minute load above 1 before a run), so the times are "
+            "pessimistic; the refs shared them alike."
+            if max(r["load_1min_before"] for r in payload["runs"]) > 1
+            else ""
+        ),
         "",
         "| ref | commit | run | wall s | CPU s | peak RSS MiB (largest child so far) | load before |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
