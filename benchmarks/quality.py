@@ -4,6 +4,7 @@
     python benchmarks/quality.py --quick              # 1,000 fit / 400 scored, 1 epoch
     python benchmarks/quality.py --smoke --out /tmp/q  # does it run? tiny network and subsets, seconds
     python benchmarks/quality.py --variant reducer=umap --variant noise=0.1
+    python benchmarks/quality.py --seeds 0,1,2        # every method over 3 seeds: mean +- sd rows
 
 Tasks (K is given to every method, never selected):
 - cifar10: the 10 CIFAR-10 classes over REAL and FAKE together (K=10); acc, NMI, ARI.
@@ -12,6 +13,8 @@ Tasks (K is given to every method, never selected):
 - mnist: mnist_train_10k.npz, 8,000 fit / 2,000 held-out (stratified by digit, seed --seed), K=10;
   28x28 digits, which aegmm resizes to its image_size (32) and the pixel peers use as they are.
 CIFAKE split: 16,000 fit / 4,000 held-out, stratified by domain x CIFAR class, seed --seed.
+--seeds reruns every method (peers and aegmm's training) with each seed on the same split, and
+quality.md adds a table of mean +- sd over the seeds per task.
 Writes quality.json and quality.md under --out (benchmarks/results by default; a smoke run
 writes to a temporary folder and refuses benchmarks/results).
 """
@@ -22,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +48,7 @@ from common import (
     stratified_subset,
 )
 from peers import CLUSTIMAGE_NOTE, PEERS
-from report import write_markdown
+from report import TARGETS, write_markdown
 from variants import Variant, cluster, parse_variant, train
 
 METHODS = (*PEERS, "clustimage", "aegmm")
@@ -79,33 +83,63 @@ def score_outcome(outcome, task: dict) -> dict:
     return row
 
 
-def run_peers(methods, dataset, fit, scored, seed, emit) -> None:
+def run_peers(methods, dataset, fit, scored, seeds, emit) -> None:
     for method in methods:
         if method == "clustimage":
             emit({"dataset": dataset, "method": method, "skipped": CLUSTIMAGE_NOTE})
             continue
-        for task in tasks_of(dataset, scored):
-            print(f"[{time.strftime('%H:%M:%S')}] {dataset} {task['task']} {method}", flush=True)
-            with measure() as cost:
-                outcome = PEERS[method](fit.images, scored.images, task["k"], seed)
-            row = {"dataset": dataset, "task": task["task"], "k": task["k"], "method": method}
-            emit({**row, **score_outcome(outcome, task), "time": cost.as_dict()})
+        for seed in seeds:
+            for task in tasks_of(dataset, scored):
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] {dataset} {task['task']} {method} seed {seed}", flush=True
+                )
+                with measure() as cost:
+                    outcome = PEERS[method](fit.images, scored.images, task["k"], seed)
+                row = {
+                    "dataset": dataset,
+                    "task": task["task"],
+                    "k": task["k"],
+                    "method": method,
+                    "seed": seed,
+                }
+                emit({**row, **score_outcome(outcome, task), "time": cost.as_dict()})
 
 
-def run_aegmm(variants: list[Variant], dataset, fit, scored, epochs, emit, cache=None, base=None) -> None:
-    groups: dict[tuple, list[Variant]] = {}
+def seeded(variants: list[Variant], seeds: list[int]) -> list[tuple[Variant, int]]:
+    """Each variant once per seed: the seed trains the network and seeds the mixture, unless the
+    variant fixes its own seed (then it runs once, with that seed)."""
+    runs = []
     for variant in variants:
-        groups.setdefault(variant.train, []).append(variant)
+        own = dict(variant.train).get("seed")
+        if own is not None:
+            runs.append((variant, own))
+            continue
+        for seed in seeds:
+            train = tuple(sorted((dict(variant.train) | {"seed": seed}).items()))
+            runs.append((replace(variant, train=train), seed))
+    return runs
+
+
+def run_aegmm(runs: list[tuple[Variant, int]], dataset, fit, scored, epochs, emit, cache=None, base=None):
+    """`runs` from `seeded`: variants sharing training settings (and seed) share one network."""
+    groups: dict[tuple, list[tuple[Variant, int]]] = {}
+    for variant, seed in runs:
+        groups.setdefault(variant.train, []).append((variant, seed))
     tasks = tasks_of(dataset, scored)
     for members in groups.values():
-        print(f"[{time.strftime('%H:%M:%S')}] {dataset} aegmm training for {members[0].name}", flush=True)
-        trained = train(members[0], fit.images, scored.images, tasks[0]["k"], epochs, cache, base)
+        first, seed = members[0]
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {dataset} aegmm training for {first.name}, seed {seed}",
+            flush=True,
+        )
+        trained = train(first, fit.images, scored.images, tasks[0]["k"], epochs, cache, base)
         print(f"    trained: {json.dumps(trained.timings)}", flush=True)
-        for variant in members:
+        for variant, seed in members:
             for task in tasks:
                 outcome, mixing = cluster(variant, trained, task["k"])
                 row = {"dataset": dataset, "task": task["task"], "k": task["k"], "method": "aegmm"}
-                row.update(variant=variant.name, settings=variant.settings, **score_outcome(outcome, task))
+                row.update(variant=variant.name, seed=seed, settings=variant.settings)
+                row.update(score_outcome(outcome, task))
                 emit({**row, "time": mixing, "train": trained.timings})
                 print(f"    {variant.name} {task['task']}: {row['metrics']}", flush=True)
 
@@ -185,7 +219,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--fit-size", type=int, default=16000, help="CIFAKE fit images (stratified subset)")
     parser.add_argument("--test-size", type=int, default=4000, help="CIFAKE held-out images scored")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and of every method")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split")
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        help="comma list of method seeds, each run on the same split (default: --seed alone)",
+    )
     parser.add_argument(
         "--cache",
         type=Path,
@@ -214,6 +253,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.variants = ([] if args.no_default else [parse_variant("default")]) + [
         parse_variant(v) for v in args.variant
     ]
+    try:
+        args.seeds = [args.seed] if args.seeds is None else [int(x) for x in args.seeds.split(",") if x]
+    except ValueError:
+        parser.error(f"--seeds is a comma list of whole numbers, got {args.seeds!r}")
     return args
 
 
@@ -229,11 +272,13 @@ def main(argv=None) -> int:
             "cache": None if args.cache is None else str(args.cache),
             "epochs": args.epochs,
             "seed": args.seed,
+            "seeds": args.seeds,
             "methods": args.methods,
             "variants": [v.name for v in args.variants],
         },
         "machine_start": machine(),
         "datasets": {},
+        "targets": TARGETS,
         "runs": [],
     }
 
@@ -247,9 +292,10 @@ def main(argv=None) -> int:
     peers = [m for m in args.methods if m != "aegmm"]
     for name, (fit, scored, info) in datasets(args).items():
         report["datasets"][name] = info
-        run_peers(peers, name, fit, scored, args.seed, emit)
+        run_peers(peers, name, fit, scored, args.seeds, emit)
         if "aegmm" in args.methods and args.variants:
-            run_aegmm(args.variants, name, fit, scored, args.epochs, emit, args.cache, args.base)
+            runs = seeded(args.variants, args.seeds)
+            run_aegmm(runs, name, fit, scored, args.epochs, emit, args.cache, args.base)
     report["machine_end"] = machine()
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     report["max_rss_mib"] = round(max_rss_mib(), 1)

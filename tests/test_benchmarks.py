@@ -107,6 +107,69 @@ def test_quality_smoke(shared_data, tmp_path, results_untouched):
     assert "## MNIST (K=10), held-out images" in markdown
 
 
+def test_quality_seeds_runs_every_method_per_seed_and_reports_mean_and_sd(
+    shared_data, tmp_path, results_untouched
+):
+    run_script(
+        "quality.py",
+        "--smoke",
+        "--out",
+        str(tmp_path),
+        "--datasets",
+        "digits",
+        "--methods",
+        "kmeans_pixels,aegmm",
+        "--seeds",
+        "3,4",
+    )
+    report = json.loads((tmp_path / "quality.json").read_text())
+    rows = [r for r in report["runs"] if "metrics" in r]
+    assert sorted((r["method"], r["seed"]) for r in rows) == [
+        ("aegmm", 3),
+        ("aegmm", 4),
+        ("kmeans_pixels", 3),
+        ("kmeans_pixels", 4),
+    ]
+    aegmm = [r for r in rows if r["method"] == "aegmm"]
+    assert [r["variant"] for r in aegmm] == ["default", "default"]  # one variant, two seeds
+    assert report["targets"]["issue"] == 13 and report["targets"]["digits_acc"] == 0.92
+    markdown = (tmp_path / "quality.md").read_text()
+    summary = next(r for r in table_rows(markdown) if r[0] == "aegmm (default)" and r[1] == "3,4")
+    accs = [r["metrics"]["acc"] for r in aegmm]
+    mean, sd = sum(accs) / 2, abs(accs[0] - accs[1]) / math.sqrt(2)
+    assert summary[2] == f"{mean:.3f} ± {sd:.3f}"
+    assert "## Issue 13 targets" in markdown and "margin > sd" in markdown
+
+
+def test_report_averages_seeds_and_judges_the_margin_against_the_spread(tmp_path):
+    spec = importlib.util.spec_from_file_location("report", REPO / "benchmarks" / "report.py")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        report = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(report)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+    def row(method, seed, acc, nmi):
+        metrics = {"acc": acc, "nmi": nmi, "ari": 0.0}
+        base = {"task": "mnist", "method": method, "seed": seed, "metrics": metrics, "time": {"seconds": 1.0}}
+        if method == "aegmm":
+            base |= {"variant": "default", "train": {"fit": {"seconds": 10.0 * seed}}}
+        return base
+
+    rows = [row("aegmm", 1, 0.90, 0.8), row("aegmm", 2, 0.94, 0.8), row("aegmm", 3, 0.92, 0.8)]
+    rows += [row("gmm_pca50", s, 0.88, 0.81) for s in (1, 2, 3)]
+    means = {r["method"]: r for r in report.averaged(rows)}
+    assert means["aegmm"]["metrics"]["acc"] == pytest.approx(0.92)
+    assert means["aegmm"]["spread"]["acc"] == pytest.approx(0.02)  # sample sd of 0.90, 0.94, 0.92
+    assert means["aegmm"]["train"]["fit"]["seconds"] == pytest.approx(20.0)
+    verdicts = {
+        line.split("|")[1].strip(): line.split("|")[-2].strip()
+        for line in report.margin_lines(list(means.values()))[2:]
+    }
+    assert verdicts == {"mnist acc": "yes", "mnist nmi": "no"}  # +0.04 > 0.02; NMI below the peer
+
+
 def test_speed_smoke(shared_data, tmp_path, results_untouched):
     run_script("speed.py", "--smoke", "--out", str(tmp_path))
     report = json.loads((tmp_path / "speed.json").read_text())
