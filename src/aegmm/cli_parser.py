@@ -59,7 +59,7 @@ def finite(text: str) -> float:
     return value
 
 
-def clusters(text: str) -> int | str:
+def count_or_auto(text: str) -> int | str:
     if text == "auto":
         return "auto"
     try:
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 # is not the field's name, the parser when the field's type does not say it); name, default, choices
 # and help come from the dataclass, the help from the comment beside the field
 FIT_FIELDS = {
-    "n_components": (X, "--clusters", clusters),
+    "n_components": (X, "--clusters", count_or_auto),
     "k_range": (X, None, None),
     "epochs": (T, None, None),
     "image_size": (M, None, None),
@@ -136,7 +136,7 @@ FIT_FIELDS = {
     "precision": (T, None, None),
     "normalize": (X, None, None),
     "reducer": (X, None, None),
-    "reduced_dim": (X, None, None),
+    "reduced_dim": (X, None, count_or_auto),
     "covariance_type": (X, "--covariance", None),
     "seed": (T, None, int),  # the clusterer's one seed: training's and the mixture's
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 FORMAT_VERSION = 1  # bump when the layout of a saved run changes
@@ -11,8 +11,18 @@ PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # TrainConfig.precision
 OBJECTIVES = ("reconstruction", "contrastive", "hybrid")  # TrainConfig.objective
 STEMS = ("small", "standard")  # ModelConfig.stem
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")  # MixtureConfig.covariance_type (sklearn's)
-REDUCERS = ("none", "pca", "umap")  # MixtureConfig.reducer
-NORMALIZATIONS = ("none", "l2")  # MixtureConfig.normalize
+REDUCERS = ("auto", "none", "pca", "umap")  # MixtureConfig.reducer
+NORMALIZATIONS = ("auto", "none", "l2")  # MixtureConfig.normalize
+# What "auto" becomes when a run is fitted (MixtureConfig.resolve; the run saves the result).
+# The reducer follows the kind of image: UMAP for single-channel collections of at least
+# UMAP_MIN_IMAGES images (digits, scans: README "Defaults and why"), else PCA; the other
+# settings follow the reducer.
+UMAP_MIN_IMAGES = 1000
+AUTO_BY_REDUCER = {
+    "umap": {"normalize": "l2", "reduced_dim": 10, "n_init": 20},
+    "pca": {"normalize": "none", "reduced_dim": 20, "n_init": 3},
+    "none": {"normalize": "none", "reduced_dim": 20, "n_init": 3},
+}
 # the choices of each setting that takes one of a few names (the command line offers exactly these)
 CHOICES = {
     "stem": STEMS,
@@ -104,10 +114,13 @@ class MixtureConfig:
     n_components: int | str = 10  # number of clusters K, or auto: the lowest BIC over k_range
     k_range: tuple[int, int] = (2, 15)  # with n_components auto: the smallest and largest K tried
     covariance_type: str = "full"  # covariance of each mixture component (scikit-learn's names)
-    normalize: str = "none"  # l2: each latent vector scaled to unit length before standardising
-    reducer: str = "pca"  # reduction after standardising, before the mixture (umap needs aegmm[umap])
-    reduced_dim: int = 20  # output size of the reducer (at most the latent size)
-    n_init: int = 3  # EM restarts; the best is kept
+    normalize: str = "auto"  # l2: each latent vector scaled to unit length before standardising;
+    # auto: l2 with umap, else none
+    reducer: str = "auto"  # reduction after standardising, before the mixture; auto: umap for
+    # single-channel images (1,000 or more), else pca
+    reduced_dim: int | str = "auto"  # output size of the reducer (at most the latent size); auto: 10
+    # with umap, else 20
+    n_init: int | str = "auto"  # EM restarts, the best is kept; auto: 20 with umap, else 3
     reg_covar: float = 1e-4  # added to covariance diagonals for stability
     max_iter: int = 300  # EM iterations per restart
     seed: int = 0  # seeds the reducer and EM
@@ -129,11 +142,23 @@ class MixtureConfig:
                 f"covariance_type must be one of full, tied, diag, spherical, got {self.covariance_type!r}"
             )
         if self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be 'none' or 'l2', got {self.normalize!r}")
+            raise ValueError(f"normalize must be 'auto', 'none' or 'l2', got {self.normalize!r}")
         if self.reducer not in REDUCERS:
-            raise ValueError(f"reducer must be 'none', 'pca' or 'umap', got {self.reducer!r}")
-        if self.reduced_dim < 1:
-            raise ValueError(f"reduced_dim must be >= 1, got {self.reduced_dim}")
+            raise ValueError(f"reducer must be 'auto', 'none', 'pca' or 'umap', got {self.reducer!r}")
+        for name in ("reduced_dim", "n_init"):
+            value = getattr(self, name)
+            if value != "auto" and (isinstance(value, str) or value < 1):
+                raise ValueError(f"{name} must be a whole number >= 1 or 'auto', got {value!r}")
+
+    def resolve(self, *, channels: int | None = None, n_images: int = 0) -> MixtureConfig:
+        """This config with every "auto" replaced by its value for these images (unknown kind: pca)."""
+        reducer = self.reducer
+        if reducer == "auto":
+            reducer = "umap" if channels == 1 and n_images >= UMAP_MIN_IMAGES else "pca"
+        chosen = {"reducer": reducer}
+        for name, value in AUTO_BY_REDUCER[reducer].items():
+            chosen[name] = value if getattr(self, name) == "auto" else getattr(self, name)
+        return replace(self, **chosen)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,6 +7,7 @@ import warnings
 from dataclasses import asdict
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
@@ -19,6 +20,8 @@ from .config import MixtureConfig
 from .progress import say
 
 GMM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+UMAP_NEIGHBORS = 30  # UMAP's n_neighbors (benchmarks/results/umap/FINDINGS.md: 30 split MNIST most reliably)
+PLACE_NEIGHBORS = 10  # training points that place a new point in the UMAP embedding and vote its cluster
 BATCH = 100_000  # latents scored at once: memory does not grow with the number of images
 PCA_MIN_VARIANCE = 1e-12  # whitening divides by at least sqrt(1e-12): rank-deficient latents stay finite
 
@@ -34,7 +37,7 @@ class LatentMixture:
     """
 
     def __init__(self, config: MixtureConfig) -> None:
-        self.config = config
+        self.config = config.resolve()  # settings left "auto" with no kind of image: pca's
 
     # -- fitting ---------------------------------------------------------------------------------
 
@@ -138,25 +141,43 @@ class LatentMixture:
         return self.predict_proba(latents).argmax(axis=1)
 
     def predict_proba(self, latents: np.ndarray) -> np.ndarray:
-        return self._batched(latents, self.gmm_.predict_proba)[0]
+        """Membership probabilities (N, K). Under UMAP, a new point's are the mean of its nearest
+        training points' (the weights that place it): a point placed between two clusters' points
+        still joins the one most of its neighbours are in."""
+        return self._batched(latents, proba=True)[0]
 
     def score_samples(self, latents: np.ndarray) -> np.ndarray:
-        return self._batched(latents, self.gmm_.score_samples)[0]
+        return self._batched(latents, log_likelihood=True)[0]
 
     def score(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(membership probabilities (N, K), log-likelihoods (N,)) from one pass of the features."""
-        proba, log_likelihood = self._batched(latents, self.gmm_.predict_proba, self.gmm_.score_samples)
+        proba, log_likelihood = self._batched(latents, proba=True, log_likelihood=True)
         return proba, log_likelihood
 
-    def _batched(self, latents: np.ndarray, *methods) -> tuple[np.ndarray, ...]:
-        """GMM methods on the features of each batch (computed once for all of them), so memory
-        does not grow with the number of images."""
+    def _batched(self, latents: np.ndarray, *, proba=False, log_likelihood=False) -> tuple[np.ndarray, ...]:
+        """Probabilities and/or log-likelihoods from the features of each batch (computed once for
+        both), so memory does not grow with the number of images."""
         batches = [latents[i : i + BATCH] for i in range(0, len(latents), BATCH)] or [latents]
+        reducer = self.pipeline_.named_steps["reduce"]
         parts = []
         for batch in batches:
-            x = self.features(batch)
-            parts.append([method(x) for method in methods])
-        return tuple(np.concatenate([part[j] for part in parts]) for j in range(len(methods)))
+            if isinstance(reducer, UMAPPlacement):
+                x, votes = reducer.place(self.pipeline_[:-2].transform(np.asarray(batch, dtype=np.float64)))
+            else:
+                x, votes = self.features(batch), None
+            part = []
+            if proba:
+                part.append(self.gmm_.predict_proba(x) if votes is None else votes @ self._training_proba())
+            if log_likelihood:
+                part.append(self.gmm_.score_samples(x))
+            parts.append(part)
+        return tuple(np.concatenate([part[j] for part in parts]) for j in range(len(parts[0])))
+
+    def _training_proba(self) -> np.ndarray:
+        """The mixture's probabilities of the UMAP training points (computed once, not saved)."""
+        if getattr(self, "training_proba_", None) is None:
+            self.training_proba_ = self.gmm_.predict_proba(self.pipeline_.named_steps["reduce"].embedding_)
+        return self.training_proba_
 
     # -- saving ---------------------------------------------------------------------------------
 
@@ -203,7 +224,11 @@ class UMAPPlacement(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        return knn_place(self.inputs_, self.embedding_, np.asarray(X))
+        return self.place(np.asarray(X))[0]
+
+    def place(self, X: np.ndarray) -> tuple[np.ndarray, sparse.csr_matrix]:
+        """(positions (N, n_components), weights (N, n_training) of the neighbours that placed them)."""
+        return knn_place(self.inputs_, self.embedding_, X, k=PLACE_NEIGHBORS, return_weights=True)
 
 
 def _pipeline(normalizer, scaler: StandardScaler, reducer, gmm: GaussianMixture) -> Pipeline:
@@ -342,22 +367,34 @@ def _umap_embedding(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
     try:
         import umap
     except ImportError:
-        raise ValueError("reducer 'umap' needs the umap extra: pip install 'aegmm[umap]'") from None
+        raise ValueError("reducer 'umap' needs umap-learn: pip install umap-learn") from None
     reducer = umap.UMAP(
-        n_components=dim, n_neighbors=min(20, len(x) - 1), min_dist=0.0, random_state=seed, n_jobs=1
+        n_components=dim,
+        n_neighbors=min(UMAP_NEIGHBORS, len(x) - 1),
+        min_dist=0.0,
+        random_state=seed,
+        n_jobs=1,
     )
     return reducer.fit_transform(x).astype(np.float32)
 
 
-def knn_place(inputs: np.ndarray, embedding: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
+def knn_place(
+    inputs: np.ndarray, embedding: np.ndarray, queries: np.ndarray, k: int = 10, return_weights: bool = False
+):
     """Place points in a fitted embedding: inverse-distance mean of their k nearest fit points.
 
     A point equal to a fit point lands exactly on that point's embedding, so the training
     images keep their UMAP positions; new images are interpolated the same way before and
-    after saving (no pickled UMAP object is needed).
+    after saving (no pickled UMAP object is needed). With ``return_weights``, also the weights
+    as a sparse (queries, inputs) matrix whose rows sum to 1.
     """
     k = min(k, len(inputs))
     distances, index = NearestNeighbors(n_neighbors=k).fit(inputs).kneighbors(queries)
     weights = 1.0 / np.maximum(distances, 1e-9) ** 2
     weights /= weights.sum(axis=1, keepdims=True)
-    return np.einsum("nk,nkd->nd", weights, embedding[index].astype(np.float64))
+    placed = np.einsum("nk,nkd->nd", weights, embedding[index].astype(np.float64))
+    if not return_weights:
+        return placed
+    rows = np.repeat(np.arange(len(queries)), k)
+    matrix = sparse.csr_matrix((weights.ravel(), (rows, index.ravel())), shape=(len(queries), len(inputs)))
+    return placed, matrix

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from . import distributed
-from .config import MixtureConfig, ModelConfig, RunConfig, TrainConfig
+from .config import AUTO_BY_REDUCER, MixtureConfig, ModelConfig, RunConfig, TrainConfig
 from .data import ImageSet, load_images
 from .io import SavedRun, read_run, save_run
 from .mixture import LatentMixture
@@ -60,6 +60,19 @@ def _train(images, config: RunConfig, normalizer, checkpoint_dir, resume: bool, 
     )
 
 
+def resolve_mixture(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
+    """The run's config with the mixture's "auto" settings chosen for its images (and said)."""
+    chosen = config.mixture.resolve(channels=config.model.channels, n_images=n_images)
+    automatic = [
+        name for name in ("reducer", *AUTO_BY_REDUCER["pca"]) if getattr(config.mixture, name) == "auto"
+    ]
+    if automatic:
+        kind = "single-channel" if config.model.channels == 1 else "colour"
+        shown = ", ".join(f"{name} {getattr(chosen, name)}" for name in automatic)
+        say(f"mixture settings for {n_images:,} {kind} images: {shown}", enabled=progress)
+    return replace(config, mixture=chosen)
+
+
 class ImageClusterer(BaseEstimator):
     """Cluster images with a ResNet-18 autoencoder and a Gaussian mixture on its latent vectors.
 
@@ -91,8 +104,8 @@ class ImageClusterer(BaseEstimator):
         covariance_type: str = _X.covariance_type,
         normalize: str = _X.normalize,
         reducer: str = _X.reducer,
-        reduced_dim: int = _X.reduced_dim,
-        n_init: int = _X.n_init,
+        reduced_dim: int | str = _X.reduced_dim,
+        n_init: int | str = _X.n_init,
         reg_covar: float = _X.reg_covar,
         max_fit_samples: int = _X.max_fit_samples,
         seed: int = 0,
@@ -149,6 +162,7 @@ class ImageClusterer(BaseEstimator):
         images = loaded.images
         config = self._configs(self.channels or images.shape[-1])
         images = conform_images(images, config.model.image_size, config.model.channels)
+        config = resolve_mixture(config, len(images), self.progress)
         normalizer = Normalizer.fit(images)
         autoencoder, history = _train(images, config, normalizer, checkpoint_dir, resume, self.progress)
         self.config_, self.normalizer_, self.autoencoder_, self.history_ = (

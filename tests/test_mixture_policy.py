@@ -1,0 +1,111 @@
+"""The mixture's "auto" settings: UMAP for single-channel collections, PCA otherwise; and how a
+UMAP mixture sorts new images (by the clusters of their nearest training images)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import aegmm
+from aegmm import ImageClusterer
+from aegmm.config import UMAP_MIN_IMAGES, MixtureConfig
+from aegmm.mixture import LatentMixture
+from conftest import TINY
+
+UMAP_SETTINGS = {"reducer": "umap", "normalize": "l2", "reduced_dim": 10, "n_init": 20}
+PCA_SETTINGS = {"reducer": "pca", "normalize": "none", "reduced_dim": 20, "n_init": 3}
+
+
+def settings(config: MixtureConfig) -> dict:
+    return {name: getattr(config, name) for name in UMAP_SETTINGS}
+
+
+@pytest.mark.parametrize(
+    "channels,n_images,expected",
+    [
+        (1, UMAP_MIN_IMAGES, UMAP_SETTINGS),
+        (1, UMAP_MIN_IMAGES - 1, PCA_SETTINGS),  # too few images for UMAP's neighbourhoods
+        (3, 10**6, PCA_SETTINGS),
+        (None, 10**6, PCA_SETTINGS),  # the kind of image is unknown: latents alone
+    ],
+)
+def test_auto_resolves_by_the_kind_and_number_of_images(channels, n_images, expected):
+    config = MixtureConfig()
+    assert settings(config) == dict.fromkeys(UMAP_SETTINGS, "auto")
+    assert settings(config.resolve(channels=channels, n_images=n_images)) == expected
+
+
+def test_settings_given_are_kept_and_the_rest_follow_the_reducer():
+    chosen = MixtureConfig(reducer="umap", n_init=2).resolve(channels=3, n_images=50)
+    assert settings(chosen) == UMAP_SETTINGS | {"n_init": 2}
+    chosen = MixtureConfig(reduced_dim=5, normalize="none").resolve(channels=1, n_images=5000)
+    assert settings(chosen) == UMAP_SETTINGS | {"reduced_dim": 5, "normalize": "none"}
+    assert settings(MixtureConfig(reducer="none").resolve(channels=1, n_images=5000))["reduced_dim"] == 20
+
+
+@pytest.mark.parametrize("name,value", [("reduced_dim", 0), ("n_init", -1), ("reduced_dim", "ten")])
+def test_counts_must_be_whole_numbers_or_auto(name, value):
+    with pytest.raises(ValueError, match=rf"{name} must be a whole number >= 1 or 'auto', got {value!r}"):
+        MixtureConfig(**{name: value})
+
+
+def test_fit_option_reduced_dim_takes_auto_or_a_count():
+    from aegmm.cli_parser import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["fit", "d", "--out", "o"]).reduced_dim == "auto"
+    assert parser.parse_args(["fit", "d", "--out", "o", "--reduced-dim", "7"]).reduced_dim == 7
+    done = subprocess.run(
+        [sys.executable, "-m", "aegmm", "fit", "d", "--out", "o", "--reduced-dim", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and done.stderr == "aegmm: error: --reduced-dim must be >= 1, got 0\n"
+
+
+def blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    centers = np.array([[6.0, 0, 0, 0, 0, 0], [0, 6.0, 0, 0, 0, 0], [0, 0, 6.0, 0, 0, 0]])
+    return centers[labels] + rng.normal(size=(n, 6)), labels
+
+
+def test_umap_mixture_keeps_training_clusters_and_sorts_new_points_with_their_neighbours(tmp_path):
+    from aegmm.evaluation.metrics import cluster_accuracy
+
+    latents, labels = blobs(300, seed=0)
+    config = MixtureConfig(n_components=3, reducer="umap", reduced_dim=2, n_init=2)
+    mixture = LatentMixture(config).fit(latents)
+    own = mixture.gmm_.predict(mixture.pipeline_.named_steps["reduce"].embedding_)
+    np.testing.assert_array_equal(mixture.predict(latents), own)  # training points keep their cluster
+    assert cluster_accuracy(labels, own) == 1.0
+    new, new_labels = blobs(90, seed=1)
+    proba, log_likelihood = mixture.score(new)
+    assert proba.shape == (90, 3) and np.allclose(proba.sum(axis=1), 1) and np.isfinite(log_likelihood).all()
+    mapping = {g: own[labels == g][0] for g in range(3)}
+    np.testing.assert_array_equal(proba.argmax(axis=1), [mapping[g] for g in new_labels])
+    rebuilt = LatentMixture.from_arrays(*mixture.to_arrays(), mixture.config)
+    np.testing.assert_array_equal(rebuilt.predict_proba(new), proba)
+
+
+def test_a_single_channel_collection_is_clustered_with_umap_and_the_run_records_it(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n = UMAP_MIN_IMAGES
+    images = rng.integers(0, 60, (n, 8, 8, 1)).astype(np.uint8)
+    images[n // 2 :] += 150  # two brightness groups
+    options = TINY | {"image_size": 8, "epochs": 1, "batch_size": 128, "n_components": 2, "progress": True}
+    options.pop("reduced_dim"), options.pop("n_init")
+    clusterer = ImageClusterer(**options).fit(images)
+    assert settings(clusterer.config_.mixture) == UMAP_SETTINGS
+    assert (
+        "mixture settings for 1,000 single-channel images: reducer umap, normalize l2"
+        in capsys.readouterr().err
+    )
+    assert clusterer.mixture_.gmm_.means_.shape == (2, 8)  # 10 dimensions asked, 8 latent numbers
+    clusterer.save(tmp_path / "run")
+    loaded = aegmm.load(tmp_path / "run", progress=False)
+    assert loaded.reducer == "umap" and loaded.n_init == 20
+    np.testing.assert_array_equal(loaded.predict(images[::50]), clusterer.predict(images[::50]))
