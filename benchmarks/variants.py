@@ -58,6 +58,7 @@ MIXTURE_KEYS = (
     "mixture_seed",
 )
 EXTRA_KEYS = ("recon_feature", "recon_only")
+COUNT_OR_AUTO = ("reduced_dim", "n_init")  # a whole number, or the word auto
 _DEFAULTS = {
     name: p.default for name, p in inspect.signature(ImageClusterer).parameters.items() if name != "self"
 }
@@ -83,7 +84,7 @@ def _value(key: str, text: str):
         if text.lower() not in ("0", "1", "true", "false"):
             raise ValueError(f"{key} must be 0/1 or true/false, got {text!r}")
         return text.lower() in ("1", "true")
-    if isinstance(default, int) or key == "channels":
+    if isinstance(default, int) or key == "channels" or (key in COUNT_OR_AUTO and text != "auto"):
         return int(text)
     if isinstance(default, float):
         return float(text)
