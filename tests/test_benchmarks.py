@@ -280,6 +280,15 @@ def test_fit_before_after_smoke(tmp_path, results_untouched):
     assert "| . | working tree |" in (tmp_path / "fit_before_after.md").read_text()
 
 
+def test_umap_levers_smoke(shared_data, tmp_path, results_untouched):
+    run_script("umap_levers.py", "--smoke", "--out", str(tmp_path), timeout=400)
+    rows = [json.loads(line) for line in (tmp_path / "sweep.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == ["neighbours", "placement", "aegmm"]
+    assert all(finite(v, 0, 1) for r in rows for k, v in r.items() if k.startswith("acc"))
+    assert finite(rows[2]["held_out"]["acc"], 0, 1) and finite(rows[2]["silhouette"], -1, 1)
+    assert "## placement" in (tmp_path / "sweep.md").read_text()
+
+
 @pytest.mark.parametrize(
     "committed",
     [
