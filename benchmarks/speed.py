@@ -34,6 +34,7 @@ from aegmm.train import encode, train_autoencoder
 from common import CIFAKE_SUBSET, machine, max_rss_mib, measure, output_folder
 
 BATCH = 128
+CONTRASTIVE_BATCH = 256  # the batch of the contrastive runs in results/objectives and levers
 # --smoke: a tiny network and mixture, so that every measurement runs in a fraction of a second
 SMOKE_MODEL = ModelConfig(image_size=16, latent_dim=8, width=0.125)
 SMOKE_MIXTURE = MixtureConfig(reduced_dim=4, n_init=1)
@@ -95,6 +96,25 @@ def training_speed(images: np.ndarray, epochs: int, model: ModelConfig) -> dict:
     return {
         "images": len(images),
         "epochs": epochs,
+        "images_per_second_per_epoch": [round(r, 1) for r in rates],
+        "images_per_second": round(max(rates), 1),
+        "memory": cost.as_dict(),
+    }
+
+
+def contrastive_speed(images: np.ndarray, epochs: int, model: ModelConfig) -> dict:
+    """aegmm's NT-Xent loop (train_contrastive: two augmented views per image), batch 256."""
+    from aegmm.contrastive import train_contrastive
+
+    train = TrainConfig(epochs=epochs, batch_size=CONTRASTIVE_BATCH, device="cpu", objective="contrastive")
+    normalizer = Normalizer.fit(images)
+    with measure() as cost:
+        _, history = train_contrastive(images, model, train, normalizer, progress=False)
+    rates = [h["images_per_second"] for h in history]  # images, not views; validation included
+    return {
+        "images": len(images),
+        "epochs": epochs,
+        "batch_size": CONTRASTIVE_BATCH,
         "images_per_second_per_epoch": [round(r, 1) for r in rates],
         "images_per_second": round(max(rates), 1),
         "memory": cost.as_dict(),
@@ -217,6 +237,12 @@ def write_markdown(report: dict, path: Path) -> None:
             f["train_per_image_3x"],
         ),
         (
+            f"training, contrastive (NT-Xent on 2 views; bound = 2 x 3 x encoder forward), "
+            f"{report['contrastive']['images']:,} images, batch {CONTRASTIVE_BATCH}, best epoch",
+            report["contrastive"]["images_per_second"],
+            6 * f["encoder_per_image"],
+        ),
+        (
             f"training, bare steps on one batch of {BATCH}, best",
             step["best_images_per_second"],
             f["train_per_image_3x"],
@@ -290,7 +316,7 @@ def main(argv=None) -> int:
         parser.error(str(exc))
     # (matmul size, timed steps, encoded images, encoding repeats) of a full, quick and smoke run
     matmul_n, steps, enc_n, repeats = 2048, 10, 6000, 3
-    model, mixture = ModelConfig(), MixtureConfig()
+    model, mixture = ModelConfig(), MixtureConfig().resolve(channels=3)  # the colour defaults
     if args.quick:
         args.train_images, args.epochs, args.gmm_sizes = 1000, 1, [20_000]
         steps, enc_n, repeats = 5, 2000, 2
@@ -308,6 +334,7 @@ def main(argv=None) -> int:
     print("training", flush=True)
     images = conform_images(cifake_images(max(args.train_images, enc_n)), model.image_size, model.channels)
     report["training"] = training_speed(images[: args.train_images], args.epochs, model)
+    report["contrastive"] = contrastive_speed(images[: args.train_images], args.epochs, model)
     report["steps"] = step_speed(steps, model)
     print("encoding", flush=True)
     report["encoding"] = encoding_speed(images[:enc_n], BATCH, repeats, model)

@@ -194,7 +194,10 @@ def test_speed_smoke(shared_data, tmp_path, results_untouched):
     assert mixture["latent_mixture_full_path"]["dim"] == 8
     markdown = (tmp_path / "speed.md").read_text()
     fractions = [r for r in table_rows(markdown) if len(r) == 4 and r[3].endswith("%")]
-    assert [r[0].split(",")[0] for r in fractions] == ["training", "training", "encoding", "encoding"]
+    assert [r[0].split(",")[0] for r in fractions] == ["training"] * 3 + ["encoding"] * 2
+    contrastive = report["contrastive"]
+    assert contrastive["batch_size"] == 256 and finite(contrastive["images_per_second"], 0)
+    assert contrastive["images_per_second"] > 0 and len(contrastive["images_per_second_per_epoch"]) == 1
     assert all(finite(float(r[3].rstrip("%")), 0) for r in fractions)
 
 
