@@ -15,7 +15,8 @@ sweep, on those latents (all steps fitted on the fit images only):
      (k = 10 / 20), or voted by their 10 nearest training images (aegmm's LatentMixture).
   3. aegmm's LatentMixture(reducer "umap", the auto settings) itself, over mixture seeds, with
      label-free indices (silhouette, Calinski-Harabasz, Davies-Bouldin) of each partition: can
-     they tell a merged partition from a right one?
+     they tell a merged partition from a right one? And the GMM's mean log-likelihood against a
+     GMM on the same embedding started at the true digits' means: does the mixture prefer it?
 Writes sweep.jsonl (one JSON line per row) and sweep.md under --out.
 """
 
@@ -130,6 +131,12 @@ def aegmm_rows(fit, y, held_out, yh, seeds, k):
         )
         row["calinski_harabasz"] = round(float(calinski_harabasz_score(standard, labels)), 1)
         row["davies_bouldin"] = round(float(davies_bouldin_score(standard, labels)), 3)
+        embedding = mixture.pipeline_.named_steps["reduce"].embedding_
+        means = np.stack([embedding[y == c].mean(axis=0) for c in range(k)])
+        truth = gmm(k, 1, seed, means_init=means).fit(embedding)  # started at the true digits' means
+        row["loglik"] = round(float(mixture.gmm_.score(embedding)), 4)
+        row["acc_true_means_start"] = agreement(y, truth.predict(embedding))["acc"]
+        row["loglik_true_means_start"] = round(float(truth.score(embedding)), 4)
         row["seconds"] = round(time.perf_counter() - started, 1)
         yield row
 

@@ -89,6 +89,10 @@ def test_umap_mixture_keeps_training_clusters_and_sorts_new_points_with_their_ne
     np.testing.assert_array_equal(proba.argmax(axis=1), [mapping[g] for g in new_labels])
     rebuilt = LatentMixture.from_arrays(*mixture.to_arrays(), mixture.config)
     np.testing.assert_array_equal(rebuilt.predict_proba(new), proba)
+    features, same_proba, same_log_likelihood = mixture.score(new, with_features=True)  # the report's path
+    np.testing.assert_array_equal(features, mixture.features(new))
+    np.testing.assert_array_equal(same_proba, proba)
+    np.testing.assert_array_equal(same_log_likelihood, log_likelihood)
 
 
 def test_a_single_channel_collection_is_clustered_with_umap_and_the_run_records_it(tmp_path, capsys):

@@ -149,14 +149,14 @@ class LatentMixture:
     def score_samples(self, latents: np.ndarray) -> np.ndarray:
         return self._batched(latents, log_likelihood=True)[0]
 
-    def score(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(membership probabilities (N, K), log-likelihoods (N,)) from one pass of the features."""
-        proba, log_likelihood = self._batched(latents, proba=True, log_likelihood=True)
-        return proba, log_likelihood
+    def score(self, latents: np.ndarray, *, with_features: bool = False) -> tuple[np.ndarray, ...]:
+        """(membership probabilities (N, K), log-likelihoods (N,)) from one pass of the features;
+        with ``with_features``, (features, probabilities, log-likelihoods)."""
+        return self._batched(latents, features=with_features, proba=True, log_likelihood=True)
 
-    def _batched(self, latents: np.ndarray, *, proba=False, log_likelihood=False) -> tuple[np.ndarray, ...]:
-        """Probabilities and/or log-likelihoods from the features of each batch (computed once for
-        both), so memory does not grow with the number of images."""
+    def _batched(self, latents: np.ndarray, *, features=False, proba=False, log_likelihood=False):
+        """The features, probabilities and/or log-likelihoods of each batch (features computed once
+        for all of them), so memory does not grow with the number of images."""
         batches = [latents[i : i + BATCH] for i in range(0, len(latents), BATCH)] or [latents]
         reducer = self.pipeline_.named_steps["reduce"]
         parts = []
@@ -165,7 +165,7 @@ class LatentMixture:
                 x, votes = reducer.place(self.pipeline_[:-2].transform(np.asarray(batch, dtype=np.float64)))
             else:
                 x, votes = self.features(batch), None
-            part = []
+            part = [x] if features else []
             if proba:
                 part.append(self.gmm_.predict_proba(x) if votes is None else votes @ self._training_proba())
             if log_likelihood:

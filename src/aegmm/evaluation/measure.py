@@ -129,13 +129,12 @@ def _autoencoder(clusterer: ImageClusterer, data: ImageSet, seed: int, positive,
         "reconstructions": plots.image_mosaic(grid, row_labels=["original", "reconstruction"]),
         "encoded": _encoded_images(clusterer, images[np.linspace(0, len(images) - 1, 3).astype(int)]),
     }
-    features = clusterer.mixture_.features(latents)
+    features, proba, loglik = clusterer.mixture_.score(latents, with_features=True)  # as assign scores
     gmm = clusterer.mixture_.gmm_
     scores = {
         "high_frequency": image_scores.high_frequency(images),
         "reconstruction": image_scores.reconstruction(images, reconstructions),
     }
-    proba, loglik = gmm.predict_proba(features), gmm.score_samples(features)
     config = clusterer.mixture_.config
     scored = Scored(data, features, proba, loglik, scores, gmm, config, seed, positive)
     return scored, _part({"reconstruction_mse": quality["mse"], "psnr": quality["psnr"]}, figures)
