@@ -300,6 +300,7 @@ def test_umap_levers_smoke(shared_data, tmp_path, results_untouched):
         "variants_6k/quality.md",
         "history/quality_before_defaults.md",
         "grayscale/quality.md",
+        "grayscale_auto/quality.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):
