@@ -119,7 +119,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if args.smoke:
         args.data, args.refs, args.repeats, args.threads = "builtin:digits", ".,.", 1, 1
         fit_args = ["--epochs", "1", "--image-size", "8", "--width", "0.125", "--latent-dim", "4",
-                    "--reduced-dim", "4", "--clusters", "3"]  # fmt: skip
+                    "--reducer", "pca", "--reduced-dim", "4", "--clusters", "3"]  # fmt: skip
     return args, fit_args
 
 
