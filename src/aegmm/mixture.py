@@ -228,7 +228,10 @@ class UMAPPlacement(TransformerMixin, BaseEstimator):
 
     def place(self, X: np.ndarray) -> tuple[np.ndarray, sparse.csr_matrix]:
         """(positions (N, n_components), weights (N, n_training) of the neighbours that placed them)."""
-        return knn_place(self.inputs_, self.embedding_, X, k=PLACE_NEIGHBORS, return_weights=True)
+        if getattr(self, "neighbours_", None) is None:  # one search index for every batch placed
+            self.neighbours_ = NearestNeighbors(n_neighbors=min(PLACE_NEIGHBORS, len(self.inputs_)))
+            self.neighbours_.fit(self.inputs_)
+        return knn_place(self.inputs_, self.embedding_, X, return_weights=True, neighbours=self.neighbours_)
 
 
 def _pipeline(normalizer, scaler: StandardScaler, reducer, gmm: GaussianMixture) -> Pipeline:
@@ -368,28 +371,24 @@ def _umap_embedding(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
         import umap
     except ImportError:
         raise ValueError("reducer 'umap' needs umap-learn: pip install umap-learn") from None
-    reducer = umap.UMAP(
-        n_components=dim,
-        n_neighbors=min(UMAP_NEIGHBORS, len(x) - 1),
-        min_dist=0.0,
-        random_state=seed,
-        n_jobs=1,
-    )
+    neighbours = min(UMAP_NEIGHBORS, len(x) - 1)
+    reducer = umap.UMAP(n_components=dim, n_neighbors=neighbours, min_dist=0.0, random_state=seed, n_jobs=1)
     return reducer.fit_transform(x).astype(np.float32)
 
 
-def knn_place(
-    inputs: np.ndarray, embedding: np.ndarray, queries: np.ndarray, k: int = 10, return_weights: bool = False
-):
+def knn_place(inputs, embedding, queries, k: int = 10, return_weights: bool = False, neighbours=None):
     """Place points in a fitted embedding: inverse-distance mean of their k nearest fit points.
 
     A point equal to a fit point lands exactly on that point's embedding, so the training
     images keep their UMAP positions; new images are interpolated the same way before and
     after saving (no pickled UMAP object is needed). With ``return_weights``, also the weights
-    as a sparse (queries, inputs) matrix whose rows sum to 1.
+    as a sparse (queries, inputs) matrix whose rows sum to 1. ``neighbours``: a NearestNeighbors
+    already fitted on ``inputs`` (its n_neighbors is then k).
     """
-    k = min(k, len(inputs))
-    distances, index = NearestNeighbors(n_neighbors=k).fit(inputs).kneighbors(queries)
+    if neighbours is None:
+        neighbours = NearestNeighbors(n_neighbors=min(k, len(inputs))).fit(inputs)
+    distances, index = neighbours.kneighbors(queries)
+    k = index.shape[1]
     weights = 1.0 / np.maximum(distances, 1e-9) ** 2
     weights /= weights.sum(axis=1, keepdims=True)
     placed = np.einsum("nk,nkd->nd", weights, embedding[index].astype(np.float64))
