@@ -92,7 +92,7 @@ def placement_rows(x, y, xh, yh, seeds, k, n_neighbors=30):
     import umap
     from sklearn.neighbors import KNeighborsClassifier
 
-    from aegmm.mixture import knn_place
+    from aegmm.embedding import knn_place
 
     for seed in seeds:
         reducer = umap.UMAP(

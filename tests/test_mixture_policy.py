@@ -15,8 +15,8 @@ from aegmm.config import UMAP_MIN_IMAGES, MixtureConfig
 from aegmm.mixture import LatentMixture
 from conftest import TINY
 
-UMAP_SETTINGS = {"reducer": "umap", "normalize": "l2", "reduced_dim": 10, "n_init": 20}
-PCA_SETTINGS = {"reducer": "pca", "normalize": "none", "reduced_dim": 20, "n_init": 3}
+UMAP_SETTINGS = {"reducer": "umap", "normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 3}
+PCA_SETTINGS = {"reducer": "pca", "normalize": "none", "reduced_dim": 20, "n_init": 3, "candidates": 1}
 
 
 def settings(config: MixtureConfig) -> dict:
@@ -46,24 +46,27 @@ def test_settings_given_are_kept_and_the_rest_follow_the_reducer():
     assert settings(MixtureConfig(reducer="none").resolve(channels=1, n_images=5000))["reduced_dim"] == 20
 
 
-@pytest.mark.parametrize("name,value", [("reduced_dim", 0), ("n_init", -1), ("reduced_dim", "ten")])
+@pytest.mark.parametrize(
+    "name,value", [("reduced_dim", 0), ("n_init", -1), ("reduced_dim", "ten"), ("candidates", 0)]
+)
 def test_counts_must_be_whole_numbers_or_auto(name, value):
     with pytest.raises(ValueError, match=rf"{name} must be a whole number >= 1 or 'auto', got {value!r}"):
         MixtureConfig(**{name: value})
 
 
-def test_fit_option_reduced_dim_takes_auto_or_a_count():
+@pytest.mark.parametrize("flag", ["--reduced-dim", "--candidates"])
+def test_fit_options_that_count_take_auto_or_a_count(flag):
     from aegmm.cli_parser import build_parser
 
-    parser = build_parser()
-    assert parser.parse_args(["fit", "d", "--out", "o"]).reduced_dim == "auto"
-    assert parser.parse_args(["fit", "d", "--out", "o", "--reduced-dim", "7"]).reduced_dim == 7
+    parser, name = build_parser(), flag[2:].replace("-", "_")
+    assert getattr(parser.parse_args(["fit", "d", "--out", "o"]), name) == "auto"
+    assert getattr(parser.parse_args(["fit", "d", "--out", "o", flag, "7"]), name) == 7
     done = subprocess.run(
-        [sys.executable, "-m", "aegmm", "fit", "d", "--out", "o", "--reduced-dim", "0"],
+        [sys.executable, "-m", "aegmm", "fit", "d", "--out", "o", flag, "0"],
         capture_output=True,
         text=True,
     )
-    assert done.returncode == 2 and done.stderr == "aegmm: error: --reduced-dim must be >= 1, got 0\n"
+    assert done.returncode == 2 and done.stderr == f"aegmm: error: {flag} must be >= 1, got 0\n"
 
 
 def blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +104,7 @@ def test_a_single_channel_collection_is_clustered_with_umap_and_the_run_records_
     images = rng.integers(0, 60, (n, 8, 8, 1)).astype(np.uint8)
     images[n // 2 :] += 150  # two brightness groups
     options = TINY | {"image_size": 8, "epochs": 1, "batch_size": 128, "n_components": 2, "progress": True}
-    options.pop("reduced_dim"), options.pop("n_init")
+    options.pop("reduced_dim"), options.pop("n_init")  # every mixture setting auto
     clusterer = ImageClusterer(**options).fit(images)
     assert settings(clusterer.config_.mixture) == UMAP_SETTINGS
     assert (
@@ -111,5 +114,38 @@ def test_a_single_channel_collection_is_clustered_with_umap_and_the_run_records_
     assert clusterer.mixture_.gmm_.means_.shape == (2, 8)  # 10 dimensions asked, 8 latent numbers
     clusterer.save(tmp_path / "run")
     loaded = aegmm.load(tmp_path / "run", progress=False)
-    assert loaded.reducer == "umap" and loaded.n_init == 20
+    assert loaded.reducer == "umap" and loaded.n_init == 20 and loaded.candidates == 3
+    assert (
+        loaded.mixture_.silhouettes_ == clusterer.mixture_.silhouettes_
+        and len(loaded.mixture_.silhouettes_) == 3
+    )
     np.testing.assert_array_equal(loaded.predict(images[::50]), clusterer.predict(images[::50]))
+
+
+def grid_of_blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Eight round groups on a 4 x 2 grid in 2-D, 6 standard deviations apart."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(400) % 8
+    centers = np.stack(np.meshgrid(np.arange(4), np.arange(2)), -1).reshape(-1, 2) * 6.0
+    return centers[labels] + rng.normal(size=(400, 2)), labels
+
+
+def test_candidates_keep_the_partition_with_the_highest_silhouette():
+    from aegmm.evaluation.metrics import cluster_accuracy
+
+    latents, labels = grid_of_blobs()
+    one = dict(n_components=8, reducer="none", n_init=1)
+
+    def accuracy(mixture: LatentMixture) -> float:
+        return cluster_accuracy(labels, mixture.predict(latents))
+
+    alone = {seed: LatentMixture(MixtureConfig(**one, seed=seed)).fit(latents) for seed in range(8)}
+    wrong = [seed for seed, mixture in alone.items() if accuracy(mixture) < 0.95]
+    assert wrong and max(map(accuracy, alone.values())) > 0.98  # EM alone sometimes merges two groups
+    start = wrong[0]
+    chosen = LatentMixture(MixtureConfig(**one, seed=start, candidates=8 - start)).fit(latents)
+    silhouettes = chosen.silhouettes_
+    assert sorted(silhouettes) == list(range(start, 8))
+    best = max(silhouettes, key=silhouettes.get)
+    assert accuracy(chosen) > 0.98 and silhouettes[best] > silhouettes[start]
+    np.testing.assert_array_equal(chosen.predict(latents), alone[best].predict(latents))  # the same fit

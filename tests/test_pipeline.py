@@ -61,7 +61,7 @@ def test_predictions_after_load_equal_those_before_saving(fitted, tmp_path):
     assert np.array_equal(loaded.predict(images), clusterer.predict(images))
     assert np.allclose(loaded.predict_proba(images), clusterer.predict_proba(images))
     assert np.allclose(loaded.score_samples(images), clusterer.score_samples(images))
-    resolved = {"channels": 3, "normalize": "none", "reducer": "pca"}  # what "auto" became for colour
+    resolved = {"channels": 3, "normalize": "none", "reducer": "pca", "candidates": 1}  # "auto" for colour
     assert loaded.get_params() == clone(clusterer).get_params() | resolved
     assert loaded.history_ == clusterer.history_
 

@@ -137,6 +137,7 @@ FIT_FIELDS = {
     "normalize": (X, None, None),
     "reducer": (X, None, None),
     "reduced_dim": (X, None, count_or_auto),
+    "candidates": (X, None, count_or_auto),
     "covariance_type": (X, "--covariance", None),
     "seed": (T, None, int),  # the clusterer's one seed: training's and the mixture's
 }

@@ -19,9 +19,9 @@ NORMALIZATIONS = ("auto", "none", "l2")  # MixtureConfig.normalize
 # settings follow the reducer.
 UMAP_MIN_IMAGES = 1000
 AUTO_BY_REDUCER = {
-    "umap": {"normalize": "l2", "reduced_dim": 10, "n_init": 20},
-    "pca": {"normalize": "none", "reduced_dim": 20, "n_init": 3},
-    "none": {"normalize": "none", "reduced_dim": 20, "n_init": 3},
+    "umap": {"normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 3},
+    "pca": {"normalize": "none", "reduced_dim": 20, "n_init": 3, "candidates": 1},
+    "none": {"normalize": "none", "reduced_dim": 20, "n_init": 3, "candidates": 1},
 }
 # the choices of each setting that takes one of a few names (the command line offers exactly these)
 CHOICES = {
@@ -121,6 +121,8 @@ class MixtureConfig:
     reduced_dim: int | str = "auto"  # output size of the reducer (at most the latent size); auto: 10
     # with umap, else 20
     n_init: int | str = "auto"  # EM restarts, the best is kept; auto: 20 with umap, else 3
+    candidates: int | str = "auto"  # reducer + mixture fits with seeds seed, seed+1, ...; the one whose
+    # clusters have the highest silhouette in the standardised latents is kept; auto: 3 with umap, else 1
     reg_covar: float = 1e-4  # added to covariance diagonals for stability
     max_iter: int = 300  # EM iterations per restart
     seed: int = 0  # seeds the reducer and EM
@@ -145,7 +147,7 @@ class MixtureConfig:
             raise ValueError(f"normalize must be 'auto', 'none' or 'l2', got {self.normalize!r}")
         if self.reducer not in REDUCERS:
             raise ValueError(f"reducer must be 'auto', 'none', 'pca' or 'umap', got {self.reducer!r}")
-        for name in ("reduced_dim", "n_init"):
+        for name in ("reduced_dim", "n_init", "candidates"):
             value = getattr(self, name)
             if value != "auto" and (isinstance(value, str) or value < 1):
                 raise ValueError(f"{name} must be a whole number >= 1 or 'auto', got {value!r}")

@@ -7,21 +7,19 @@ import warnings
 from dataclasses import asdict
 
 import numpy as np
-from scipy import sparse
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import silhouette_score
 from sklearn.mixture import GaussianMixture
-from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from .config import MixtureConfig
+from .embedding import UMAPPlacement
 from .progress import say
 
 GMM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
-UMAP_NEIGHBORS = 30  # UMAP's n_neighbors (benchmarks/results/umap/FINDINGS.md: 30 split MNIST most reliably)
-PLACE_NEIGHBORS = 10  # training points that place a new point in the UMAP embedding and vote its cluster
+SILHOUETTE_SAMPLE = 10_000  # points that rank candidates (silhouette costs their count squared)
 BATCH = 100_000  # latents scored at once: memory does not grow with the number of images
 PCA_MIN_VARIANCE = 1e-12  # whitening divides by at least sqrt(1e-12): rank-deficient latents stay finite
 
@@ -44,7 +42,10 @@ class LatentMixture:
     def fit(self, latents: np.ndarray, *, progress: bool = False) -> LatentMixture:
         """Fit on the latents, or on a random subsample of max_fit_samples of them.
 
-        With ``progress``, one line per K tried (under "auto") and the K chosen go to stderr.
+        Each candidate (``config.candidates`` of them, seeds seed, seed+1, ...) fits its own reducer
+        and mixture; with more than one, the candidate whose clusters have the highest silhouette
+        in the standardised latents is kept (``silhouettes_``). With ``progress``, one line per K
+        tried (under "auto") and per candidate, and the choices, go to stderr.
         """
         latents = _check_latents(self._subsample(latents))
         normalizer = _normalizer(self.config, latents.shape[1])
@@ -53,23 +54,39 @@ class LatentMixture:
         scaler = _fit_scaler(latents)
         standard = scaler.transform(latents)
         self._candidate_ks(_count_distinct(standard))  # fewer distinct points than K: a clear error now
+        seeds = range(self.config.seed, self.config.seed + self.config.candidates)
+        fitted = {seed: self._fit_candidate(standard, seed, progress) for seed in seeds}
+        self.silhouettes_ = {}
+        if len(fitted) > 1:
+            for seed, (*_, labels) in fitted.items():
+                self.silhouettes_[seed] = _silhouette(standard, labels, self.config.seed)
+                say(f"  candidate seed {seed}: silhouette {self.silhouettes_[seed]:.4f}", enabled=progress)
+            chosen = max(self.silhouettes_, key=self.silhouettes_.get)
+            say(f"kept candidate seed {chosen} (the highest silhouette)", enabled=progress)
+        else:
+            chosen = self.config.seed
+        reducer, gmm, self.bic_curve_, _ = fitted[chosen]
+        self.pipeline_ = _pipeline(normalizer, scaler, reducer, gmm)
+        return self
+
+    def _fit_candidate(self, standard: np.ndarray, seed: int, progress: bool):
+        """(reducer, the lowest-BIC mixture, BIC per K, its labels of the training points), this seed's."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # PCA of identical points: 0/0 variance ratios
-            reducer = self._fit_reducer(standard)
+            reducer = self._fit_reducer(standard, seed)
         reduced = standard if reducer == "passthrough" else reducer.transform(standard)
         ks = self._candidate_ks(_count_distinct(reduced))
-        fits, self.bic_curve_ = {}, {}
+        fits, bic_curve = {}, {}
         for k in ks:
             started = time.perf_counter()
-            fits[k] = self._fit_gmm(reduced, k)
-            self.bic_curve_[k] = float(fits[k].bic(reduced))
+            fits[k] = self._fit_gmm(reduced, k, seed)
+            bic_curve[k] = float(fits[k].bic(reduced))
             seconds = time.perf_counter() - started
-            say(f"  K={k}: BIC {self.bic_curve_[k]:,.1f} ({seconds:.1f} s)", enabled=progress and len(ks) > 1)
-        best = min(self.bic_curve_, key=self.bic_curve_.get)
+            say(f"  K={k}: BIC {bic_curve[k]:,.1f} ({seconds:.1f} s)", enabled=progress and len(ks) > 1)
+        best = min(bic_curve, key=bic_curve.get)
         if len(ks) > 1:
             say(f"chose K={best} by the lowest BIC over K={ks[0]}..{ks[-1]}", enabled=progress)
-        self.pipeline_ = _pipeline(normalizer, scaler, reducer, fits[best])
-        return self
+        return reducer, fits[best], bic_curve, fits[best].predict(reduced)
 
     def _subsample(self, latents: np.ndarray) -> np.ndarray:
         limit = self.config.max_fit_samples
@@ -96,8 +113,8 @@ class LatentMixture:
             )
         return [int(cfg.n_components)]
 
-    def _fit_gmm(self, x: np.ndarray, k: int) -> GaussianMixture:
-        gmm = make_gmm(k, self.config)
+    def _fit_gmm(self, x: np.ndarray, k: int, seed: int) -> GaussianMixture:
+        gmm = make_gmm(k, self.config, seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             try:
@@ -108,15 +125,15 @@ class LatentMixture:
                     "try fewer clusters or a larger reg_covar"
                 ) from None
 
-    def _fit_reducer(self, standard: np.ndarray):
+    def _fit_reducer(self, standard: np.ndarray, seed: int):
         cfg = self.config
         dim = min(cfg.reduced_dim, standard.shape[1], len(standard))
         if cfg.reducer == "pca" and dim < standard.shape[1]:
-            pca = PCA(n_components=dim, whiten=True, random_state=cfg.seed).fit(standard)
+            pca = PCA(n_components=dim, whiten=True, random_state=seed).fit(standard)
             pca.explained_variance_ = np.maximum(pca.explained_variance_, PCA_MIN_VARIANCE)
             return pca
         if cfg.reducer == "umap":
-            return UMAPPlacement(n_components=dim, random_state=cfg.seed).fit(standard)
+            return UMAPPlacement(n_components=dim, random_state=seed).fit(standard)
         return "passthrough"
 
     # -- using ----------------------------------------------------------------------------------
@@ -190,6 +207,7 @@ class LatentMixture:
             "config": asdict(self.config),
             "n_components": int(self.gmm_.n_components),
             "bic_curve": {str(k): v for k, v in self.bic_curve_.items()},
+            "silhouettes": {str(seed): v for seed, v in self.silhouettes_.items()},
             "converged": bool(self.gmm_.converged_),
             "n_iter": int(self.gmm_.n_iter_),
             "lower_bound": float(self.gmm_.lower_bound_),
@@ -201,37 +219,12 @@ class LatentMixture:
         check_arrays(arrays, int(meta["n_components"]), config.covariance_type)
         mixture = cls(config)
         mixture.bic_curve_ = {int(k): float(v) for k, v in meta["bic_curve"].items()}
+        mixture.silhouettes_ = {int(seed): float(v) for seed, v in meta.get("silhouettes", {}).items()}
         normalizer = _normalizer(config, len(arrays["center"]))
         scaler = _restore_scaler(arrays["center"], arrays["scale"])
         reducer, gmm = _restore_reducer(arrays, config), restore_gmm(arrays, meta, config)
         mixture.pipeline_ = _pipeline(normalizer, scaler, reducer, gmm)
         return mixture
-
-
-class UMAPPlacement(TransformerMixin, BaseEstimator):
-    """UMAP on the training points; any point is placed by ``knn_place`` among them.
-
-    Training points keep their UMAP positions exactly, and new points are placed the same way
-    before and after saving: the fitted state is two arrays (no pickled UMAP object).
-    """
-
-    def __init__(self, n_components: int = 2, random_state: int = 0) -> None:
-        self.n_components, self.random_state = n_components, random_state
-
-    def fit(self, X: np.ndarray, y=None) -> UMAPPlacement:
-        self.inputs_ = np.asarray(X, dtype=np.float32)
-        self.embedding_ = _umap_embedding(self.inputs_, self.n_components, self.random_state)
-        return self
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        return self.place(np.asarray(X))[0]
-
-    def place(self, X: np.ndarray) -> tuple[np.ndarray, sparse.csr_matrix]:
-        """(positions (N, n_components), weights (N, n_training) of the neighbours that placed them)."""
-        if getattr(self, "neighbours_", None) is None:  # one search index for every batch placed
-            self.neighbours_ = NearestNeighbors(n_neighbors=min(PLACE_NEIGHBORS, len(self.inputs_)))
-            self.neighbours_.fit(self.inputs_)
-        return knn_place(self.inputs_, self.embedding_, X, return_weights=True, neighbours=self.neighbours_)
 
 
 def _pipeline(normalizer, scaler: StandardScaler, reducer, gmm: GaussianMixture) -> Pipeline:
@@ -349,6 +342,15 @@ def _precisions(chol: np.ndarray, covariance_type: str) -> np.ndarray:
     return chol**2
 
 
+def _silhouette(standard: np.ndarray, labels: np.ndarray, seed: int) -> float:
+    """sklearn's silhouette of the clusters in the standardised latents, on at most SILHOUETTE_SAMPLE
+    points (the same ones for every candidate); -1 for a single cluster (no silhouette)."""
+    if len(np.unique(labels)) < 2:
+        return -1.0
+    size = min(SILHOUETTE_SAMPLE, len(standard))
+    return float(silhouette_score(standard, labels, sample_size=size, random_state=seed))
+
+
 def _count_distinct(x: np.ndarray) -> int:
     """Points that differ after rounding to 6 decimals (the scale of standardised latents)."""
     return len(np.unique(x.round(6), axis=0))
@@ -364,36 +366,3 @@ def _check_latents(latents: np.ndarray) -> np.ndarray:
             "try a lower learning rate (--lr)"
         )
     return latents
-
-
-def _umap_embedding(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
-    try:
-        import umap
-    except ImportError:
-        raise ValueError("reducer 'umap' needs umap-learn: pip install umap-learn") from None
-    neighbours = min(UMAP_NEIGHBORS, len(x) - 1)
-    reducer = umap.UMAP(n_components=dim, n_neighbors=neighbours, min_dist=0.0, random_state=seed, n_jobs=1)
-    return reducer.fit_transform(x).astype(np.float32)
-
-
-def knn_place(inputs, embedding, queries, k: int = 10, return_weights: bool = False, neighbours=None):
-    """Place points in a fitted embedding: inverse-distance mean of their k nearest fit points.
-
-    A point equal to a fit point lands exactly on that point's embedding, so the training
-    images keep their UMAP positions; new images are interpolated the same way before and
-    after saving (no pickled UMAP object is needed). With ``return_weights``, also the weights
-    as a sparse (queries, inputs) matrix whose rows sum to 1. ``neighbours``: a NearestNeighbors
-    already fitted on ``inputs`` (its n_neighbors is then k).
-    """
-    if neighbours is None:
-        neighbours = NearestNeighbors(n_neighbors=min(k, len(inputs))).fit(inputs)
-    distances, index = neighbours.kneighbors(queries)
-    k = index.shape[1]
-    weights = 1.0 / np.maximum(distances, 1e-9) ** 2
-    weights /= weights.sum(axis=1, keepdims=True)
-    placed = np.einsum("nk,nkd->nd", weights, embedding[index].astype(np.float64))
-    if not return_weights:
-        return placed
-    rows = np.repeat(np.arange(len(queries)), k)
-    matrix = sparse.csr_matrix((weights.ravel(), (rows, index.ravel())), shape=(len(queries), len(inputs)))
-    return placed, matrix

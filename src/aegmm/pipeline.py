@@ -106,6 +106,7 @@ class ImageClusterer(BaseEstimator):
         reducer: str = _X.reducer,
         reduced_dim: int | str = _X.reduced_dim,
         n_init: int | str = _X.n_init,
+        candidates: int | str = _X.candidates,
         reg_covar: float = _X.reg_covar,
         max_fit_samples: int = _X.max_fit_samples,
         seed: int = 0,
@@ -119,7 +120,7 @@ class ImageClusterer(BaseEstimator):
         self.noise, self.flip, self.n_components, self.k_range = noise, flip, n_components, k_range
         self.covariance_type, self.reducer, self.reduced_dim = covariance_type, reducer, reduced_dim
         self.normalize = normalize
-        self.n_init, self.reg_covar, self.seed = n_init, reg_covar, seed
+        self.n_init, self.candidates, self.reg_covar, self.seed = n_init, candidates, reg_covar, seed
         self.max_fit_samples, self.train_images, self.precision = max_fit_samples, train_images, precision
         self.objective, self.temperature = objective, temperature
         self.device, self.encode_batch_size, self.progress = device, encode_batch_size, progress
