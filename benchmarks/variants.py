@@ -54,11 +54,12 @@ MIXTURE_KEYS = (
     "reducer",
     "reduced_dim",
     "n_init",
+    "candidates",
     "reg_covar",
     "mixture_seed",
 )
 EXTRA_KEYS = ("recon_feature", "recon_only")
-COUNT_OR_AUTO = ("reduced_dim", "n_init")  # a whole number, or the word auto
+COUNT_OR_AUTO = ("reduced_dim", "n_init", "candidates")  # a whole number, or the word auto
 _DEFAULTS = {
     name: p.default for name, p in inspect.signature(ImageClusterer).parameters.items() if name != "self"
 }
