@@ -93,7 +93,7 @@ def digits() -> ImageSet:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, digits) -> Path:
     clusterer = ImageClusterer(
-        image_size=8, width=0.125, latent_dim=8, epochs=1, n_components=3, progress=False
+        image_size=8, width=0.125, latent_dim=8, epochs=1, n_components=3, candidates=2, progress=False
     ).fit(digits)
     return clusterer.save(tmp_path_factory.mktemp("run") / "run")
 
@@ -140,6 +140,14 @@ def test_metrics_keys_are_the_documented_schema(evaluated):
     assert _leaves(metrics) <= documented
     assert set(REQUIRED + LABEL_KEYS + DOMAIN_KEYS) <= documented
     assert 'id="schema"' in html and all(f"<td>{key}</td>" in html for key in documented)
+
+
+def test_the_report_shows_the_silhouette_of_each_candidate_mixture(evaluated, run_dir):
+    _, metrics, html = evaluated
+    kept = load(run_dir, progress=False).mixture_.silhouettes_
+    tried = metrics["gmm"]["training_silhouettes"]
+    assert tried == {"seed": [0, 1], "silhouette": [kept[0], kept[1]]} and kept[0] != kept[1]
+    assert "highest silhouette" in html and "<th>seed</th>" in html
 
 
 def test_gmm_bic_equals_sklearn_on_the_model_features(evaluated, run_dir, digits):

@@ -30,6 +30,7 @@ from aegmm.evaluation.baselines import kmeans_likelihood, kmeans_pixels, mixture
 from aegmm.evaluation.domains import MAX_DOMAINS, analyse_domains, domain_figures, select_domains
 from aegmm.evaluation.metrics import gmm_information, label_agreement, reconstruction_quality
 from aegmm.evaluation.schema import SCHEMA_VERSION
+from aegmm.mixture import LatentMixture
 from aegmm.pipeline import ImageClusterer
 
 TSNE_LIMIT = 1500  # points embedded by t-SNE at most (a seeded random sample beyond)
@@ -92,7 +93,7 @@ def measure(
         scored, result = _autoencoder(clusterer, data, seed, positive, log)
         # many small fits: one BLAS/OpenMP thread each, which avoids threads contending for busy cores
         with threadpool_limits(limits=1):
-            result += _mixture(scored, clusterer.mixture_.bic_curve_, log)
+            result += _mixture(scored, clusterer.mixture_, log)
             kmeans, clusters = _kmeans(scored, log)
             result += kmeans
             for step in (_labels, _domains, _feature_space, _galleries):
@@ -150,13 +151,17 @@ def _encoded_images(clusterer: ImageClusterer, images: np.ndarray):
     return plots.feature_maps_grid(images, arrays, names)
 
 
-def _mixture(s: Scored, bic_curve: dict[int, float], log) -> Evaluation:
+def _mixture(s: Scored, fitted: LatentMixture, log) -> Evaluation:
     log("measuring the mixture: log-likelihood, 5-fold CV, 10 seeds, BIC and AIC against K")
     metrics = gmm_information(s.gmm, s.features)
     metrics.update(mixture_refits(s.features, s.k, s.mixture_config, s.seed))
-    if len(bic_curve) > 1:
-        ks = sorted(bic_curve)
-        metrics["training_bic_curve"] = {"k": ks, "bic": [bic_curve[c] for c in ks]}
+    if len(fitted.bic_curve_) > 1:
+        ks = sorted(fitted.bic_curve_)
+        metrics["training_bic_curve"] = {"k": ks, "bic": [fitted.bic_curve_[k] for k in ks]}
+    if len(fitted.silhouettes_) > 1:
+        seeds = sorted(fitted.silhouettes_)
+        values = [fitted.silhouettes_[seed] for seed in seeds]
+        metrics["training_silhouettes"] = {"seed": seeds, "silhouette": values}
     figure = plots.information_criteria(metrics["information_curve"], s.k)
     return _part({"gmm": metrics}, {"information_criteria": figure})
 
