@@ -2,6 +2,8 @@
 
     python benchmarks/profile_training.py                    # what profile.md holds
     python benchmarks/profile_training.py --smoke --out DIR  # does it run? a tiny network, seconds
+    python benchmarks/profile_training.py --objective contrastive --options fp32,channels_last \
+        --out benchmarks/results/profile_contrastive            # the NT-Xent loop (batch 256)
 
 1. torch.profiler over aegmm's own training loop (`train_autoencoder`, default network, batch
    128, one epoch over 2,560 CIFAKE images): the operators with the most self CPU time, and the
@@ -9,6 +11,11 @@
 2. Bare optimisation steps of the default network under each option the speed issue names:
    float32 eager (what aegmm does), bfloat16 autocast, channels-last memory format, and
    torch.compile (with its compile time), each at 1 and 2 threads.
+
+With ``--objective contrastive`` both parts measure the NT-Xent loop instead (`train_contrastive`,
+batch 256: two augmented views per image through the encoder and the projection head); its bare
+steps take two fixed views of a random batch (no augmentation), and a third part times the
+augmentation alone (`aegmm.augment.augment`, both views of one batch).
 
 Writes profile.md and profile.json under --out (benchmarks/results by default; a smoke run
 writes to a temporary folder and refuses benchmarks/results).
@@ -30,24 +37,29 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from aegmm.augment import augment, default_policy
 from aegmm.config import ModelConfig, TrainConfig
+from aegmm.contrastive import ContrastiveConfig, ContrastiveModel, nt_xent, train_contrastive
 from aegmm.nn import AutoEncoder
 from aegmm.preprocess import Normalizer, conform_images
 from aegmm.train import train_autoencoder
 from common import CIFAKE_SUBSET, machine, output_folder
 
 BATCH = 128
+CONTRASTIVE_BATCH = 256  # images per step of the NT-Xent loop (512 views)
 SMOKE_MODEL = ModelConfig(image_size=16, latent_dim=8, width=0.125)  # --smoke: a tiny network
 NETWORK_OPS = ("conv", "batch_norm", "relu", "add", "linear", "addmm", "mm", "mse_loss", "threshold")
 
 
-def profile_loop(images: np.ndarray, config: ModelConfig, top: int = 15) -> dict:
+def profile_loop(images: np.ndarray, config: ModelConfig, objective: str, top: int = 15) -> dict:
     """Operators by self CPU time over one epoch of the real training loop."""
-    train = TrainConfig(epochs=1, batch_size=BATCH, val_fraction=0.0, device="cpu")
+    batch = CONTRASTIVE_BATCH if objective == "contrastive" else BATCH
+    train = TrainConfig(epochs=1, batch_size=batch, val_fraction=0.0, device="cpu", objective=objective)
     normalizer = Normalizer.fit(images)
+    loop = train_contrastive if objective == "contrastive" else train_autoencoder
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        train_autoencoder(images, config, train, normalizer, progress=False)
+        loop(images, config, train, normalizer, progress=False)
     wall = time.perf_counter() - start
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
@@ -71,11 +83,13 @@ def profile_loop(images: np.ndarray, config: ModelConfig, top: int = 15) -> dict
     }
 
 
-def step_rate(option: str, threads: int, steps: int, config: ModelConfig) -> dict:
+def step_rate(option: str, threads: int, steps: int, config: ModelConfig, objective: str) -> dict:
     """Images per second of bare training steps of the network `config` under `option`."""
     torch.set_num_threads(threads)
-    model = AutoEncoder(config).train()
-    x = torch.randn(BATCH, config.channels, config.image_size, config.image_size)
+    contrastive = objective == "contrastive"
+    batch = CONTRASTIVE_BATCH if contrastive else BATCH
+    model = (ContrastiveModel(config, ContrastiveConfig()) if contrastive else AutoEncoder(config)).train()
+    x = torch.randn(batch * (2 if contrastive else 1), config.channels, config.image_size, config.image_size)
     if option == "channels_last":
         model, x = (
             model.to(memory_format=torch.channels_last),
@@ -90,7 +104,10 @@ def step_rate(option: str, threads: int, steps: int, config: ModelConfig) -> dic
     def step() -> None:
         with autocast:
             output, _ = net(x)
-            loss = torch.nn.functional.mse_loss(output.float(), x)
+            if contrastive:  # output: the projections of both views
+                loss = nt_xent(output[:batch].float(), output[batch:].float(), ContrastiveConfig.temperature)
+            else:
+                loss = torch.nn.functional.mse_loss(output.float(), x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -110,17 +127,17 @@ def step_rate(option: str, threads: int, steps: int, config: ModelConfig) -> dic
     return {
         "option": option,
         "threads": threads,
-        "images_per_second": round(BATCH / statistics.median(times), 1),
-        "best_images_per_second": round(BATCH / min(times), 1),
+        "images_per_second": round(batch / statistics.median(times), 1),
+        "best_images_per_second": round(batch / min(times), 1),
         "compile_seconds": round(compile_seconds, 1),
     }
 
 
-def step_rate_isolated(option: str, threads: int, steps: int, smoke: bool) -> dict:
+def step_rate_isolated(option: str, threads: int, steps: int, smoke: bool, objective: str) -> dict:
     """`step_rate` in a child process: a crash in a kernel (a channels-last backward crashed in
     oneDNN with torch 2.14.1) is recorded instead of ending the benchmark."""
     command = [sys.executable, __file__, "--step", option, "--threads", str(threads), "--steps", str(steps)]
-    command += ["--smoke"] if smoke else []
+    command += ["--objective", objective] + (["--smoke"] if smoke else [])
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or [""])[-1][:200]
@@ -132,8 +149,23 @@ def step_rate_isolated(option: str, threads: int, steps: int, smoke: bool) -> di
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def augment_rate(images: np.ndarray, config: ModelConfig, repeats: int) -> dict:
+    """Images per second of drawing both views of a batch (the loop's augmentation, nothing else)."""
+    normalizer = Normalizer.fit(images)
+    x = normalizer.to_tensor(images[:CONTRASTIVE_BATCH], torch.device("cpu"))
+    policy, generator = default_policy(config.channels), torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        for _ in range(2):
+            augment(x, policy, normalizer, generator)
+        times.append(time.perf_counter() - t0)
+    return {"batch": len(x), "images_per_second": round(len(x) / statistics.median(times[1:]), 1)}
+
+
 def write_markdown(report: dict, path: Path) -> None:
     loop = report["loop"]
+    function, batch = report.get("loop_function", "train_autoencoder"), report.get("batch", BATCH)
     lines = [
         "# Where aegmm's training time goes (CPU)",
         "",
@@ -143,7 +175,7 @@ def write_markdown(report: dict, path: Path) -> None:
         + ", ".join(f"{k}={v}" for k, v in report["network"].items())
         + ").",
         "",
-        f"## torch.profiler over one epoch of `train_autoencoder` ({loop['images']:,} images, batch {BATCH})",
+        f"## torch.profiler over one epoch of `{function}` ({loop['images']:,} images, batch {batch})",
         "",
         f"{loop['wall_seconds']} s under the profiler ({loop['images_per_second']} images/s; the profiler "
         f"itself slows it). Adam's share of CPU time: {loop['optimizer_share']:.1%}.",
@@ -156,7 +188,7 @@ def write_markdown(report: dict, path: Path) -> None:
     ]
     lines += [
         "",
-        f"## Bare training steps of the network (batch {BATCH}, median of the timed steps)",
+        f"## Bare training steps of the network (batch {batch}, median of the timed steps)",
         "",
         "| option | threads | images/s | compile s |",
         "| --- | ---: | ---: | ---: |",
@@ -164,6 +196,14 @@ def write_markdown(report: dict, path: Path) -> None:
     for r in report["steps"]:
         rate = r.get("images_per_second", r.get("error", ""))
         lines.append(f"| {r['option']} | {r['threads']} | {rate} | {r.get('compile_seconds', '')} |")
+    if "augment" in report:
+        lines += [
+            "",
+            f"## The augmentation alone: both views of a batch of {report['augment']['batch']}",
+            "",
+            f"{report['augment']['images_per_second']:,} images/s (median of the timed batches; "
+            "each image gets two views).",
+        ]
     lines += ["", *report.get("notes", [])]
     path.write_text("\n".join(lines) + "\n")
 
@@ -183,12 +223,18 @@ def main(argv=None) -> int:
         help="check that the script runs: a tiny network (16x16, width 0.125, latent 8), 256 images, "
         "2 timed steps; writes to a temporary folder unless --out is given",
     )
+    parser.add_argument(
+        "--objective",
+        choices=("reconstruction", "contrastive"),
+        default="reconstruction",
+        help="the loop to profile: the autoencoder's (batch 128) or NT-Xent's (batch 256)",
+    )
     parser.add_argument("--step", help=argparse.SUPPRESS)  # internal: one option, in a child
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     config = SMOKE_MODEL if args.smoke else ModelConfig()
     if args.step:
-        print(json.dumps(step_rate(args.step, args.threads, args.steps, config)))
+        print(json.dumps(step_rate(args.step, args.threads, args.steps, config, args.objective)))
         return 0
     try:
         args.out = output_folder(args.out, args.smoke)
@@ -201,9 +247,14 @@ def main(argv=None) -> int:
     threads = torch.get_num_threads()
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     report = {"command": command, "machine": machine(), "network": asdict(config)}
-    report["loop"] = profile_loop(images, config)
+    contrastive = args.objective == "contrastive"
+    report["batch"] = CONTRASTIVE_BATCH if contrastive else BATCH
+    report["loop_function"] = "train_contrastive" if contrastive else "train_autoencoder"
+    report["loop"] = profile_loop(images, config, args.objective)
+    if contrastive:
+        report["augment"] = augment_rate(images, config, steps)
     report["steps"] = [
-        step_rate_isolated(option, n, steps, args.smoke)
+        step_rate_isolated(option, n, steps, args.smoke, args.objective)
         for option in options.split(",")
         for n in sorted({1, threads})
     ]

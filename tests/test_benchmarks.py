@@ -201,10 +201,15 @@ def test_speed_smoke(shared_data, tmp_path, results_untouched):
     assert all(finite(float(r[3].rstrip("%")), 0) for r in fractions)
 
 
-def test_profile_training_smoke(shared_data, tmp_path, results_untouched):
-    run_script("profile_training.py", "--smoke", "--out", str(tmp_path))
+@pytest.mark.parametrize("objective", ["reconstruction", "contrastive"])
+def test_profile_training_smoke(shared_data, tmp_path, results_untouched, objective):
+    run_script("profile_training.py", "--smoke", "--objective", objective, "--out", str(tmp_path))
     report = json.loads((tmp_path / "profile.json").read_text())
     loop = report["loop"]
+    assert report["batch"] == {"reconstruction": 128, "contrastive": 256}[objective]
+    assert ("augment" in report) == (objective == "contrastive")
+    if objective == "contrastive":
+        assert finite(report["augment"]["images_per_second"], 0) and report["augment"]["batch"] == 256
     assert loop["images"] == 256 and finite(loop["images_per_second"], 0) and loop["images_per_second"] > 0
     assert len(loop["top"]) >= 5 and all(finite(r["share"], 0, 1) for r in loop["top"])
     assert sum(r["share"] for r in loop["top"]) <= 1.0001 and finite(loop["optimizer_share"], 0, 1)

@@ -142,12 +142,12 @@ def test_metrics_keys_are_the_documented_schema(evaluated):
     assert 'id="schema"' in html and all(f"<td>{key}</td>" in html for key in documented)
 
 
-def test_the_report_shows_the_silhouette_of_each_candidate_mixture(evaluated, run_dir):
+def test_the_report_shows_the_agreement_of_each_candidate_mixture(evaluated, run_dir):
     _, metrics, html = evaluated
-    kept = load(run_dir, progress=False).mixture_.silhouettes_
-    tried = metrics["gmm"]["training_silhouettes"]
-    assert tried == {"seed": [0, 1], "silhouette": [kept[0], kept[1]]} and kept[0] != kept[1]
-    assert "highest silhouette" in html and "<th>seed</th>" in html
+    kept = load(run_dir, progress=False).mixture_.agreement_
+    tried = metrics["gmm"]["training_candidates"]
+    assert tried == {"seed": [0, 1], "agreement": [kept[0], kept[1]]} and 0 < kept[0] <= 1
+    assert "agree most" in html and "<th>seed</th>" in html
 
 
 def test_gmm_bic_equals_sklearn_on_the_model_features(evaluated, run_dir, digits):

@@ -15,7 +15,7 @@ from aegmm.config import UMAP_MIN_IMAGES, MixtureConfig
 from aegmm.mixture import LatentMixture
 from conftest import TINY
 
-UMAP_SETTINGS = {"reducer": "umap", "normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 3}
+UMAP_SETTINGS = {"reducer": "umap", "normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 5}
 PCA_SETTINGS = {"reducer": "pca", "normalize": "none", "reduced_dim": 20, "n_init": 3, "candidates": 1}
 
 
@@ -114,10 +114,10 @@ def test_a_single_channel_collection_is_clustered_with_umap_and_the_run_records_
     assert clusterer.mixture_.gmm_.means_.shape == (2, 8)  # 10 dimensions asked, 8 latent numbers
     clusterer.save(tmp_path / "run")
     loaded = aegmm.load(tmp_path / "run", progress=False)
-    assert loaded.reducer == "umap" and loaded.n_init == 20 and loaded.candidates == 3
+    assert loaded.reducer == "umap" and loaded.n_init == 20 and loaded.candidates == 5
     assert (
-        loaded.mixture_.silhouettes_ == clusterer.mixture_.silhouettes_
-        and len(loaded.mixture_.silhouettes_) == 3
+        loaded.mixture_.agreement_ == clusterer.mixture_.agreement_
+        and len(clusterer.mixture_.agreement_) == 5
     )
     np.testing.assert_array_equal(loaded.predict(images[::50]), clusterer.predict(images[::50]))
 
@@ -130,7 +130,7 @@ def grid_of_blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return centers[labels] + rng.normal(size=(400, 2)), labels
 
 
-def test_candidates_keep_the_partition_with_the_highest_silhouette():
+def test_candidates_keep_the_partition_the_others_agree_with_most():
     from aegmm.evaluation.metrics import cluster_accuracy
 
     latents, labels = grid_of_blobs()
@@ -144,8 +144,8 @@ def test_candidates_keep_the_partition_with_the_highest_silhouette():
     assert wrong and max(map(accuracy, alone.values())) > 0.98  # EM alone sometimes merges two groups
     start = wrong[0]
     chosen = LatentMixture(MixtureConfig(**one, seed=start, candidates=8 - start)).fit(latents)
-    silhouettes = chosen.silhouettes_
-    assert sorted(silhouettes) == list(range(start, 8))
-    best = max(silhouettes, key=silhouettes.get)
-    assert accuracy(chosen) > 0.98 and silhouettes[best] > silhouettes[start]
+    agreement = chosen.agreement_
+    assert sorted(agreement) == list(range(start, 8))
+    best = max(agreement, key=agreement.get)
+    assert accuracy(chosen) > 0.98 and agreement[best] > agreement[start]
     np.testing.assert_array_equal(chosen.predict(latents), alone[best].predict(latents))  # the same fit

@@ -9,7 +9,7 @@ from dataclasses import asdict
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
@@ -19,7 +19,6 @@ from .embedding import UMAPPlacement
 from .progress import say
 
 GMM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
-SILHOUETTE_SAMPLE = 10_000  # points that rank candidates (silhouette costs their count squared)
 BATCH = 100_000  # latents scored at once: memory does not grow with the number of images
 PCA_MIN_VARIANCE = 1e-12  # whitening divides by at least sqrt(1e-12): rank-deficient latents stay finite
 
@@ -43,9 +42,10 @@ class LatentMixture:
         """Fit on the latents, or on a random subsample of max_fit_samples of them.
 
         Each candidate (``config.candidates`` of them, seeds seed, seed+1, ...) fits its own reducer
-        and mixture; with more than one, the candidate whose clusters have the highest silhouette
-        in the standardised latents is kept (``silhouettes_``). With ``progress``, one line per K
-        tried (under "auto") and per candidate, and the choices, go to stderr.
+        and mixture; with more than one, the candidate whose clusters agree most with the others'
+        (mean adjusted Rand index of their training labels, ``agreement_``) is kept: the partition
+        the seeds reproduce. With ``progress``, one line per K tried (under "auto") and per
+        candidate, and the choices, go to stderr.
         """
         latents = _check_latents(self._subsample(latents))
         normalizer = _normalizer(self.config, latents.shape[1])
@@ -56,15 +56,11 @@ class LatentMixture:
         self._candidate_ks(_count_distinct(standard))  # fewer distinct points than K: a clear error now
         seeds = range(self.config.seed, self.config.seed + self.config.candidates)
         fitted = {seed: self._fit_candidate(standard, seed, progress) for seed in seeds}
-        self.silhouettes_ = {}
-        if len(fitted) > 1:
-            for seed, (*_, labels) in fitted.items():
-                self.silhouettes_[seed] = _silhouette(standard, labels, self.config.seed)
-                say(f"  candidate seed {seed}: silhouette {self.silhouettes_[seed]:.4f}", enabled=progress)
-            chosen = max(self.silhouettes_, key=self.silhouettes_.get)
-            say(f"kept candidate seed {chosen} (the highest silhouette)", enabled=progress)
-        else:
-            chosen = self.config.seed
+        self.agreement_ = _agreement({seed: labels for seed, (*_, labels) in fitted.items()})
+        for seed, value in self.agreement_.items():
+            say(f"  candidate seed {seed}: mean ARI with the others {value:.3f}", enabled=progress)
+        chosen = max(self.agreement_, key=self.agreement_.get) if self.agreement_ else self.config.seed
+        say(f"kept candidate seed {chosen} (the most agreement)", enabled=progress and len(fitted) > 1)
         reducer, gmm, self.bic_curve_, _ = fitted[chosen]
         self.pipeline_ = _pipeline(normalizer, scaler, reducer, gmm)
         return self
@@ -207,7 +203,7 @@ class LatentMixture:
             "config": asdict(self.config),
             "n_components": int(self.gmm_.n_components),
             "bic_curve": {str(k): v for k, v in self.bic_curve_.items()},
-            "silhouettes": {str(seed): v for seed, v in self.silhouettes_.items()},
+            "agreement": {str(seed): v for seed, v in self.agreement_.items()},
             "converged": bool(self.gmm_.converged_),
             "n_iter": int(self.gmm_.n_iter_),
             "lower_bound": float(self.gmm_.lower_bound_),
@@ -219,7 +215,7 @@ class LatentMixture:
         check_arrays(arrays, int(meta["n_components"]), config.covariance_type)
         mixture = cls(config)
         mixture.bic_curve_ = {int(k): float(v) for k, v in meta["bic_curve"].items()}
-        mixture.silhouettes_ = {int(seed): float(v) for seed, v in meta.get("silhouettes", {}).items()}
+        mixture.agreement_ = {int(seed): float(v) for seed, v in meta.get("agreement", {}).items()}
         normalizer = _normalizer(config, len(arrays["center"]))
         scaler = _restore_scaler(arrays["center"], arrays["scale"])
         reducer, gmm = _restore_reducer(arrays, config), restore_gmm(arrays, meta, config)
@@ -342,13 +338,12 @@ def _precisions(chol: np.ndarray, covariance_type: str) -> np.ndarray:
     return chol**2
 
 
-def _silhouette(standard: np.ndarray, labels: np.ndarray, seed: int) -> float:
-    """sklearn's silhouette of the clusters in the standardised latents, on at most SILHOUETTE_SAMPLE
-    points (the same ones for every candidate); -1 for a single cluster (no silhouette)."""
-    if len(np.unique(labels)) < 2:
-        return -1.0
-    size = min(SILHOUETTE_SAMPLE, len(standard))
-    return float(silhouette_score(standard, labels, sample_size=size, random_state=seed))
+def _agreement(labels: dict[int, np.ndarray]) -> dict[int, float]:
+    """Each candidate's mean adjusted Rand index with the other candidates' labels ({} for one)."""
+    if len(labels) < 2:
+        return {}
+    pairs = {(a, b): adjusted_rand_score(labels[a], labels[b]) for a in labels for b in labels if a < b}
+    return {seed: float(np.mean([value for pair, value in pairs.items() if seed in pair])) for seed in labels}
 
 
 def _count_distinct(x: np.ndarray) -> int:

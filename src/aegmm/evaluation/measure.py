@@ -158,10 +158,9 @@ def _mixture(s: Scored, fitted: LatentMixture, log) -> Evaluation:
     if len(fitted.bic_curve_) > 1:
         ks = sorted(fitted.bic_curve_)
         metrics["training_bic_curve"] = {"k": ks, "bic": [fitted.bic_curve_[k] for k in ks]}
-    if len(fitted.silhouettes_) > 1:
-        seeds = sorted(fitted.silhouettes_)
-        values = [fitted.silhouettes_[seed] for seed in seeds]
-        metrics["training_silhouettes"] = {"seed": seeds, "silhouette": values}
+    if len(fitted.agreement_) > 1:
+        seeds = sorted(fitted.agreement_)
+        metrics["training_candidates"] = {"seed": seeds, "agreement": [fitted.agreement_[x] for x in seeds]}
     figure = plots.information_criteria(metrics["information_curve"], s.k)
     return _part({"gmm": metrics}, {"information_criteria": figure})
 

@@ -169,13 +169,13 @@ def _mixture(m: Mapping, figures: Mapping) -> str:
         curve = g["training_bic_curve"]
         html += _p("K was chosen by the lowest BIC on the training images:")
         html += _table(["K", *map(str, curve["k"])], [["BIC", *curve["bic"]]])
-    if "training_silhouettes" in g:
-        tried = g["training_silhouettes"]
+    if "training_candidates" in g:
+        tried = g["training_candidates"]
         html += _p(
-            "The mixture was fitted once per seed below (reducer and EM); the one whose clusters have "
-            "the highest silhouette in the standardised latents of the training images was kept:"
+            "The mixture was fitted once per seed below (reducer and EM); the one whose clusters of the "
+            "training images agree most with the others' (mean adjusted Rand index) was kept:"
         )
-        html += _table(["seed", *map(str, tried["seed"])], [["silhouette", *tried["silhouette"]]])
+        html += _table(["seed", *map(str, tried["seed"])], [["agreement", *tried["agreement"]]])
     return html + _figure(figures, "information_criteria")
 
 

@@ -36,8 +36,8 @@ domains) with enough images each; [auto K] only when the run chose K by BIC on i
     gmm.information_curve.aic      list of floats: AIC of a mixture refitted with each K
     gmm.training_bic_curve.k       list of int: [auto K] K values tried when fitting the run
     gmm.training_bic_curve.bic     list of floats: [auto K] their BIC on the training images
-    gmm.training_silhouettes.seed  list of int: [candidates > 1] seeds of the mixtures fitted
-    gmm.training_silhouettes.silhouette  list of floats: their silhouette (the highest was kept)
+    gmm.training_candidates.seed   list of int: [candidates > 1] seeds of the mixtures fitted
+    gmm.training_candidates.agreement  list of floats: each one's mean ARI with the others (max kept)
     kmeans.log_likelihood          float: K-Means (same K, same features) as a likelihood model
     kmeans.mean_log_likelihood     float: the same per image
     kmeans.bic                     float: its BIC (formulas: likelihood.KMEANS_FORMULAS)

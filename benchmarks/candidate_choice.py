@@ -1,0 +1,171 @@
+"""How to choose among the grayscale mixture's candidates (UMAP + GMM fitted with several seeds).
+
+    python benchmarks/candidate_choice.py fit --latents A.npz --seeds 10 --out DIR/A.jsonl
+    python benchmarks/candidate_choice.py report --rows DIR/*.jsonl --out DIR   # candidates.md
+    python benchmarks/candidate_choice.py --smoke --out DIR                     # does it run?
+
+fit: LatentMixture with the grayscale auto settings and ONE candidate, mixture seeds 0..N-1, on the
+fit latents of a file as `umap_levers.py encode` writes it (fit, held_out, fit_labels,
+held_out_labels); one JSON line per seed with its accuracy on the fit and held-out images, its
+label-free scores and its training labels.
+report: for every window of C consecutive seeds (C = 3, 5) of every file, the candidate each rule
+keeps, and the held-out accuracy it gets:
+  - silhouette: the highest silhouette in the standardised latents (aegmm's first rule);
+  - consensus: the highest mean adjusted Rand index with the other candidates of the window
+    (the partition the seeds reproduce most);
+  - likelihood: the highest mean log-likelihood of the mixture on its own embedding;
+  - first: the window's first seed alone (one candidate; what a single fit gets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import agreement, machine, output_folder
+
+RULES = ("first", "silhouette", "consensus", "likelihood")
+WINDOWS = (3, 5)
+RIGHT = 0.9  # a held-out accuracy above this counts as a right partition (MNIST: 0.94-0.96 or 0.80-0.87)
+
+
+def fit_rows(latents: Path, seeds: int, out: Path) -> None:
+    from sklearn.metrics import silhouette_score
+
+    from aegmm.config import MixtureConfig
+    from aegmm.mixture import LatentMixture
+
+    data = np.load(latents)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as lines:
+        for seed in range(seeds):
+            t0 = time.perf_counter()
+            config = MixtureConfig(n_components=10, reducer="umap", seed=seed, candidates=1).resolve()
+            mixture = LatentMixture(config).fit(data["fit"])
+            labels = mixture.predict(data["fit"])
+            standard = mixture.pipeline_[:-2].transform(data["fit"].astype(np.float64))
+            embedding = mixture.pipeline_.named_steps["reduce"].embedding_
+            row = {
+                "latents": latents.name,
+                "seed": seed,
+                "fit_acc": agreement(data["fit_labels"], labels)["acc"],
+                "held_out_acc": agreement(data["held_out_labels"], mixture.predict(data["held_out"]))["acc"],
+                "silhouette": float(silhouette_score(standard, labels)),  # standardised latents
+                "likelihood": float(mixture.gmm_.score(embedding)),
+                "seconds": round(time.perf_counter() - t0, 1),
+                "labels": labels.tolist(),
+            }
+            lines.write(json.dumps(row) + "\n")
+            lines.flush()
+            print({k: v for k, v in row.items() if k != "labels"}, flush=True)
+
+
+def choose(window: list[dict], rule: str) -> dict:
+    from sklearn.metrics import adjusted_rand_score
+
+    if rule == "first":
+        return window[0]
+    if rule == "consensus":
+
+        def agreement_with_others(row: dict) -> float:
+            others = [o for o in window if o is not row]
+            return float(np.mean([adjusted_rand_score(row["labels"], o["labels"]) for o in others]))
+
+        return max(window, key=agreement_with_others)
+    return max(window, key=lambda row: row[rule])
+
+
+def report(paths: list[Path], out: Path, command: str) -> None:
+    rows = [json.loads(line) for path in paths for line in path.read_text().splitlines()]
+    files = sorted({r["latents"] for r in rows})
+    results = []
+    for size in WINDOWS:
+        for rule in RULES:
+            kept = []
+            for name in files:
+                seeds = sorted((r for r in rows if r["latents"] == name), key=lambda r: r["seed"])
+                kept += [choose(seeds[i : i + size], rule) for i in range(len(seeds) - size + 1)]
+            if kept:
+                accs = np.array([r["held_out_acc"] for r in kept])
+                right = int((accs > RIGHT).sum())
+                results.append(
+                    {"candidates": size, "rule": rule, "windows": len(kept), "right": right,
+                     "mean": float(accs.mean()), "worst": float(accs.min())}
+                )  # fmt: skip
+    lines = [
+        "# Choosing among the grayscale mixture's candidates",
+        "",
+        f"Command: `{command}` (rows: {', '.join(p.name for p in paths)}; each file's rows were written by "
+        "`candidate_choice.py fit`, see the first lines of `benchmarks/candidate_choice.py`).",
+        f"Machine: {machine()['cpu_count']} CPU cores; quality only (no timings).",
+        "",
+        "## Each seed (one candidate)",
+        "",
+        "| latents | seed | fit acc | held-out acc | silhouette | mean log-likelihood |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {r['latents']} | {r['seed']} | {r['fit_acc']:.4f} | {r['held_out_acc']:.4f} | "
+        f"{r['silhouette']:.4f} | {r['likelihood']:.4f} |"
+        for r in sorted(rows, key=lambda r: (r["latents"], r["seed"]))
+    ]
+    lines += [
+        "",
+        f"## The kept candidate, over every window of consecutive seeds (right: held-out acc > {RIGHT})",
+        "",
+        "| candidates | rule | windows | right | mean held-out acc | worst |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {r['candidates']} | {r['rule']} | {r['windows']} | {r['right']} | {r['mean']:.4f} | "
+        f"{r['worst']:.4f} |"
+        for r in results
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "candidates.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "candidates.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def smoke(out: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = np.arange(400) % 10
+    centers = rng.normal(scale=4.0, size=(10, 16))
+    points = centers[labels] + rng.normal(size=(400, 16))
+    with tempfile.TemporaryDirectory() as scratch:
+        latents = Path(scratch) / "blobs.npz"
+        np.savez(latents, fit=points[:300], held_out=points[300:], fit_labels=labels[:300],
+                 held_out_labels=labels[300:])  # fmt: skip
+        fit_rows(latents, 3, out / "blobs.jsonl")
+    report([out / "blobs.jsonl"], out, "candidate_choice.py --smoke")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", nargs="?", choices=("fit", "report"), default="report")
+    parser.add_argument("--latents", type=Path, help="fit: a latents .npz (umap_levers.py encode's format)")
+    parser.add_argument("--seeds", type=int, default=10, help="fit: mixture seeds 0..N-1")
+    parser.add_argument(
+        "--rows", type=Path, nargs="*", default=[], help="report: the fit steps' .jsonl files"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="fit: the .jsonl; report: a folder")
+    parser.add_argument("--smoke", action="store_true", help="3 seeds on 400 random 16-D points, then report")
+    args = parser.parse_args(argv)
+    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    if args.smoke:
+        smoke(output_folder(args.out, True))
+    elif args.step == "fit":
+        fit_rows(args.latents, args.seeds, args.out)
+    else:
+        report(args.rows, args.out, command)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
