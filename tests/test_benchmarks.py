@@ -297,6 +297,19 @@ def test_umap_levers_smoke(shared_data, tmp_path, results_untouched):
     assert "## placement" in (tmp_path / "sweep.md").read_text()
 
 
+RULES = ("first", "silhouette", "consensus", "likelihood")
+
+
+def test_candidate_choice_smoke(tmp_path, results_untouched):
+    run_script("candidate_choice.py", "--smoke", "--out", str(tmp_path))
+    rows = [json.loads(line) for line in (tmp_path / "blobs.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in rows] == [0, 1, 2] and all(len(r["labels"]) == 300 for r in rows)
+    assert all(finite(r["held_out_acc"], 0, 1) and finite(r["silhouette"], -1, 1) for r in rows)
+    kept = json.loads((tmp_path / "candidates.json").read_text())
+    assert [(r["candidates"], r["rule"]) for r in kept] == [(3, rule) for rule in RULES]  # 3 seeds: no 5
+    assert all(r["windows"] == 1 and 0 <= r["right"] <= 1 for r in kept)
+
+
 @pytest.mark.parametrize(
     "committed",
     [
@@ -306,6 +319,8 @@ def test_umap_levers_smoke(shared_data, tmp_path, results_untouched):
         "history/quality_before_defaults.md",
         "grayscale/quality.md",
         "grayscale_auto/quality.md",
+        "grayscale_candidates/quality.md",
+        "grayscale_consensus/quality.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):
