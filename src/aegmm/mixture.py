@@ -28,9 +28,11 @@ class LatentMixture:
 
     The normalizer is sklearn's Normalizer (normalize="l2": each vector to unit length) or nothing.
 
-    The reducer is PCA(whiten=True), ``UMAPPlacement`` or nothing ("passthrough"). The K to fit
-    (or each K tried under "auto") reuses the one fitted scaler and reducer; the lowest BIC wins.
-    The fitted pipeline is ``pipeline_``; it is saved and rebuilt from arrays, never pickled.
+    The reducer is PCA(whiten=True), ``UMAPPlacement`` or nothing ("passthrough"). Each candidate
+    (``config.candidates``, one seed each) fits its own reducer; the K to fit (or each K tried
+    under "auto") reuses that reducer and the lowest BIC wins; then the candidate the others agree
+    with most is kept. The fitted pipeline is ``pipeline_``; it is saved and rebuilt from arrays,
+    never pickled.
     """
 
     def __init__(self, config: MixtureConfig) -> None:
