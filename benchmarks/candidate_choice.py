@@ -67,17 +67,13 @@ def fit_rows(latents: Path, seeds: int, out: Path) -> None:
 
 
 def choose(window: list[dict], rule: str) -> dict:
-    from sklearn.metrics import adjusted_rand_score
+    from aegmm.mixture import agreement
 
     if rule == "first":
         return window[0]
-    if rule == "consensus":
-
-        def agreement_with_others(row: dict) -> float:
-            others = [o for o in window if o is not row]
-            return float(np.mean([adjusted_rand_score(row["labels"], o["labels"]) for o in others]))
-
-        return max(window, key=agreement_with_others)
+    if rule == "consensus":  # aegmm's own rule
+        mean_ari = agreement({i: np.asarray(row["labels"]) for i, row in enumerate(window)})
+        return window[max(mean_ari, key=mean_ari.get)]
     return max(window, key=lambda row: row[rule])
 
 

@@ -47,16 +47,19 @@ from common import CIFAKE_SUBSET, machine, output_folder
 
 BATCH = 128
 CONTRASTIVE_BATCH = 256  # images per step of the NT-Xent loop (512 views)
+LOOPS = {  # objective: (images per step, the library's training loop)
+    "reconstruction": (BATCH, train_autoencoder),
+    "contrastive": (CONTRASTIVE_BATCH, train_contrastive),
+}
 SMOKE_MODEL = ModelConfig(image_size=16, latent_dim=8, width=0.125)  # --smoke: a tiny network
 NETWORK_OPS = ("conv", "batch_norm", "relu", "add", "linear", "addmm", "mm", "mse_loss", "threshold")
 
 
 def profile_loop(images: np.ndarray, config: ModelConfig, objective: str, top: int = 15) -> dict:
     """Operators by self CPU time over one epoch of the real training loop."""
-    batch = CONTRASTIVE_BATCH if objective == "contrastive" else BATCH
+    batch, loop = LOOPS[objective]
     train = TrainConfig(epochs=1, batch_size=batch, val_fraction=0.0, device="cpu", objective=objective)
     normalizer = Normalizer.fit(images)
-    loop = train_contrastive if objective == "contrastive" else train_autoencoder
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         loop(images, config, train, normalizer, progress=False)
@@ -86,8 +89,7 @@ def profile_loop(images: np.ndarray, config: ModelConfig, objective: str, top: i
 def step_rate(option: str, threads: int, steps: int, config: ModelConfig, objective: str) -> dict:
     """Images per second of bare training steps of the network `config` under `option`."""
     torch.set_num_threads(threads)
-    contrastive = objective == "contrastive"
-    batch = CONTRASTIVE_BATCH if contrastive else BATCH
+    contrastive, batch = objective == "contrastive", LOOPS[objective][0]
     model = (ContrastiveModel(config, ContrastiveConfig()) if contrastive else AutoEncoder(config)).train()
     x = torch.randn(batch * (2 if contrastive else 1), config.channels, config.image_size, config.image_size)
     if option == "channels_last":
@@ -247,11 +249,10 @@ def main(argv=None) -> int:
     threads = torch.get_num_threads()
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     report = {"command": command, "machine": machine(), "network": asdict(config)}
-    contrastive = args.objective == "contrastive"
-    report["batch"] = CONTRASTIVE_BATCH if contrastive else BATCH
-    report["loop_function"] = "train_contrastive" if contrastive else "train_autoencoder"
+    report["batch"], loop = LOOPS[args.objective]
+    report["loop_function"] = loop.__name__
     report["loop"] = profile_loop(images, config, args.objective)
-    if contrastive:
+    if args.objective == "contrastive":
         report["augment"] = augment_rate(images, config, steps)
     report["steps"] = [
         step_rate_isolated(option, n, steps, args.smoke, args.objective)

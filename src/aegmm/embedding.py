@@ -31,14 +31,18 @@ class UMAPPlacement(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        return self.place(np.asarray(X))[0]
+        return knn_place(self.inputs_, self.embedding_, np.asarray(X), neighbours=self._index())
 
     def place(self, X: np.ndarray) -> tuple[np.ndarray, sparse.csr_matrix]:
         """(positions (N, n_components), weights (N, n_training) of the neighbours that placed them)."""
-        if getattr(self, "neighbours_", None) is None:  # one search index for every batch placed
+        return knn_place(self.inputs_, self.embedding_, X, return_weights=True, neighbours=self._index())
+
+    def _index(self) -> NearestNeighbors:
+        """The search index over the training points, built once for every batch placed."""
+        if getattr(self, "neighbours_", None) is None:
             self.neighbours_ = NearestNeighbors(n_neighbors=min(PLACE_NEIGHBORS, len(self.inputs_)))
             self.neighbours_.fit(self.inputs_)
-        return knn_place(self.inputs_, self.embedding_, X, return_weights=True, neighbours=self.neighbours_)
+        return self.neighbours_
 
 
 def umap_embedding(x: np.ndarray, dim: int, seed: int) -> np.ndarray:

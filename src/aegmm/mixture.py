@@ -58,10 +58,10 @@ class LatentMixture:
         self._candidate_ks(_count_distinct(standard))  # fewer distinct points than K: a clear error now
         seeds = range(self.config.seed, self.config.seed + self.config.candidates)
         fitted = {seed: self._fit_candidate(standard, seed, progress) for seed in seeds}
-        self.agreement_ = _agreement({seed: labels for seed, (*_, labels) in fitted.items()})
+        self.agreement_ = agreement({seed: labels for seed, (*_, labels) in fitted.items()})
         for seed, value in self.agreement_.items():
             say(f"  candidate seed {seed}: mean ARI with the others {value:.3f}", enabled=progress)
-        chosen = max(self.agreement_, key=self.agreement_.get) if self.agreement_ else self.config.seed
+        chosen = max(fitted, key=lambda seed: self.agreement_.get(seed, 0.0))  # one candidate: itself
         say(f"kept candidate seed {chosen} (the most agreement)", enabled=progress and len(fitted) > 1)
         reducer, gmm, self.bic_curve_, _ = fitted[chosen]
         self.pipeline_ = _pipeline(normalizer, scaler, reducer, gmm)
@@ -340,7 +340,7 @@ def _precisions(chol: np.ndarray, covariance_type: str) -> np.ndarray:
     return chol**2
 
 
-def _agreement(labels: dict[int, np.ndarray]) -> dict[int, float]:
+def agreement(labels: dict[int, np.ndarray]) -> dict[int, float]:
     """Each candidate's mean adjusted Rand index with the other candidates' labels ({} for one)."""
     if len(labels) < 2:
         return {}
