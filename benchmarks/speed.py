@@ -316,7 +316,7 @@ def main(argv=None) -> int:
         parser.error(str(exc))
     # (matmul size, timed steps, encoded images, encoding repeats) of a full, quick and smoke run
     matmul_n, steps, enc_n, repeats = 2048, 10, 6000, 3
-    model, mixture = ModelConfig(), MixtureConfig().resolve(channels=3)  # the colour defaults
+    model, mixture = ModelConfig(), MixtureConfig().resolve(channels=3)  # PCA: a colour autoencoder's
     if args.quick:
         args.train_images, args.epochs, args.gmm_sizes = 1000, 1, [20_000]
         steps, enc_n, repeats = 5, 2000, 2

@@ -59,7 +59,7 @@ MIXTURE_KEYS = (
     "mixture_seed",
 )
 EXTRA_KEYS = ("recon_feature", "recon_only")
-COUNT_OR_AUTO = ("reduced_dim", "n_init", "candidates")  # a whole number, or the word auto
+COUNT_OR_AUTO = ("reduced_dim", "n_init", "candidates", "batch_size")  # a whole number, or auto
 _DEFAULTS = {
     name: p.default for name, p in inspect.signature(ImageClusterer).parameters.items() if name != "self"
 }

@@ -322,6 +322,7 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
         "grayscale_candidates/quality.md",
         "grayscale_consensus/quality.md",
         "contrastive_fp32_cl/quality.md",
+        "colour_default/quality.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):

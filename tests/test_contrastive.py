@@ -214,3 +214,15 @@ def test_options_are_checked(data):
         _train(data, temperature=0.0)
     with pytest.raises(TypeError):
         _train(data, tempreature=0.5)
+
+
+def test_a_torchrun_launch_is_refused_in_one_line_that_names_the_way_out(data, monkeypatch):
+    monkeypatch.setattr(contrastive.distributed, "launched_by_torchrun", lambda: True)
+    with pytest.raises(ValueError, match="got a torchrun launch; .* with --objective reconstruction$"):
+        _train(data)
+
+
+def test_a_config_with_auto_settings_trains_as_its_objective(data):
+    # TrainConfig() leaves objective and batch size "auto": the trainer resolves them as contrastive
+    _, history = _train(data, TrainConfig(epochs=1, device="cpu"))
+    assert math.isfinite(history[0]["train_loss"])

@@ -24,18 +24,24 @@ def settings(config: MixtureConfig) -> dict:
 
 
 @pytest.mark.parametrize(
-    "channels,n_images,expected",
+    "channels,n_images,objective,expected",
     [
-        (1, UMAP_MIN_IMAGES, UMAP_SETTINGS),
-        (1, UMAP_MIN_IMAGES - 1, PCA_SETTINGS),  # too few images for UMAP's neighbourhoods
-        (3, 10**6, PCA_SETTINGS),
-        (None, 10**6, PCA_SETTINGS),  # the kind of image is unknown: latents alone
+        (1, UMAP_MIN_IMAGES, "reconstruction", UMAP_SETTINGS),
+        (1, UMAP_MIN_IMAGES - 1, "reconstruction", PCA_SETTINGS),  # too few for UMAP's neighbourhoods
+        (3, 10**6, "reconstruction", PCA_SETTINGS),  # a colour autoencoder's latents
+        (3, UMAP_MIN_IMAGES, "contrastive", UMAP_SETTINGS),
+        (3, UMAP_MIN_IMAGES, "hybrid", UMAP_SETTINGS),  # the same contrastive features
+        (3, UMAP_MIN_IMAGES - 1, "contrastive", PCA_SETTINGS),
+        (None, 10**6, "contrastive", PCA_SETTINGS),  # the kind of image is unknown: latents alone
     ],
 )
-def test_auto_resolves_by_the_kind_and_number_of_images(channels, n_images, expected):
+def test_auto_resolves_by_the_kind_and_number_of_images_and_the_objective(
+    channels, n_images, objective, expected
+):
     config = MixtureConfig()
     assert settings(config) == dict.fromkeys(UMAP_SETTINGS, "auto")
-    assert settings(config.resolve(channels=channels, n_images=n_images)) == expected
+    chosen = config.resolve(channels=channels, n_images=n_images, objective=objective)
+    assert settings(chosen) == expected
 
 
 def test_settings_given_are_kept_and_the_rest_follow_the_reducer():
@@ -107,10 +113,7 @@ def test_a_single_channel_collection_is_clustered_with_umap_and_the_run_records_
     options.pop("reduced_dim"), options.pop("n_init")  # every mixture setting auto
     clusterer = ImageClusterer(**options).fit(images)
     assert settings(clusterer.config_.mixture) == UMAP_SETTINGS
-    assert (
-        "mixture settings for 1,000 single-channel images: reducer umap, normalize l2"
-        in capsys.readouterr().err
-    )
+    assert "settings for 1,000 single-channel images: reducer umap, normalize l2" in capsys.readouterr().err
     assert clusterer.mixture_.gmm_.means_.shape == (2, 8)  # 10 dimensions asked, 8 latent numbers
     clusterer.save(tmp_path / "run")
     loaded = aegmm.load(tmp_path / "run", progress=False)

@@ -10,6 +10,9 @@ import pytest
 import aegmm
 from aegmm import ImageClusterer
 from aegmm.cli import main
+from aegmm.config import TrainConfig
+from aegmm.evaluation.evaluate import evaluate_run
+from aegmm.evaluation.report import NO_DECODER
 from conftest import TINY, TINY_ARGS, two_group_images
 
 
@@ -66,3 +69,48 @@ def test_the_command_line_saves_the_objective_and_refuses_an_unknown_one(tmp_pat
         main([*args[:3], str(tmp_path / "b"), *args[4:], "--objective", "hybrid", "--temperature", "0"]) == 2
     )
     assert "--temperature must be a finite number > 0, got 0.0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "channels,objective,batch_size", [(3, "contrastive", 256), (1, "reconstruction", 128)]
+)
+def test_auto_trains_colour_by_contrast_and_single_channel_by_reconstruction(
+    channels, objective, batch_size, tmp_path, capsys
+):
+    images = two_group_images(48, channels=channels)[0]
+    auto = {k: v for k, v in TINY.items() if k not in ("objective", "batch_size")} | {"progress": True}
+    clusterer = ImageClusterer(**auto).fit(images)
+    train = clusterer.config_.train
+    assert (train.objective, train.batch_size) == (objective, batch_size)
+    kind = "colour" if channels == 3 else "single-channel"
+    said = f"settings for 48 {kind} images: objective {objective}, batch_size {batch_size}, reducer pca"
+    assert said in capsys.readouterr().err  # 48 images: too few for UMAP whatever the objective
+    loaded = aegmm.load(clusterer.save(tmp_path / "run"), progress=False)
+    assert (loaded.objective, loaded.batch_size) == (objective, batch_size)
+
+
+def test_training_settings_given_are_kept_and_a_trainer_names_its_own_objective():
+    assert TrainConfig(objective="hybrid").resolve(channels=1).batch_size == 256
+    assert TrainConfig(batch_size=64).resolve(channels=3) == TrainConfig(
+        objective="contrastive", batch_size=64
+    )
+    assert TrainConfig().resolve(channels=3, objective="reconstruction").batch_size == 128
+    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1 or 'auto', got 'many'"):
+        TrainConfig(batch_size="many")
+    with pytest.raises(
+        ValueError, match="objective must be one of auto, reconstruction, contrastive, hybrid"
+    ):
+        TrainConfig(objective="magic")
+
+
+def test_the_report_of_a_contrastive_run_has_no_reconstructions(images, tmp_path):
+    clusterer = ImageClusterer(**(TINY | {"objective": "contrastive"})).fit(images)
+    np.savez(tmp_path / "images.npz", images=images)
+    run = clusterer.save(tmp_path / "run")
+    report = evaluate_run(run, tmp_path / "images.npz", tmp_path / "report", progress=False)
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["objective"] == "contrastive"
+    assert metrics["reconstruction_mse"] is None and metrics["psnr"] is None
+    html = report.read_text()
+    assert NO_DECODER in html and 'id="fig-reconstructions"' not in html
+    assert 'id="fig-loss"' in html and 'id="fig-encoded"' in html

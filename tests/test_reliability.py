@@ -49,7 +49,18 @@ from aegmm.storage import write_json
 from aegmm.train import train_autoencoder
 from conftest import two_group_images
 
-TINY_ARGS = ["--image-size", "16", "--width", "0.125", "--latent-dim", "8", "--batch-size", "16"]
+TINY_ARGS = [
+    "--objective",
+    "reconstruction",
+    "--image-size",
+    "16",
+    "--width",
+    "0.125",
+    "--latent-dim",
+    "8",
+    "--batch-size",
+    "16",
+]
 TINY_ARGS += ["--clusters", "2", "--reduced-dim", "4", "--quiet"]
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 

@@ -8,14 +8,19 @@ from typing import Any
 
 FORMAT_VERSION = 1  # bump when the layout of a saved run changes
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # TrainConfig.precision (train.precision_plan)
-OBJECTIVES = ("reconstruction", "contrastive", "hybrid")  # TrainConfig.objective
+OBJECTIVES = ("reconstruction", "contrastive", "hybrid")  # TrainConfig.objective, besides auto
 STEMS = ("small", "standard")  # ModelConfig.stem
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")  # MixtureConfig.covariance_type (sklearn's)
 REDUCERS = ("auto", "none", "pca", "umap")  # MixtureConfig.reducer
 NORMALIZATIONS = ("auto", "none", "l2")  # MixtureConfig.normalize
-# What "auto" becomes when a run is fitted (MixtureConfig.resolve; the run saves the result).
-# The reducer follows the kind of image: UMAP for single-channel collections of at least
-# UMAP_MIN_IMAGES images (digits, scans: README "Defaults and why"), else PCA; the other
+# What "auto" becomes when a run is fitted (TrainConfig.resolve, MixtureConfig.resolve; the run
+# saves the result). The objective follows the kind of image (README "Defaults and why"): colour
+# images learn by contrast (NT-Xent), single-channel ones (digits, scans) by reconstruction; the
+# batch size follows the objective.
+AUTO_OBJECTIVE = {3: "contrastive", 1: "reconstruction"}  # by channel count
+AUTO_BATCH_SIZE = {"reconstruction": 128, "contrastive": 256, "hybrid": 256}  # by objective
+# The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images,
+# unless they are a colour autoencoder's latents (there PCA clusters better); the other mixture
 # settings follow the reducer.
 UMAP_MIN_IMAGES = 1000
 AUTO_BY_REDUCER = {
@@ -27,7 +32,7 @@ AUTO_BY_REDUCER = {
 CHOICES = {
     "stem": STEMS,
     "precision": PRECISIONS,
-    "objective": OBJECTIVES,
+    "objective": ("auto", *OBJECTIVES),
     "covariance_type": COVARIANCE_TYPES,
     "reducer": REDUCERS,
     "normalize": NORMALIZATIONS,
@@ -68,7 +73,8 @@ class ModelConfig:
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     epochs: int = 10  # passes over the training images
-    batch_size: int = 128  # images per optimisation step (global, over all processes)
+    batch_size: int | str = "auto"  # images per optimisation step (global, over all processes);
+    # auto: 256 for contrastive and hybrid training (NT-Xent wants many negatives), else 128
     lr: float = 1e-3  # Adam learning rate
     weight_decay: float = 0.0  # Adam weight decay
     val_fraction: float = 0.1  # share of images held out to measure validation loss
@@ -81,18 +87,21 @@ class TrainConfig:
     precision: str = "auto"  # training arithmetic. auto: float32 on CPU; on a GPU bfloat16 autocast
     # where it supports it, else float16 with a gradient scaler. bfloat16 on CPU: faster where the CPU
     # has bf16 instructions (benchmarks/results/profile.md), emulated elsewhere. float16: CUDA only
-    objective: str = "reconstruction"  # how the encoder learns. reconstruction: the study's
-    # autoencoder (MSE); contrastive: SimCLR's NT-Xent on two augmented views of each image; hybrid:
-    # contrastive, plus a decoder on the detached features for the report's reconstructions
+    objective: str = "auto"  # how the encoder learns. reconstruction: the study's autoencoder
+    # (MSE); contrastive: SimCLR's NT-Xent on two augmented views of each image (no decoder, so no
+    # reconstructions); hybrid: contrastive, plus a decoder on the detached features for the
+    # report's reconstructions (about twice the time). auto: contrastive for colour images,
+    # reconstruction for single-channel ones
     temperature: float = 0.2  # NT-Xent's temperature (contrastive and hybrid objectives)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.batch_size != "auto" and (isinstance(self.batch_size, str) or self.batch_size < 1):
+            raise ValueError(f"batch_size must be a whole number >= 1 or 'auto', got {self.batch_size!r}")
+        if self.objective not in CHOICES["objective"]:
+            choices = ", ".join(CHOICES["objective"])
+            raise ValueError(f"objective must be one of {choices}, got {self.objective!r}")
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if self.precision not in PRECISIONS:
@@ -108,6 +117,13 @@ class TrainConfig:
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
+    def resolve(self, *, channels: int = 3, objective: str | None = None) -> TrainConfig:
+        """This config with "auto" replaced: the objective by the kind of image, unless a trainer
+        names its own `objective`; the batch size by the objective."""
+        chosen = objective or (AUTO_OBJECTIVE[channels] if self.objective == "auto" else self.objective)
+        batch_size = AUTO_BATCH_SIZE[chosen] if self.batch_size == "auto" else self.batch_size
+        return replace(self, objective=chosen, batch_size=batch_size)
+
 
 @dataclass(frozen=True, kw_only=True)
 class MixtureConfig:
@@ -117,7 +133,7 @@ class MixtureConfig:
     normalize: str = "auto"  # l2: each latent vector scaled to unit length before standardising;
     # auto: l2 with umap, else none
     reducer: str = "auto"  # reduction after standardising, before the mixture; auto: umap for
-    # single-channel images (1,000 or more), else pca
+    # 1,000 or more images, unless they are colour images trained by reconstruction, else pca
     reduced_dim: int | str = "auto"  # output size of the reducer (at most the latent size); auto: 10
     # with umap, else 20
     n_init: int | str = "auto"  # EM restarts, the best is kept; auto: 20 with umap, else 3
@@ -153,11 +169,15 @@ class MixtureConfig:
             if value != "auto" and (isinstance(value, str) or value < 1):
                 raise ValueError(f"{name} must be a whole number >= 1 or 'auto', got {value!r}")
 
-    def resolve(self, *, channels: int | None = None, n_images: int = 0) -> MixtureConfig:
-        """This config with every "auto" replaced by its value for these images (unknown kind: pca)."""
+    def resolve(
+        self, *, channels: int | None = None, n_images: int = 0, objective: str = "reconstruction"
+    ) -> MixtureConfig:
+        """This config with every "auto" replaced by its value for these images and the features
+        the `objective` trained (unknown kind of image: pca)."""
         reducer = self.reducer
         if reducer == "auto":
-            reducer = "umap" if channels == 1 and n_images >= UMAP_MIN_IMAGES else "pca"
+            umap = channels == 1 or (channels == 3 and objective != "reconstruction")
+            reducer = "umap" if umap and n_images >= UMAP_MIN_IMAGES else "pca"
         chosen = {"reducer": reducer}
         for name, value in AUTO_BY_REDUCER[reducer].items():
             chosen[name] = value if getattr(self, name) == "auto" else getattr(self, name)

@@ -182,10 +182,14 @@ def train_contrastive(
     history)`` runs after each epoch's checkpoint (benchmarks score features there; no training).
     """
     config = ContrastiveConfig(**options)
+    train_config = train_config.resolve(objective="contrastive" if config.mode == "simclr" else "hybrid")
     policy = config.policy or default_policy(model_config.channels)
     check_policy(policy, model_config.channels)
     if distributed.launched_by_torchrun():
-        raise ValueError("contrastive training runs in one process (NT-Xent here uses the local batch only)")
+        raise ValueError(
+            "contrastive training runs in one process (NT-Xent here uses the local batch only), got "
+            "a torchrun launch; train colour images there with --objective reconstruction"
+        )
     s = Session.start(images, train_config, lambda: ContrastiveModel(model_config, config), checkpoint_dir)
     model = s.model.to(memory_format=torch.channels_last)  # with channels-last views: see _Run.views
     start, history = _resume(

@@ -60,17 +60,26 @@ def _train(images, config: RunConfig, normalizer, checkpoint_dir, resume: bool, 
     )
 
 
-def resolve_mixture(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
-    """The run's config with the mixture's "auto" settings chosen for its images (and said)."""
-    chosen = config.mixture.resolve(channels=config.model.channels, n_images=n_images)
+def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
+    """The run's config with the training's and the mixture's "auto" settings chosen for its
+    images (and said)."""
+    channels = config.model.channels
+    train = config.train.resolve(channels=channels)
+    mixture = config.mixture.resolve(channels=channels, n_images=n_images, objective=train.objective)
     automatic = [
-        name for name in ("reducer", *AUTO_BY_REDUCER["pca"]) if getattr(config.mixture, name) == "auto"
+        (name, getattr(chosen, name))
+        for given, chosen, names in (
+            (config.train, train, ("objective", "batch_size")),
+            (config.mixture, mixture, ("reducer", *AUTO_BY_REDUCER["pca"])),
+        )
+        for name in names
+        if getattr(given, name) == "auto"
     ]
     if automatic:
-        kind = "single-channel" if config.model.channels == 1 else "colour"
-        shown = ", ".join(f"{name} {getattr(chosen, name)}" for name in automatic)
-        say(f"mixture settings for {n_images:,} {kind} images: {shown}", enabled=progress)
-    return replace(config, mixture=chosen)
+        kind = "single-channel" if channels == 1 else "colour"
+        shown = ", ".join(f"{name} {value}" for name, value in automatic)
+        say(f"settings for {n_images:,} {kind} images: {shown}", enabled=progress)
+    return replace(config, train=train, mixture=mixture)
 
 
 class ImageClusterer(BaseEstimator):
@@ -89,7 +98,7 @@ class ImageClusterer(BaseEstimator):
         stem: str = _M.stem,
         width: float = _M.width,
         epochs: int = _T.epochs,
-        batch_size: int = _T.batch_size,
+        batch_size: int | str = _T.batch_size,
         lr: float = _T.lr,
         weight_decay: float = _T.weight_decay,
         val_fraction: float = _T.val_fraction,
@@ -163,7 +172,7 @@ class ImageClusterer(BaseEstimator):
         images = loaded.images
         config = self._configs(self.channels or images.shape[-1])
         images = conform_images(images, config.model.image_size, config.model.channels)
-        config = resolve_mixture(config, len(images), self.progress)
+        config = resolve_auto(config, len(images), self.progress)
         normalizer = Normalizer.fit(images)
         autoencoder, history = _train(images, config, normalizer, checkpoint_dir, resume, self.progress)
         self.config_, self.normalizer_, self.autoencoder_, self.history_ = (

@@ -49,6 +49,7 @@ def train_autoencoder(
     progress: bool = True,
 ) -> tuple[AutoEncoder, list[dict]]:
     """Train on uint8 (N, H, W, C) images; returns the model (eval mode, on CPU) and its history."""
+    train_config = train_config.resolve(objective="reconstruction")
     s = Session.start(images, train_config, lambda: AutoEncoder(model_config), checkpoint_dir)
     distributed.init(s.device)
     if s.device.type == "cuda":  # channels-last convolutions are faster on GPUs

@@ -109,6 +109,7 @@ def header(clusterer: ImageClusterer, data: ImageSet, name: str) -> dict:
         "data": name,
         "n_images": len(data),
         "skipped": len(data.skipped),
+        "objective": clusterer.config_.train.objective,
         "k": int(gmm.n_components),
         "covariance_type": str(gmm.covariance_type),
         "n_features": int(gmm.means_.shape[1]),
@@ -119,26 +120,30 @@ def header(clusterer: ImageClusterer, data: ImageSet, name: str) -> dict:
 
 
 def _autoencoder(clusterer: ImageClusterer, data: ImageSet, seed: int, positive, log):
-    log("encoding and reconstructing the images")
-    images = data.images
-    latents, reconstructions = clusterer.reconstruct(images, return_latents=True)  # one pass
-    quality = reconstruction_quality(images / 255.0, reconstructions)
-    shown = np.unique(np.linspace(0, len(images) - 1, 10).astype(int))
-    grid = [list(images[shown]), list(reconstructions[shown])]
+    images, objective = data.images, clusterer.config_.train.objective
     figures = {
-        "loss": plots.loss_history(clusterer.history_),
-        "reconstructions": plots.image_mosaic(grid, row_labels=["original", "reconstruction"]),
+        "loss": plots.loss_history(clusterer.history_, objective=objective),
         "encoded": _encoded_images(clusterer, images[np.linspace(0, len(images) - 1, 3).astype(int)]),
     }
+    scores = {"high_frequency": image_scores.high_frequency(images)}
+    metrics = {"reconstruction_mse": None, "psnr": None}
+    if objective == "contrastive":  # its decoder was never trained
+        log("encoding the images (a contrastive run has no reconstructions)")
+        latents = clusterer.transform(images)
+    else:
+        log("encoding and reconstructing the images")
+        latents, reconstructions = clusterer.reconstruct(images, return_latents=True)  # one pass
+        quality = reconstruction_quality(images / 255.0, reconstructions)
+        metrics = {"reconstruction_mse": quality["mse"], "psnr": quality["psnr"]}
+        shown = np.unique(np.linspace(0, len(images) - 1, 10).astype(int))
+        grid = [list(images[shown]), list(reconstructions[shown])]
+        figures["reconstructions"] = plots.image_mosaic(grid, row_labels=["original", "reconstruction"])
+        scores["reconstruction"] = image_scores.reconstruction(images, reconstructions)
     features, proba, loglik = clusterer.mixture_.score(latents, with_features=True)  # as assign scores
     gmm = clusterer.mixture_.gmm_
-    scores = {
-        "high_frequency": image_scores.high_frequency(images),
-        "reconstruction": image_scores.reconstruction(images, reconstructions),
-    }
     config = clusterer.mixture_.config
     scored = Scored(data, features, proba, loglik, scores, gmm, config, seed, positive)
-    return scored, _part({"reconstruction_mse": quality["mse"], "psnr": quality["psnr"]}, figures)
+    return scored, _part(metrics, figures)
 
 
 @torch.inference_mode()

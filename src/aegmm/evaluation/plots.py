@@ -71,7 +71,16 @@ def _palette(n: int):
 # -- curves and bars ---------------------------------------------------------------------------
 
 
-def loss_history(history: Sequence[Mapping], ax: Axes | None = None) -> Figure:
+LOSS_NAMES = {  # the y axis of loss_history, by training objective
+    "reconstruction": "MSE (normalised pixels)",
+    "contrastive": "NT-Xent",
+    "hybrid": "NT-Xent + MSE of the detached decoder",
+}
+
+
+def loss_history(
+    history: Sequence[Mapping], ax: Axes | None = None, objective: str = "reconstruction"
+) -> Figure:
     """Training and validation loss per epoch, from a run's ``history_``."""
     fig, ax = new_axes(ax)
     epochs = [h["epoch"] for h in history]
@@ -81,7 +90,7 @@ def loss_history(history: Sequence[Mapping], ax: Axes | None = None) -> Figure:
             ax.plot(epochs, values, marker="o", label=label)
     if not history:
         ax.text(0.5, 0.5, "the run has no training history", ha="center", transform=ax.transAxes)
-    ax.set(xlabel="epoch", ylabel="MSE (normalised pixels)", title="Autoencoder loss per epoch")
+    ax.set(xlabel="epoch", ylabel=LOSS_NAMES[objective], title=f"Training loss per epoch ({objective})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if history:

@@ -51,7 +51,7 @@ def training_warnings(m: Mapping, history: Sequence[Mapping]) -> list[str]:
             f"The autoencoder looks undertrained: its validation loss still fell by {fall:.0%} in the last "
             f"epoch (the rule: more than {UNDERTRAINED_FALL:.0%}). More --epochs would likely help."
         )
-    if m["psnr"] < UNDERTRAINED_PSNR:
+    if m["psnr"] is not None and m["psnr"] < UNDERTRAINED_PSNR:
         notes.append(
             f"The reconstructions are blurry: PSNR {m['psnr']:.3g} dB, below {UNDERTRAINED_PSNR:.0f} dB. "
             "The encoder may keep little of the images; train longer or with a larger --latent-dim."

@@ -41,6 +41,10 @@ def _fmt(value) -> str:
     return f"{value:.3g}"  # three significant figures; metrics.json keeps full precision
 
 
+NO_DECODER = (
+    "none: this encoder learned by contrast (objective contrastive) and has no trained decoder; "
+    "fit with --objective hybrid to get reconstructions as well"
+)
 NUM = ' class="num"'
 
 
@@ -95,7 +99,8 @@ def _summary(m: Mapping) -> str:
         ["Clusters K", _values(m, "k"),
          f"{m['covariance_type']} covariances on {m['n_features']}-D features"],
         ["Reconstruction MSE / PSNR", _values(m, "reconstruction_mse", "psnr", unit=" dB"),
-         "pixels in [0, 1]; lower MSE and higher PSNR are better"],
+         "pixels in [0, 1]; lower MSE and higher PSNR are better"
+         if m["psnr"] is not None else NO_DECODER],
         ["Held-out log-likelihood per image: GMM / K-Means",
          _values(m, "gmm.cv_loglik_mean", "kmeans.cv_loglik_mean"),
          "5-fold cross-validation, same K and features; higher is better"],
@@ -137,10 +142,12 @@ def _summary_domains(d: Mapping) -> list[list[str]]:
 
 
 def _autoencoder(m: Mapping, figures: Mapping) -> str:
-    rows = [["Reconstruction MSE (pixels in [0, 1])", m["reconstruction_mse"]], ["PSNR (dB)", m["psnr"]]]
+    rows = [["Training objective", m.get("objective", "reconstruction")]]
+    rows += [["Reconstruction MSE (pixels in [0, 1])", m["reconstruction_mse"]], ["PSNR (dB)", m["psnr"]]]
     return (
         '<h2 id="autoencoder">Autoencoder</h2>'
         + _table(["Measure", "Value"], rows)
+        + ("" if m["psnr"] is not None else f"<p>Reconstructions: {escape(NO_DECODER)}.</p>")
         + "".join(_figure(figures, name) for name in ("loss", "reconstructions", "encoded"))
     )
 

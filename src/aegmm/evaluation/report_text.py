@@ -24,9 +24,10 @@ code{font-size:.92em}
 
 CAPTIONS = {
     "loss": (
-        "Autoencoder loss",
-        "Mean squared error on normalised pixels per epoch for training and validation images; a "
-        "validation curve above a still-falling training curve means over-fitting.",
+        "Training loss",
+        "The objective's loss per epoch for training and validation images (reconstruction: mean "
+        "squared error on normalised pixels; contrastive: NT-Xent); a validation curve above a "
+        "still-falling training curve means over-fitting.",
     ),
     "reconstructions": (
         "Reconstructions",

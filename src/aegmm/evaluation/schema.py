@@ -3,10 +3,12 @@
 metrics.json (schema_version 2)
 -------------------------------
 Nested keys are nested JSON objects; numbers are finite (null only where a value could not be
-computed). Log-likelihoods are natural logs of densities of the features (higher is better);
-BIC and AIC: lower is better. Keys marked [labels] exist only when the images have labels;
+computed, such as the reconstructions of a contrastive run, whose decoder was never trained).
+Log-likelihoods are natural logs of densities of the features (higher is better); BIC and AIC:
+lower is better. Keys marked [labels] exist only when the images have labels;
 [domains] only when they have two or more domains (explicit domains, else the labels act as
-domains) with enough images each; [auto K] only when the run chose K by BIC on its training images.
+domains) with enough images each; [auto K] only when the run chose K by BIC on its training images;
+[decoder] only when the encoder has a trained decoder (every objective but contrastive).
 
     schema_version                 int: 2; bumped when a key changes meaning or is removed
     data                           str: what was evaluated (path, builtin name or ImageSet source)
@@ -16,8 +18,9 @@ domains) with enough images each; [auto K] only when the run chose K by BIC on i
     covariance_type                str: covariance type of the mixture (sklearn's name)
     n_features                     int: dimensions of the features
     seconds                        float: wall time of the evaluation
-    reconstruction_mse             float: mean squared error of the reconstructions, pixels in [0, 1]
-    psnr                           float: 10 log10(1 / reconstruction_mse) in dB (capped at 100)
+    objective                      str: how the encoder learned: reconstruction, contrastive or hybrid
+    reconstruction_mse             float: MSE of the reconstructions, pixels in [0, 1]; contrastive: null
+    psnr                           float: 10 log10(1 / reconstruction_mse) dB (max 100); contrastive: null
     gmm.log_likelihood             float: total log-likelihood of the features, saved mixture
     gmm.mean_log_likelihood        float: the same per image
     gmm.bic                        float: BIC of the saved mixture on the features (= gmm_.bic)
@@ -80,7 +83,7 @@ domains) with enough images each; [auto K] only when the run chose K by BIC on i
     domains.one_class.n_scored     int: [domains] held-out images it scored
     domains.one_class.n_parameters  int: [domains] its free parameters (unreliable above n_fit)
     domains.auroc_scores.high_frequency  float: [domains] AUROC of the high-frequency energy score
-    domains.auroc_scores.reconstruction  float: [domains] AUROC of minus the reconstruction error
+    domains.auroc_scores.reconstruction  float: [domains] AUROC of minus the reconstruction error [decoder]
     domains.cluster_counts         K x D int: [domains] images per (cluster, domain)
 """
 
