@@ -45,7 +45,8 @@ def test_fit_options_carry_the_dataclass_defaults_and_comments():
 
 def test_field_help_reads_continued_comments_and_names_flags():
     text = field_help(TrainConfig, "objective")
-    assert text.startswith("how the encoder learns") and text.endswith("reconstruction for single-channel ones")
+    assert text.startswith("how the encoder learns")
+    assert text.endswith("reconstruction for single-channel ones")
     assert "--k-range" in field_help(MixtureConfig, "n_components")
 
 
