@@ -316,7 +316,8 @@ def main(argv=None) -> int:
         parser.error(str(exc))
     # (matmul size, timed steps, encoded images, encoding repeats) of a full, quick and smoke run
     matmul_n, steps, enc_n, repeats = 2048, 10, 6000, 3
-    model, mixture = ModelConfig(), MixtureConfig().resolve(channels=3)  # PCA: a colour autoencoder's
+    # the mixture of a colour autoencoder's latents (PCA); contrastive features get UMAP instead
+    model, mixture = ModelConfig(), MixtureConfig().resolve(channels=3, objective="reconstruction")
     if args.quick:
         args.train_images, args.epochs, args.gmm_sizes = 1000, 1, [20_000]
         steps, enc_n, repeats = 5, 2000, 2

@@ -176,7 +176,7 @@ class MixtureConfig:
         the `objective` trained (unknown kind of image: pca)."""
         reducer = self.reducer
         if reducer == "auto":
-            umap = channels == 1 or (channels == 3 and objective != "reconstruction")
+            umap = channels == 1 or (channels is not None and objective != "reconstruction")
             reducer = "umap" if umap and n_images >= UMAP_MIN_IMAGES else "pca"
         chosen = {"reducer": reducer}
         for name, value in AUTO_BY_REDUCER[reducer].items():
