@@ -18,15 +18,17 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from aegmm import ImageClusterer
+from aegmm.config import TrainConfig
 from aegmm.evaluation.image_scores import high_frequency, reconstruction
 from aegmm.mixture import LatentMixture
 from aegmm.preprocess import conform_images
+from aegmm.train import split_sizes
 from common import measure
 from peers import Outcome
 
@@ -59,7 +61,7 @@ MIXTURE_KEYS = (
     "mixture_seed",
 )
 EXTRA_KEYS = ("recon_feature", "recon_only")
-COUNT_OR_AUTO = ("reduced_dim", "n_init", "candidates", "batch_size")  # a whole number, or auto
+COUNT_OR_AUTO = ("reduced_dim", "n_init", "candidates", "batch_size", "epochs")  # a whole number, or auto
 _DEFAULTS = {
     name: p.default for name, p in inspect.signature(ImageClusterer).parameters.items() if name != "self"
 }
@@ -167,7 +169,7 @@ def train(
     folder = None
     if cache is not None:
         trained_by = sorted(variant.train) + sorted((base or {}).items())
-        key = json.dumps([trained_by, params.get("epochs"), _digest(fit), _digest(score)])
+        key = json.dumps([trained_by, trained_epochs(params, fit), _digest(fit), _digest(score)])
         folder = cache / hashlib.sha256(key.encode()).hexdigest()[:16]
         if (folder / "arrays.npz").exists():
             return replace(_load_cached(folder, score is fit), score_high_frequency=high_frequency(score))
@@ -175,6 +177,15 @@ def train(
     if folder is not None:
         _save_cached(folder, trained, score is fit)
     return replace(trained, score_high_frequency=high_frequency(score))
+
+
+def trained_epochs(params: dict, fit: np.ndarray) -> int:
+    """The epochs ImageClusterer(**params).fit(fit) trains ("auto" resolved: small sets get more)."""
+    given = {f.name: params[f.name] for f in fields(TrainConfig) if f.name in params}
+    config = TrainConfig(**given)
+    n_train = split_sizes(len(fit), config.val_fraction, config.train_images)[0]
+    channels = params.get("channels") or (fit.shape[-1] if fit.ndim == 4 else 1)
+    return config.resolve(channels=channels, n_train=n_train).epochs
 
 
 def _digest(images: np.ndarray) -> str:
@@ -229,7 +240,7 @@ def _train(params: dict, fit: np.ndarray, score: np.ndarray, k: int) -> Trained:
         "final_val_loss": round(history[-1]["val_loss"], 5),
         "encode": encoding.as_dict(),
         "reconstruct": reconstructing.as_dict(),
-        "epochs": clusterer.epochs,
+        "epochs": clusterer.config_.train.epochs,
     }
     return Trained(clusterer, fit_latents, score_latents, fit_error, score_error, timings)
 

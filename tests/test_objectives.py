@@ -9,7 +9,9 @@ import pytest
 
 import aegmm
 from aegmm import ImageClusterer
+from aegmm import config as config_module
 from aegmm.cli import main
+from aegmm.cli_parser import build_parser
 from aegmm.config import TrainConfig
 from aegmm.evaluation.evaluate import evaluate_run
 from aegmm.evaluation.report import NO_DECODER
@@ -87,6 +89,19 @@ def test_auto_trains_colour_by_contrast_and_single_channel_by_reconstruction(
     assert said in capsys.readouterr().err  # 48 images: too few for UMAP whatever the objective
     loaded = aegmm.load(clusterer.save(tmp_path / "run"), progress=False)
     assert (loaded.objective, loaded.batch_size) == (objective, batch_size)
+
+
+def test_auto_epochs_are_chosen_for_the_collection_said_saved_and_offered_by_the_cli(
+    images, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(config_module, "AUTO_EPOCHS", 1)
+    monkeypatch.setattr(config_module, "AUTO_MIN_STEPS", 6)  # 43 of 48 train: 3 batches of 16 an epoch
+    clusterer = ImageClusterer(**(TINY | {"epochs": "auto", "progress": True})).fit(images)
+    assert clusterer.config_.train.epochs == 2 and len(clusterer.history_) == 2
+    assert "settings for 48 colour images: epochs 2, reducer pca" in capsys.readouterr().err
+    assert aegmm.load(clusterer.save(tmp_path / "run"), progress=False).epochs == 2
+    assert build_parser().parse_args(["fit", "x", "--out", "y", "--epochs", "auto"]).epochs == "auto"
+    assert build_parser().parse_args(["fit", "x", "--out", "y", "--epochs", "7"]).epochs == 7
 
 
 def test_training_settings_given_are_kept_and_a_trainer_names_its_own_objective():

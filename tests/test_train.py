@@ -6,6 +6,7 @@ import safetensors
 import safetensors.torch
 import torch
 
+from aegmm import config as config_module
 from aegmm import train as train_module
 from aegmm.checkpoint import has_checkpoint
 from aegmm.config import ModelConfig, TrainConfig
@@ -119,6 +120,32 @@ def test_train_images_trains_on_a_random_subset_and_validates_inside_it(images):
     _train(images.view(Watched), epochs=2, train_images=20, normalizer=Normalizer.fit(images))
     touched = np.unique(np.concatenate(read))
     assert len(touched) == 20 < len(images)
+
+
+@pytest.mark.parametrize(
+    "n_train,batch_size,epochs",
+    [(1617, 128, 39), (7200, 128, 10), (14_400, 256, 10), (1_000_000, 128, 10), (40, 128, 50)],
+)
+def test_auto_epochs_give_a_small_collection_at_least_500_steps_and_at_most_50_epochs(
+    n_train, batch_size, epochs
+):
+    # 1,617 = scikit-learn's 1,797 digits less validation: 13 batches an epoch, 39 epochs
+    assert TrainConfig(batch_size=batch_size).resolve(channels=1, n_train=n_train).epochs == epochs
+    assert TrainConfig(epochs=3).resolve(channels=1, n_train=n_train).epochs == 3  # given: kept
+
+
+def test_auto_epochs_wait_for_the_image_count_and_bad_epochs_are_refused():
+    assert TrainConfig().resolve(channels=3).epochs == "auto"
+    for bad in (0, "many"):
+        with pytest.raises(ValueError, match=f"epochs must be a whole number >= 1 or 'auto', got {bad!r}"):
+            TrainConfig(epochs=bad)
+
+
+def test_a_trainer_resolves_auto_epochs_from_its_training_images(images, monkeypatch):
+    monkeypatch.setattr(config_module, "AUTO_EPOCHS", 1)
+    monkeypatch.setattr(config_module, "AUTO_MIN_STEPS", 9)  # 43 of 48 train: 3 batches of 16
+    _, history = _train(images, epochs="auto")
+    assert [h["epoch"] for h in history] == [1, 2, 3]
 
 
 def test_split_indices_with_a_limit_draws_both_parts_from_that_many_images():

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 FIT_FIELDS = {
     "n_components": (X, "--clusters", count_or_auto),
     "k_range": (X, None, None),
-    "epochs": (T, None, None),
+    "epochs": (T, None, count_or_auto),
     "image_size": (M, None, None),
     "latent_dim": (M, None, None),
     "stem": (M, None, None),

@@ -19,6 +19,11 @@ NORMALIZATIONS = ("auto", "none", "l2")  # MixtureConfig.normalize
 # batch size follows the objective.
 AUTO_OBJECTIVE = {3: "contrastive", 1: "reconstruction"}  # by channel count
 AUTO_BATCH_SIZE = {"reconstruction": 128, "contrastive": 256, "hybrid": 256}  # by objective
+# Epochs follow the collection: AUTO_EPOCHS passes, or more for a small one, so that training takes
+# at least AUTO_MIN_STEPS optimisation steps (at most AUTO_MAX_EPOCHS passes). 8,000 MNIST digits
+# or 16,000 CIFAKE images get 10 epochs (~570 steps); scikit-learn's 1,797 digits (13 steps an
+# epoch at batch 128) get 39 (benchmarks/results/small_collections/NOTES.md).
+AUTO_EPOCHS, AUTO_MIN_STEPS, AUTO_MAX_EPOCHS = 10, 500, 50
 # The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images,
 # unless they are a colour autoencoder's latents (there PCA clusters better); the other mixture
 # settings follow the reducer.
@@ -72,7 +77,8 @@ class ModelConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    epochs: int = 10  # passes over the training images
+    epochs: int | str = "auto"  # passes over the training images; auto: 10, or more for a small
+    # collection (at least 500 optimisation steps, at most 50 passes)
     batch_size: int | str = "auto"  # images per optimisation step (global, over all processes);
     # auto: 256 for contrastive and hybrid training (NT-Xent wants many negatives), else 128
     lr: float = 1e-3  # Adam learning rate
@@ -95,10 +101,10 @@ class TrainConfig:
     temperature: float = 0.2  # NT-Xent's temperature (contrastive and hybrid objectives)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size != "auto" and (isinstance(self.batch_size, str) or self.batch_size < 1):
-            raise ValueError(f"batch_size must be a whole number >= 1 or 'auto', got {self.batch_size!r}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if value != "auto" and (isinstance(value, str) or value < 1):
+                raise ValueError(f"{name} must be a whole number >= 1 or 'auto', got {value!r}")
         if self.objective not in CHOICES["objective"]:
             choices = ", ".join(CHOICES["objective"])
             raise ValueError(f"objective must be one of {choices}, got {self.objective!r}")
@@ -117,12 +123,25 @@ class TrainConfig:
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
-    def resolve(self, *, channels: int = 3, objective: str | None = None) -> TrainConfig:
+    def resolve(
+        self, *, channels: int = 3, objective: str | None = None, n_train: int | None = None
+    ) -> TrainConfig:
         """This config with "auto" replaced: the objective by the kind of image, unless a trainer
-        names its own `objective`; the batch size by the objective."""
+        names its own `objective`; the batch size by the objective; the epochs by the number of
+        training images `n_train` (left "auto" while it is unknown)."""
         chosen = objective or (AUTO_OBJECTIVE[channels] if self.objective == "auto" else self.objective)
         batch_size = AUTO_BATCH_SIZE[chosen] if self.batch_size == "auto" else self.batch_size
-        return replace(self, objective=chosen, batch_size=batch_size)
+        epochs = self.epochs
+        if epochs == "auto" and n_train is not None:
+            epochs = auto_epochs(n_train, batch_size)
+        return replace(self, objective=chosen, batch_size=batch_size, epochs=epochs)
+
+
+def auto_epochs(n_train: int, batch_size: int) -> int:
+    """AUTO_EPOCHS, or more: enough passes over `n_train` images for AUTO_MIN_STEPS steps (at most
+    AUTO_MAX_EPOCHS)."""
+    steps = max(1, math.ceil(n_train / batch_size))
+    return min(AUTO_MAX_EPOCHS, max(AUTO_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps)))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +183,6 @@ def train_contrastive(
     history)`` runs after each epoch's checkpoint (benchmarks score features there; no training).
     """
     config = ContrastiveConfig(**options)
-    train_config = train_config.resolve(objective="contrastive" if config.mode == "simclr" else "hybrid")
     policy = config.policy or default_policy(model_config.channels)
     check_policy(policy, model_config.channels)
     if distributed.launched_by_torchrun():
@@ -190,7 +190,10 @@ def train_contrastive(
             "contrastive training runs in one process (NT-Xent here uses the local batch only), got "
             "a torchrun launch; train colour images there with --objective reconstruction"
         )
-    s = Session.start(images, train_config, lambda: ContrastiveModel(model_config, config), checkpoint_dir)
+    objective = "contrastive" if config.mode == "simclr" else "hybrid"
+    build = partial(ContrastiveModel, model_config, config)
+    s = Session.start(images, train_config, objective, build, checkpoint_dir)
+    train_config = s.train_config  # "auto" settings resolved
     model = s.model.to(memory_format=torch.channels_last)  # with channels-last views: see _Run.views
     start, history = _resume(
         checkpoint_dir, resume, model, s.optimizer, config, policy, s.saved(model_config)

@@ -17,7 +17,7 @@ from .io import SavedRun, read_run, save_run
 from .mixture import LatentMixture
 from .preprocess import Normalizer, conform_images
 from .progress import say
-from .train import encode, encode_and_reconstruct, train_autoencoder
+from .train import encode, encode_and_reconstruct, split_sizes, train_autoencoder
 
 ImageInput = ImageSet | str | Path | np.ndarray
 LATENTS_IN_MEMORY = 500_000  # above this many training images, latents go to a memory-mapped file
@@ -64,12 +64,13 @@ def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
     """The run's config with the training's and the mixture's "auto" settings chosen for its
     images (and said)."""
     channels = config.model.channels
-    train = config.train.resolve(channels=channels)
+    n_train = split_sizes(n_images, config.train.val_fraction, config.train.train_images)[0]
+    train = config.train.resolve(channels=channels, n_train=n_train)
     mixture = config.mixture.resolve(channels=channels, n_images=n_images, objective=train.objective)
     automatic = [
         (name, getattr(chosen, name))
         for given, chosen, names in (
-            (config.train, train, ("objective", "batch_size")),
+            (config.train, train, ("objective", "batch_size", "epochs")),
             (config.mixture, mixture, ("reducer", *AUTO_BY_REDUCER["pca"])),
         )
         for name in names
@@ -97,7 +98,7 @@ class ImageClusterer(BaseEstimator):
         latent_dim: int = _M.latent_dim,
         stem: str = _M.stem,
         width: float = _M.width,
-        epochs: int = _T.epochs,
+        epochs: int | str = _T.epochs,
         batch_size: int | str = _T.batch_size,
         lr: float = _T.lr,
         weight_decay: float = _T.weight_decay,

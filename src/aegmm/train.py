@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +27,23 @@ from .progress import bar, say
 
 
 def split_indices(n: int, val_fraction: float, seed: int, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled (train, validation) positions; validation gets round(m * val_fraction) images.
+    """Shuffled (train, validation) positions, of the sizes `split_sizes` gives.
 
-    m is n, or `limit` when 0 < limit < n: then both parts come from a random `limit` of the n
-    images (the autoencoder of a very large collection does not need to see every image).
+    Both parts come from all n images, or from a random `limit` of them when 0 < limit < n (the
+    autoencoder of a very large collection does not need to see every image).
     """
     order = np.random.default_rng(seed).permutation(n)
-    if 0 < limit < n:
-        order = order[:limit]
-    n_val = int(round(len(order) * val_fraction)) if len(order) >= 4 else 0
+    n_train, n_val = split_sizes(n, val_fraction, limit)
+    order = order[: n_train + n_val]
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def split_sizes(n: int, val_fraction: float, limit: int = 0) -> tuple[int, int]:
+    """(training, validation) image counts: validation gets round(m * val_fraction) of m images,
+    m being n, or `limit` when 0 < limit < n; fewer than 4 images are all for training."""
+    m = limit if 0 < limit < n else n
+    n_val = int(round(m * val_fraction)) if m >= 4 else 0
+    return m - n_val, n_val
 
 
 def train_autoencoder(
@@ -49,8 +57,9 @@ def train_autoencoder(
     progress: bool = True,
 ) -> tuple[AutoEncoder, list[dict]]:
     """Train on uint8 (N, H, W, C) images; returns the model (eval mode, on CPU) and its history."""
-    train_config = train_config.resolve(objective="reconstruction")
-    s = Session.start(images, train_config, lambda: AutoEncoder(model_config), checkpoint_dir)
+    build = partial(AutoEncoder, model_config)
+    s = Session.start(images, train_config, "reconstruction", build, checkpoint_dir)
+    train_config = s.train_config  # "auto" settings resolved
     distributed.init(s.device)
     if s.device.type == "cuda":  # channels-last convolutions are faster on GPUs
         s.model.to(memory_format=torch.channels_last)
@@ -91,7 +100,12 @@ class Session:
     val_idx: np.ndarray
 
     @classmethod
-    def start(cls, images, config: TrainConfig, build: Callable[[], nn.Module], checkpoint_dir) -> Session:
+    def start(
+        cls, images, config: TrainConfig, objective: str, build: Callable[[], nn.Module], checkpoint_dir
+    ) -> Session:
+        """The session of a trainer of `objective`, with `config`'s "auto" settings resolved."""
+        n_train = split_sizes(len(images), config.val_fraction, config.train_images)[0]
+        config = config.resolve(objective=objective, n_train=n_train)
         device = distributed.resolve_device(config.device)
         plan = device_precision(config, device)  # an impossible precision fails before any work
         torch.manual_seed(config.seed)
