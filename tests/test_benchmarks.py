@@ -324,6 +324,7 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
         "contrastive_fp32_cl/quality.md",
         "colour_default/quality.md",
         "contrastive_20ep/quality.md",
+        "contrastive_50ep/quality.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):
