@@ -325,6 +325,7 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
         "colour_default/quality.md",
         "contrastive_20ep/quality.md",
         "contrastive_50ep/quality.md",
+        "small_collections/quality.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):
