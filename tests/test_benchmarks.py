@@ -326,6 +326,8 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
         "contrastive_20ep/quality.md",
         "contrastive_50ep/quality.md",
         "small_collections/quality.md",
+        "budget_levers/width0125.md",
+        "budget_levers/batch_lr.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):
