@@ -28,7 +28,6 @@ from aegmm.config import TrainConfig
 from aegmm.evaluation.image_scores import high_frequency, reconstruction
 from aegmm.mixture import LatentMixture
 from aegmm.preprocess import conform_images
-from aegmm.train import split_sizes
 from common import measure
 from peers import Outcome
 
@@ -183,9 +182,8 @@ def trained_epochs(params: dict, fit: np.ndarray) -> int:
     """The epochs ImageClusterer(**params).fit(fit) trains ("auto" resolved: small sets get more)."""
     given = {f.name: params[f.name] for f in fields(TrainConfig) if f.name in params}
     config = TrainConfig(**given)
-    n_train = split_sizes(len(fit), config.val_fraction, config.train_images)[0]
     channels = params.get("channels") or (fit.shape[-1] if fit.ndim == 4 else 1)
-    return config.resolve(channels=channels, n_train=n_train).epochs
+    return config.resolve(channels=channels, n_train=config.train_count(len(fit))).epochs
 
 
 def _digest(images: np.ndarray) -> str:

@@ -136,6 +136,18 @@ class TrainConfig:
             epochs = auto_epochs(n_train, batch_size)
         return replace(self, objective=chosen, batch_size=batch_size, epochs=epochs)
 
+    def train_count(self, n_images: int) -> int:
+        """How many of `n_images` images this config trains on (the rest, if any, validate)."""
+        return split_sizes(n_images, self.val_fraction, self.train_images)[0]
+
+
+def split_sizes(n: int, val_fraction: float, limit: int = 0) -> tuple[int, int]:
+    """(training, validation) image counts: validation gets round(m * val_fraction) of m images,
+    m being n, or `limit` when 0 < limit < n; fewer than 4 images are all for training."""
+    m = limit if 0 < limit < n else n
+    n_val = int(round(m * val_fraction)) if m >= 4 else 0
+    return m - n_val, n_val
+
 
 def auto_epochs(n_train: int, batch_size: int) -> int:
     """AUTO_EPOCHS, or more: enough passes over `n_train` images for AUTO_MIN_STEPS steps (at most

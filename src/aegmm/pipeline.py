@@ -17,7 +17,7 @@ from .io import SavedRun, read_run, save_run
 from .mixture import LatentMixture
 from .preprocess import Normalizer, conform_images
 from .progress import say
-from .train import encode, encode_and_reconstruct, split_sizes, train_autoencoder
+from .train import encode, encode_and_reconstruct, train_autoencoder
 
 ImageInput = ImageSet | str | Path | np.ndarray
 LATENTS_IN_MEMORY = 500_000  # above this many training images, latents go to a memory-mapped file
@@ -64,8 +64,7 @@ def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
     """The run's config with the training's and the mixture's "auto" settings chosen for its
     images (and said)."""
     channels = config.model.channels
-    n_train = split_sizes(n_images, config.train.val_fraction, config.train.train_images)[0]
-    train = config.train.resolve(channels=channels, n_train=n_train)
+    train = config.train.resolve(channels=channels, n_train=config.train.train_count(n_images))
     mixture = config.mixture.resolve(channels=channels, n_images=n_images, objective=train.objective)
     automatic = [
         (name, getattr(chosen, name))

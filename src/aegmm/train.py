@@ -20,7 +20,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from . import distributed
 from .checkpoint import data_fingerprint, has_checkpoint, kept_checkpoint, load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, TrainConfig, split_sizes
 from .nn import AutoEncoder
 from .preprocess import Normalizer
 from .progress import bar, say
@@ -36,14 +36,6 @@ def split_indices(n: int, val_fraction: float, seed: int, limit: int = 0) -> tup
     n_train, n_val = split_sizes(n, val_fraction, limit)
     order = order[: n_train + n_val]
     return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def split_sizes(n: int, val_fraction: float, limit: int = 0) -> tuple[int, int]:
-    """(training, validation) image counts: validation gets round(m * val_fraction) of m images,
-    m being n, or `limit` when 0 < limit < n; fewer than 4 images are all for training."""
-    m = limit if 0 < limit < n else n
-    n_val = int(round(m * val_fraction)) if m >= 4 else 0
-    return m - n_val, n_val
 
 
 def train_autoencoder(
@@ -104,8 +96,7 @@ class Session:
         cls, images, config: TrainConfig, objective: str, build: Callable[[], nn.Module], checkpoint_dir
     ) -> Session:
         """The session of a trainer of `objective`, with `config`'s "auto" settings resolved."""
-        n_train = split_sizes(len(images), config.val_fraction, config.train_images)[0]
-        config = config.resolve(objective=objective, n_train=n_train)
+        config = config.resolve(objective=objective, n_train=config.train_count(len(images)))
         device = distributed.resolve_device(config.device)
         plan = device_precision(config, device)  # an impossible precision fails before any work
         torch.manual_seed(config.seed)
