@@ -48,6 +48,7 @@ TRAIN_KEYS = (
     "precision",
     "objective",
     "temperature",
+    "view_size",
 )
 MIXTURE_KEYS = (
     "covariance_type",

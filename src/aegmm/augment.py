@@ -39,8 +39,11 @@ class AugmentPolicy:
     saturation: float = 0.4  # distance from each pixel's gray times a factor in [1 - s, 1 + s]
     jitter_p: float = 0.8  # probability that an image gets the colour jitter at all
     grayscale_p: float = 0.2  # probability that an image is turned gray (after the jitter)
+    size: int | None = None  # side of the views in pixels; None: the images' own
 
     def __post_init__(self) -> None:
+        if self.size is not None and self.size < 8:
+            raise ValueError(f"size must be None or a side of >= 8 pixels, got {self.size}")
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"crop_scale must be (lo, hi) with 0 < lo <= hi <= 1, got {self.crop_scale}")
@@ -96,13 +99,16 @@ def check_policy(policy: AugmentPolicy, channels: int) -> None:
 
 
 def augment(x: Tensor, policy: AugmentPolicy, normalizer: Normalizer, generator: torch.Generator) -> Tensor:
-    """One random view of each normalised image in (B, C, H, W); the same shape and device."""
+    """One random view of each normalised image in (B, C, H, W): (B, C, size, size), or the same
+    shape when the policy sets no size; on the same device."""
     check_policy(policy, x.shape[1])
     mean = torch.tensor(normalizer.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(normalizer.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     pixels = x * std + mean  # (B, C, H, W) in [0, 1]
     theta = affine_matrices(len(x), policy, generator).to(device=x.device, dtype=x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+    side = policy.size or x.shape[2:]
+    shape = [len(x), x.shape[1], *((side, side) if policy.size else side)]
+    grid = F.affine_grid(theta, shape, align_corners=False)  # (B, h, w, 2): h = w = policy.size if set
     pixels = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if policy.colour:
         pixels = colour_jitter(pixels, policy, generator)

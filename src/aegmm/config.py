@@ -99,6 +99,8 @@ class TrainConfig:
     # report's reconstructions (about twice the time). auto: contrastive for colour images,
     # reconstruction for single-channel ones
     temperature: float = 0.2  # NT-Xent's temperature (contrastive and hybrid objectives)
+    view_size: int = 0  # side in pixels of the augmented views the contrastive objective trains
+    # on (0: the image size); smaller views train faster, features are still taken at the image size
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -110,6 +112,8 @@ class TrainConfig:
             raise ValueError(f"objective must be one of {choices}, got {self.objective!r}")
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
+        if self.view_size != 0 and self.view_size < 8:
+            raise ValueError(f"view_size must be 0 (the image size) or >= 8 pixels, got {self.view_size}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.train_images < 0 or self.train_images == 1:

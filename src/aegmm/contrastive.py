@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -61,6 +61,7 @@ class ContrastiveConfig:
     shared_gradients: bool = False  # hybrid: let the MSE reach the encoder (False: decoder on detached z)
     reconstruction_weight: float = 1.0  # hybrid: weight of the MSE next to NT-Xent
     policy: AugmentPolicy | None = None  # the views; None: default_policy(channels)
+    view_size: int = 0  # side of the views in pixels, overriding the policy's size (0: keep it)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -184,7 +185,14 @@ def train_contrastive(
     """
     config = ContrastiveConfig(**options)
     policy = config.policy or default_policy(model_config.channels)
+    if config.view_size:
+        policy = replace(policy, size=config.view_size)
     check_policy(policy, model_config.channels)
+    if config.mode == "hybrid" and policy.size not in (None, model_config.image_size):
+        raise ValueError(
+            f"the hybrid objective reconstructs its views, so they must be {model_config.image_size} "
+            f"pixels (the image size), got a view size of {policy.size}: use the contrastive objective"
+        )
     if distributed.launched_by_torchrun():
         raise ValueError(
             "contrastive training runs in one process (NT-Xent here uses the local batch only), got "
