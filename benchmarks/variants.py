@@ -49,6 +49,7 @@ TRAIN_KEYS = (
     "objective",
     "temperature",
     "view_size",
+    "view_fraction",
 )
 MIXTURE_KEYS = (
     "covariance_type",

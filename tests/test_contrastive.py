@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from aegmm import contrastive
+from dataclasses import replace
+
 from aegmm.augment import COLOUR, GRAYSCALE, AugmentPolicy, affine_matrices, augment, default_policy
 from aegmm.config import ModelConfig, TrainConfig
 from aegmm.contrastive import encode_features, features, nt_xent, train_contrastive
@@ -126,6 +128,22 @@ def test_identity_policy_returns_the_input():
     assert torch.allclose(out, x, atol=1e-4)
 
 
+def test_views_of_a_set_size_are_the_crop_resized_to_it():
+    whole_image = AugmentPolicy(
+        crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, jitter_p=0.0, grayscale_p=0.0, size=8
+    )
+    normalizer = Normalizer((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    pixels = torch.rand(4, 3, 16, 16)
+    x = (pixels - torch.tensor(normalizer.mean).view(1, 3, 1, 1)) / torch.tensor(normalizer.std).view(1, 3, 1, 1)
+    out = augment(x, whole_image, normalizer, torch.Generator().manual_seed(0))
+    halved = F.interpolate(x, size=8, mode="bilinear", align_corners=False)  # 2x2 means: no clipping
+    assert out.shape == (4, 3, 8, 8) and torch.allclose(out, halved, atol=1e-5)
+    views = augment(x, replace(COLOUR, size=8), normalizer, torch.Generator().manual_seed(0))
+    assert views.shape == (4, 3, 8, 8)
+    with pytest.raises(ValueError, match="size must be None or a side of >= 8 pixels, got 4"):
+        AugmentPolicy(size=4)
+
+
 # -- training -----------------------------------------------------------------------------------
 
 
@@ -187,6 +205,23 @@ def test_resume_equals_an_uninterrupted_run(data, tmp_path, monkeypatch):
             mode="hybrid",
             temperature=0.5,
         )
+
+
+def test_smaller_views_train_another_network_and_a_resume_must_keep_them(data, tmp_path):
+    small, history = _train(data, view_size=8)
+    again, _ = _train(data, view_size=8)
+    full, _ = _train(data)
+    assert all(torch.equal(a, b) for a, b in zip(_weights(small), _weights(again)))
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(small), _weights(full)) if a.is_floating_point())
+    assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in history)
+    x = data[1].to_tensor(data[0][:3])
+    assert features(small.encoder, x).shape == (3, 64)  # features of the whole 16x16 images
+    images, normalizer = data
+    train_contrastive(images, MODEL, TRAIN, normalizer, checkpoint_dir=tmp_path, progress=False, view_size=8)
+    with pytest.raises(ValueError, match="contrastive settings changed: \\['policy', 'view_size'\\]"):
+        train_contrastive(images, MODEL, TRAIN, normalizer, checkpoint_dir=tmp_path, resume=True, view_size=12)
+    with pytest.raises(ValueError, match="must be 16 pixels \\(the image size\\), got a view size of 8"):
+        _train(data, mode="hybrid", view_size=8)
 
 
 def test_hybrid_detached_decoder_leaves_the_encoder_to_nt_xent(data):

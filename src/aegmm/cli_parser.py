@@ -133,6 +133,8 @@ FIT_FIELDS = {
     "train_images": (T, None, at_least(0)),
     "objective": (T, None, None),
     "temperature": (T, None, None),
+    "view_size": (T, None, at_least(0)),
+    "view_fraction": (T, None, None),
     "precision": (T, None, None),
     "normalize": (X, None, None),
     "reducer": (X, None, None),

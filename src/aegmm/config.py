@@ -101,6 +101,8 @@ class TrainConfig:
     temperature: float = 0.2  # NT-Xent's temperature (contrastive and hybrid objectives)
     view_size: int = 0  # side in pixels of the augmented views the contrastive objective trains
     # on (0: the image size); smaller views train faster, features are still taken at the image size
+    view_fraction: float = 1.0  # share of the epochs, the first ones, on views of view_size; the
+    # rest train on views of the image size (progressive resizing)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -114,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if self.view_size != 0 and self.view_size < 8:
             raise ValueError(f"view_size must be 0 (the image size) or >= 8 pixels, got {self.view_size}")
+        if not 0 < self.view_fraction <= 1:
+            raise ValueError(f"view_fraction must be in (0, 1], got {self.view_fraction}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.train_images < 0 or self.train_images == 1:
@@ -224,6 +228,19 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
+
+    def __post_init__(self) -> None:
+        view, side = self.train.view_size, self.model.image_size
+        if view and not self.model.downsampling <= view <= side:
+            raise ValueError(
+                f"view_size must be 0 or between {self.model.downsampling} (the {self.model.stem} stem's "
+                f"downsampling) and {side} (the image size), got {view}"
+            )
+        if view not in (0, side) and self.train.objective == "hybrid":
+            raise ValueError(
+                f"the hybrid objective reconstructs its views, so view_size must be 0 or {side} (the "
+                f"image size), got {view}: use --objective contrastive for smaller views"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
