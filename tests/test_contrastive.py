@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,8 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from aegmm import contrastive
-from dataclasses import replace
-
 from aegmm.augment import COLOUR, GRAYSCALE, AugmentPolicy, affine_matrices, augment, default_policy
 from aegmm.config import ModelConfig, TrainConfig
 from aegmm.contrastive import encode_features, features, nt_xent, train_contrastive
@@ -134,7 +133,8 @@ def test_views_of_a_set_size_are_the_crop_resized_to_it():
     )
     normalizer = Normalizer((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
     pixels = torch.rand(4, 3, 16, 16)
-    x = (pixels - torch.tensor(normalizer.mean).view(1, 3, 1, 1)) / torch.tensor(normalizer.std).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (normalizer.mean, normalizer.std))
+    x = (pixels - mean) / std
     out = augment(x, whole_image, normalizer, torch.Generator().manual_seed(0))
     halved = F.interpolate(x, size=8, mode="bilinear", align_corners=False)  # 2x2 means: no clipping
     assert out.shape == (4, 3, 8, 8) and torch.allclose(out, halved, atol=1e-5)
@@ -212,16 +212,54 @@ def test_smaller_views_train_another_network_and_a_resume_must_keep_them(data, t
     again, _ = _train(data, view_size=8)
     full, _ = _train(data)
     assert all(torch.equal(a, b) for a, b in zip(_weights(small), _weights(again)))
-    assert not all(torch.equal(a, b) for a, b in zip(_weights(small), _weights(full)) if a.is_floating_point())
+    pairs = zip(_weights(small), _weights(full))
+    assert not all(torch.equal(a, b) for a, b in pairs if a.is_floating_point())
     assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in history)
     x = data[1].to_tensor(data[0][:3])
     assert features(small.encoder, x).shape == (3, 64)  # features of the whole 16x16 images
     images, normalizer = data
-    train_contrastive(images, MODEL, TRAIN, normalizer, checkpoint_dir=tmp_path, progress=False, view_size=8)
+    saved = {"checkpoint_dir": tmp_path, "progress": False}
+    train_contrastive(images, MODEL, TRAIN, normalizer, view_size=8, **saved)
     with pytest.raises(ValueError, match="contrastive settings changed: \\['policy', 'view_size'\\]"):
-        train_contrastive(images, MODEL, TRAIN, normalizer, checkpoint_dir=tmp_path, resume=True, view_size=12)
+        train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, view_size=12, **saved)
     with pytest.raises(ValueError, match="must be 16 pixels \\(the image size\\), got a view size of 8"):
         _train(data, mode="hybrid", view_size=8)
+
+
+def test_progressive_views_grow_to_the_image_size_and_resume_exactly(data, tmp_path, monkeypatch):
+    images, normalizer = data
+    train = TrainConfig(epochs=3, batch_size=16, device="cpu", seed=0)
+    sides: list[int] = []
+    augment_views = contrastive.augment
+
+    def spy(x, policy, *args):
+        out = augment_views(x, policy, *args)
+        sides.append(out.shape[-1])
+        return out
+
+    monkeypatch.setattr(contrastive, "augment", spy)
+    whole, _ = _train(data, train, view_size=8, view_fraction=0.6)  # round(0.6 x 3) = 2 small epochs
+    # 2 batches of the 32 training images, two views each; then the validation views, always at
+    # the last epoch's size (so the validation loss is comparable from epoch to epoch)
+    small, full, validation = [8] * 4, [16] * 4, [16] * 2
+    assert sides == small + validation + small + validation + full + validation
+    monkeypatch.setattr(contrastive, "augment", augment_views)
+    saved = contrastive.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):  # killed after epoch 1, still on small views
+        saved(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    options = {"view_size": 8, "view_fraction": 0.6, "checkpoint_dir": tmp_path, "progress": False}
+    monkeypatch.setattr(contrastive, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_contrastive(images, MODEL, train, normalizer, **options)
+    monkeypatch.setattr(contrastive, "save_checkpoint", saved)
+    resumed, _ = train_contrastive(images, MODEL, train, normalizer, resume=True, **options)
+    for a, b in zip(_weights(whole), _weights(resumed)):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+    with pytest.raises(ValueError, match="view_fraction must be in \\(0, 1\\], got 0"):
+        _train(data, view_size=8, view_fraction=0)
 
 
 def test_hybrid_detached_decoder_leaves_the_encoder_to_nt_xent(data):

@@ -5,11 +5,12 @@ device, so the same generator state gives the same views on any device, and a re
 exactly what an uninterrupted one would have drawn.
 
 Geometry (random resized crop, horizontal flip, small rotation) is ONE affine matrix per image,
-applied with ``F.affine_grid`` + ``F.grid_sample``. Colour jitter (brightness, contrast,
-saturation) and grayscale are per-image tensor ops. All of it runs in pixel space: the batch is
-denormalised with the Normalizer's mean and std, transformed, clipped to [0, 1] and normalised
-again, so "brightness x1.3" means what it says, and pixels sampled outside the image are black
-(the background of digit scans), not the mean colour.
+applied with ``F.affine_grid`` + ``F.grid_sample``; the grid has the policy's ``size`` (default:
+the image's), so a smaller view is cropped and resized in the same one step. Colour jitter
+(brightness, contrast, saturation) and grayscale are per-image tensor ops. All of it runs in
+pixel space: the batch is denormalised with the Normalizer's mean and std, transformed, clipped
+to [0, 1] and normalised again, so "brightness x1.3" means what it says, and pixels sampled
+outside the image are black (the background of digit scans), not the mean colour.
 """
 
 from __future__ import annotations
