@@ -49,7 +49,6 @@ TRAIN_KEYS = (
     "objective",
     "temperature",
     "view_size",
-    "view_fraction",
 )
 MIXTURE_KEYS = (
     "covariance_type",

@@ -226,42 +226,6 @@ def test_smaller_views_train_another_network_and_a_resume_must_keep_them(data, t
         _train(data, mode="hybrid", view_size=8)
 
 
-def test_progressive_views_grow_to_the_image_size_and_resume_exactly(data, tmp_path, monkeypatch):
-    images, normalizer = data
-    train = TrainConfig(epochs=3, batch_size=16, device="cpu", seed=0)
-    sides: list[int] = []
-    augment_views = contrastive.augment
-
-    def spy(x, policy, *args):
-        out = augment_views(x, policy, *args)
-        sides.append(out.shape[-1])
-        return out
-
-    monkeypatch.setattr(contrastive, "augment", spy)
-    whole, _ = _train(data, train, view_size=8, view_fraction=0.6)  # round(0.6 x 3) = 2 small epochs
-    # 2 batches of the 32 training images, two views each; then the validation views, always at
-    # the last epoch's size (so the validation loss is comparable from epoch to epoch)
-    small, full, validation = [8] * 4, [16] * 4, [16] * 2
-    assert sides == small + validation + small + validation + full + validation
-    monkeypatch.setattr(contrastive, "augment", augment_views)
-    saved = contrastive.save_checkpoint
-
-    def save_then_stop(*args, **kwargs):  # killed after epoch 1, still on small views
-        saved(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    options = {"view_size": 8, "view_fraction": 0.6, "checkpoint_dir": tmp_path, "progress": False}
-    monkeypatch.setattr(contrastive, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train_contrastive(images, MODEL, train, normalizer, **options)
-    monkeypatch.setattr(contrastive, "save_checkpoint", saved)
-    resumed, _ = train_contrastive(images, MODEL, train, normalizer, resume=True, **options)
-    for a, b in zip(_weights(whole), _weights(resumed)):
-        assert torch.allclose(a.float(), b.float(), atol=1e-6)
-    with pytest.raises(ValueError, match="view_fraction must be in \\(0, 1\\], got 0"):
-        _train(data, view_size=8, view_fraction=0)
-
-
 def test_hybrid_detached_decoder_leaves_the_encoder_to_nt_xent(data):
     simclr, _ = _train(data, TrainConfig(epochs=1, batch_size=16, device="cpu"))
     hybrid, _ = _train(data, TrainConfig(epochs=1, batch_size=16, device="cpu"), mode="hybrid")

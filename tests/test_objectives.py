@@ -76,20 +76,16 @@ def test_the_command_line_saves_the_objective_and_refuses_an_unknown_one(tmp_pat
 def test_view_size_is_saved_loaded_and_refused_where_it_cannot_work(images, tmp_path, capsys):
     np.savez(tmp_path / "train.npz", images=images)
     args = ["fit", str(tmp_path / "train.npz"), *TINY_ARGS, "--objective", "contrastive"]
-    assert main([*args, "--out", str(tmp_path / "run"), "--view-size", "8", "--view-fraction", "0.5"]) == 0
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
-    assert (saved["view_size"], saved["view_fraction"]) == (8, 0.5)
-    loaded = aegmm.load(tmp_path / "run", progress=False)
-    assert (loaded.view_size, loaded.view_fraction) == (8, 0.5)
-    assert main([*args, "--out", str(tmp_path / "f"), "--view-size", "8", "--view-fraction", "1.5"]) == 2
-    assert "--view-fraction must be in (0, 1], got 1.5" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "run"), "--view-size", "8"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["view_size"] == 8
+    assert aegmm.load(tmp_path / "run", progress=False).view_size == 8
     assert main([*args, "--out", str(tmp_path / "big"), "--view-size", "32"]) == 2
     said = "--view-size must be 0 or between 8 (the small stem's downsampling) and 16 (the image size)"
     assert said in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "h"), "--view-size", "8", "--objective", "hybrid"]) == 2
     err = capsys.readouterr().err
     assert "view_size must be 0 or 16 (the image size), got 8: use --objective contrastive" in err
-    assert not any((tmp_path / name).exists() for name in ("f", "big", "h"))
+    assert not any((tmp_path / name).exists() for name in ("big", "h"))
 
 
 @pytest.mark.parametrize(

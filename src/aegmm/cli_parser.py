@@ -134,7 +134,6 @@ FIT_FIELDS = {
     "objective": (T, None, None),
     "temperature": (T, None, None),
     "view_size": (T, None, at_least(0)),
-    "view_fraction": (T, None, None),
     "precision": (T, None, None),
     "normalize": (X, None, None),
     "reducer": (X, None, None),

@@ -101,8 +101,6 @@ class TrainConfig:
     temperature: float = 0.2  # NT-Xent's temperature (contrastive and hybrid objectives)
     view_size: int = 0  # side in pixels of the augmented views the contrastive objective trains
     # on (0: the image size); smaller views train faster, features are still taken at the image size
-    view_fraction: float = 1.0  # share of the epochs, the first ones, on views of view_size; the
-    # rest train on views of the image size (progressive resizing)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -116,8 +114,6 @@ class TrainConfig:
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if self.view_size != 0 and self.view_size < 8:
             raise ValueError(f"view_size must be 0 (the image size) or >= 8 pixels, got {self.view_size}")
-        if not 0 < self.view_fraction <= 1:
-            raise ValueError(f"view_fraction must be in (0, 1], got {self.view_fraction}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.train_images < 0 or self.train_images == 1:

@@ -62,7 +62,6 @@ class ContrastiveConfig:
     reconstruction_weight: float = 1.0  # hybrid: weight of the MSE next to NT-Xent
     policy: AugmentPolicy | None = None  # the views; None: default_policy(channels)
     view_size: int = 0  # side of the views in pixels, overriding the policy's size (0: keep it)
-    view_fraction: float = 1.0  # share of the epochs (the first) on views of view_size; then full size
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -71,8 +70,6 @@ class ContrastiveConfig:
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
-        if not 0 < self.view_fraction <= 1:
-            raise ValueError(f"view_fraction must be in (0, 1], got {self.view_fraction}")
         if self.projection_dim < 1 or self.hidden_dim < 1:
             raise ValueError(
                 f"projection_dim and hidden_dim must be >= 1, got {self.projection_dim}, {self.hidden_dim}"
@@ -270,22 +267,17 @@ class _Run:
     plan: Precision
     progress: bool
 
-    def policy_of(self, epoch: int) -> AugmentPolicy:
-        """The policy's views in the first view_fraction of the epochs; image-size views after."""
-        small_epochs = round(self.options.view_fraction * self.train.epochs)
-        return self.policy if epoch <= small_epochs else replace(self.policy, size=None)
-
-    def views(self, x: Tensor, generator: torch.Generator, policy: AugmentPolicy) -> Tensor:
+    def views(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """Two views of each image, stacked: (2B, C, h, w), first views then second views.
 
         Channels-last, as the model: the training steps ran 1.47x faster so on 2 CPU cores
         (benchmarks/results/profile_contrastive/profile.md, bare steps 195 vs 133 images/s).
         """
-        views = torch.cat([augment(x, policy, self.normalizer, g) for g in (generator, generator)])
+        views = torch.cat([augment(x, self.policy, self.normalizer, g) for g in (generator, generator)])
         return views.contiguous(memory_format=torch.channels_last)
 
-    def losses(self, x: Tensor, generator: torch.Generator, policy: AugmentPolicy) -> dict[str, Tensor]:
-        views = self.views(x, generator, policy)
+    def losses(self, x: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        views = self.views(x, generator)
         with autocast(self.device, self.plan):
             projections, reconstructions = self.model(views)
         n = len(x)
@@ -304,13 +296,12 @@ class _Run:
         generator = torch.Generator().manual_seed(self.train.seed * 100_003 + epoch * 7919)
         batches = epoch_batches(len(train_idx), self.train, epoch, rank=0, world=1)
         shown = bar(batches, enabled=self.progress, desc=f"epoch {epoch}/{self.train.epochs}")
-        policy = self.policy_of(epoch)
         sums: dict[str, float] = {}
         count, t0 = 0, time.perf_counter()
         for step, batch in enumerate(shown):
             self._set_lr(epoch, step, len(batches))
             x = self.normalizer.to_tensor(images[np.sort(train_idx[batch])], self.device)
-            parts = self.losses(x, generator, policy)
+            parts = self.losses(x, generator)
             loss = self.total(parts)
             value = float(loss.detach())
             if not math.isfinite(value):
@@ -346,8 +337,7 @@ class _Run:
 
     @torch.inference_mode()
     def validation_loss(self, images: np.ndarray, batch_size: int = 256) -> float:
-        """NT-Xent of the validation images in eval mode, on views of a fixed seed and the last
-        epoch's size (the same every epoch)."""
+        """NT-Xent of the validation images in eval mode, on views of a fixed seed (same every epoch)."""
         self.model.eval()
         generator = torch.Generator().manual_seed(self.train.seed * 100_003 + 12_345)
         total, count = 0.0, 0
@@ -355,6 +345,6 @@ class _Run:
             x = self.normalizer.to_tensor(images[start : start + batch_size], self.device)
             if len(x) < 2:
                 continue
-            value = float(self.losses(x, generator, self.policy_of(self.train.epochs))["contrastive"])
+            value = float(self.losses(x, generator)["contrastive"])
             total, count = total + value * len(x), count + len(x)
         return total / max(count, 1)

@@ -48,7 +48,7 @@ def _train(images, config: RunConfig, normalizer, checkpoint_dir, resume: bool, 
         trainer = train_contrastive
         options = {"mode": "simclr" if train.objective == "contrastive" else "hybrid"}
         options["temperature"] = train.temperature
-        options["view_size"], options["view_fraction"] = train.view_size, train.view_fraction
+        options["view_size"] = train.view_size
     return trainer(
         images,
         config.model,
@@ -110,7 +110,6 @@ class ImageClusterer(BaseEstimator):
         objective: str = _T.objective,
         temperature: float = _T.temperature,
         view_size: int = _T.view_size,
-        view_fraction: float = _T.view_fraction,
         n_components: int | str = _X.n_components,
         k_range: tuple[int, int] = _X.k_range,
         covariance_type: str = _X.covariance_type,
@@ -135,7 +134,6 @@ class ImageClusterer(BaseEstimator):
         self.n_init, self.candidates, self.reg_covar, self.seed = n_init, candidates, reg_covar, seed
         self.max_fit_samples, self.train_images, self.precision = max_fit_samples, train_images, precision
         self.objective, self.temperature, self.view_size = objective, temperature, view_size
-        self.view_fraction = view_fraction
         self.device, self.encode_batch_size, self.progress = device, encode_batch_size, progress
 
     def check_params(self) -> None:
