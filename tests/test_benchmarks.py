@@ -328,6 +328,8 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
         "small_collections/quality.md",
         "budget_levers/width0125.md",
         "budget_levers/batch_lr.md",
+        "views/small_views.md",
+        "views/progressive.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):
