@@ -330,6 +330,7 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
         "budget_levers/batch_lr.md",
         "views/small_views.md",
         "views/progressive.md",
+        "crop_scale/crop008.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):
