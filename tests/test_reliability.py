@@ -325,7 +325,8 @@ def test_a_failing_forced_run_leaves_the_old_run_unchanged(run_dir, tmp_path, ca
 
 # -- 4. interrupted training resumes to the weights of an uninterrupted run ----------------------
 
-RESUMABLE_ARGS = ["--epochs", "30", "--batch-size", "32", "--seed", "3", "--noise", "0.05"]
+RESUMABLE_EPOCHS = 60  # enough that a parent starved of CPU for seconds still sees the fit running
+RESUMABLE_ARGS = ["--epochs", str(RESUMABLE_EPOCHS), "--batch-size", "32", "--seed", "3", "--noise", "0.05"]
 
 
 @pytest.fixture(scope="module")
@@ -353,20 +354,21 @@ def test_interrupted_fit_resumes_to_the_weights_of_an_uninterrupted_run(long_run
     while not (out / "checkpoint" / META_FILE).exists() and process.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint after 120 s"
         time.sleep(0.01)
+    assert process.poll() is None, "the fit ended before the test could interrupt it"
     process.send_signal(sig)
     _, err = process.communicate(timeout=120)
     assert process.returncode == code, err
     hint = "'aegmm fit ... --resume' continues from the last complete epoch"
     assert err.strip().splitlines()[-1] == f"aegmm: {said}; {hint}" and "Traceback" not in err
     epoch = json.loads((out / "checkpoint" / META_FILE).read_text())["epoch"]
-    assert 1 <= epoch < 30 and not (out / "config.json").exists()
+    assert 1 <= epoch < RESUMABLE_EPOCHS and not (out / "config.json").exists()
     assert not [p.name for p in (out / "checkpoint").iterdir() if p.name.endswith(".tmp")]
 
     assert main([*args, "--resume"]) == 0
     resumed = load_file(out / "autoencoder.safetensors")
     assert all(torch.allclose(resumed[k], full[k], atol=1e-6) for k in full)
     history = json.loads((out / "history.json").read_text())
-    assert [h["epoch"] for h in history] == list(range(1, 31))
+    assert [h["epoch"] for h in history] == list(range(1, RESUMABLE_EPOCHS + 1))
 
 
 def test_a_write_that_fails_midway_leaves_the_previous_file_intact(tmp_path, monkeypatch):
