@@ -325,7 +325,7 @@ def test_a_failing_forced_run_leaves_the_old_run_unchanged(run_dir, tmp_path, ca
 
 # -- 4. interrupted training resumes to the weights of an uninterrupted run ----------------------
 
-RESUMABLE_EPOCHS = 60  # enough that a parent starved of CPU for seconds still sees the fit running
+RESUMABLE_EPOCHS = 30
 RESUMABLE_ARGS = ["--epochs", str(RESUMABLE_EPOCHS), "--batch-size", "32", "--seed", "3", "--noise", "0.05"]
 
 
@@ -348,7 +348,12 @@ def test_interrupted_fit_resumes_to_the_weights_of_an_uninterrupted_run(long_run
     out = tmp_path / "run"
     args = ["fit", str(data), "--out", str(out), *TINY_ARGS, *RESUMABLE_ARGS]
     process = subprocess.Popen(
-        [sys.executable, "-m", "aegmm", *args], env=ONE_THREAD, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "aegmm", *args],
+        env=ONE_THREAD,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell's background job ignores SIGINT and its children inherit that: as a user's terminal, not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not (out / "checkpoint" / META_FILE).exists() and process.poll() is None:

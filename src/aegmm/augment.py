@@ -107,9 +107,8 @@ def augment(x: Tensor, policy: AugmentPolicy, normalizer: Normalizer, generator:
     std = torch.tensor(normalizer.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     pixels = x * std + mean  # (B, C, H, W) in [0, 1]
     theta = affine_matrices(len(x), policy, generator).to(device=x.device, dtype=x.dtype)
-    side = policy.size or x.shape[2:]
-    shape = [len(x), x.shape[1], *((side, side) if policy.size else side)]
-    grid = F.affine_grid(theta, shape, align_corners=False)  # (B, h, w, 2): h = w = policy.size if set
+    height, width = (policy.size, policy.size) if policy.size else x.shape[2:]
+    grid = F.affine_grid(theta, [len(x), x.shape[1], height, width], align_corners=False)  # (B, h, w, 2)
     pixels = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if policy.colour:
         pixels = colour_jitter(pixels, policy, generator)

@@ -100,7 +100,8 @@ class TrainConfig:
     # reconstruction for single-channel ones
     temperature: float = 0.2  # NT-Xent's temperature (contrastive and hybrid objectives)
     view_size: int = 0  # side in pixels of the augmented views the contrastive objective trains
-    # on (0: the image size); smaller views train faster, features are still taken at the image size
+    # on (0: the image size; the reconstruction objective has no views); smaller views train
+    # faster, features are still taken at the image size
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
