@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from aegmm import contrastive
 from aegmm.augment import COLOUR, GRAYSCALE, AugmentPolicy, affine_matrices, augment, default_policy
 from aegmm.config import ModelConfig, TrainConfig
-from aegmm.contrastive import encode_features, features, nt_xent, train_contrastive
+from aegmm.contrastive import encode_features, nt_xent, train_contrastive
 from aegmm.nn import AutoEncoder
 from aegmm.preprocess import Normalizer
 from conftest import two_group_images
@@ -154,12 +154,15 @@ def test_returns_the_train_autoencoder_contract(data):
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(set(h) == HISTORY_KEYS and math.isfinite(h["val_loss"]) for h in history)
     x = data[1].to_tensor(data[0][:5])
-    assert features(model.encoder, x, "pooled").shape == (5, 64)  # 512 x 0.125
-    assert features(model.encoder, x, "bottleneck").shape == (5, 8)
+    pooled, latent = model.encoder.features(x, "pooled")
+    assert pooled.shape == (5, 64) and latent.shape == (5, 8)  # 512 x 0.125; latent_dim
+    torch.testing.assert_close(model.encoder.features(x, "bottleneck")[0], latent)
+    torch.testing.assert_close(model.encoder(x), latent)
     encoded = encode_features(model, data[0][:5], data[1])
-    assert encoded["pooled"].shape == (5, 64) and encoded["bottleneck"].shape == (5, 8)
-    with pytest.raises(ValueError, match="kind must be one of"):
-        features(model.encoder, x, "decoder")
+    torch.testing.assert_close(torch.from_numpy(encoded["pooled"]), pooled)
+    assert encoded["bottleneck"].shape == (5, 8)
+    with pytest.raises(ValueError, match="features must be one of bottleneck, pooled, got 'decoder'"):
+        model.encoder.features(x, "decoder")
 
 
 def test_same_seed_same_weights_other_seed_other_weights(data):
@@ -216,7 +219,7 @@ def test_smaller_views_train_another_network_and_a_resume_must_keep_them(data, t
     assert not all(torch.equal(a, b) for a, b in pairs if a.is_floating_point())
     assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in history)
     x = data[1].to_tensor(data[0][:3])
-    assert features(small.encoder, x).shape == (3, 64)  # features of the whole 16x16 images
+    assert small.encoder.pooled(x).shape == (3, 64)  # features of the whole 16x16 images
     images, normalizer = data
     saved = {"checkpoint_dir": tmp_path, "progress": False}
     train_contrastive(images, MODEL, TRAIN, normalizer, view_size=8, **saved)

@@ -89,10 +89,11 @@ def test_view_size_is_saved_loaded_and_refused_where_it_cannot_work(images, tmp_
 
 
 @pytest.mark.parametrize(
-    "channels,objective,batch_size", [(3, "contrastive", 256), (1, "reconstruction", 128)]
+    "channels,objective,batch_size,features,dim",
+    [(3, "contrastive", 256, "pooled", 64), (1, "reconstruction", 128, "bottleneck", 8)],
 )
 def test_auto_trains_colour_by_contrast_and_single_channel_by_reconstruction(
-    channels, objective, batch_size, tmp_path, capsys
+    channels, objective, batch_size, features, dim, tmp_path, capsys
 ):
     images = two_group_images(48, channels=channels)[0]
     auto = {k: v for k, v in TINY.items() if k not in ("objective", "batch_size")} | {"progress": True}
@@ -100,10 +101,14 @@ def test_auto_trains_colour_by_contrast_and_single_channel_by_reconstruction(
     train = clusterer.config_.train
     assert (train.objective, train.batch_size) == (objective, batch_size)
     kind = "colour" if channels == 3 else "single-channel"
-    said = f"settings for 48 {kind} images: objective {objective}, batch_size {batch_size}, reducer pca"
-    assert said in capsys.readouterr().err  # 48 images: too few for UMAP whatever the objective
+    said = capsys.readouterr().err  # 48 images: too few for UMAP whatever the objective
+    chosen = f"objective {objective}, batch_size {batch_size}, reducer pca"
+    assert f"settings for 48 {kind} images: {chosen}" in said
+    assert f"candidates 1, features {features}\n" in said
+    assert clusterer.transform(images).shape == (48, dim)  # pooled: 512 x 0.125; bottleneck: latent_dim
     loaded = aegmm.load(clusterer.save(tmp_path / "run"), progress=False)
-    assert (loaded.objective, loaded.batch_size) == (objective, batch_size)
+    assert (loaded.objective, loaded.batch_size, loaded.features) == (objective, batch_size, features)
+    np.testing.assert_array_equal(loaded.transform(images), clusterer.transform(images))
 
 
 def test_auto_epochs_are_chosen_for_the_collection_said_saved_and_offered_by_the_cli(
@@ -144,3 +149,44 @@ def test_the_report_of_a_contrastive_run_has_no_reconstructions(images, tmp_path
     html = report.read_text()
     assert NO_DECODER in html and 'id="fig-reconstructions"' not in html
     assert 'id="fig-loss"' in html and 'id="fig-encoded"' in html
+
+
+def test_features_can_be_chosen_and_the_cli_and_assign_follow_them(images, tmp_path, capsys):
+    contrastive = TINY | {"objective": "contrastive"}
+    bottleneck = ImageClusterer(**(contrastive | {"features": "bottleneck"})).fit(images)
+    pooled = ImageClusterer(**contrastive).fit(images)  # auto: pooled for a contrastive encoder
+    assert (bottleneck.features, pooled.config_.mixture.features) == ("bottleneck", "pooled")
+    assert bottleneck.transform(images).shape == (48, 8) and pooled.transform(images).shape == (48, 64)
+    # one encoder (same seed), two readings of it: the latent is the bottleneck of the pooled output
+    np.testing.assert_array_equal(bottleneck.reconstruct(images), pooled.reconstruct(images))
+    latents, _ = pooled.reconstruct(images, return_latents=True)
+    np.testing.assert_array_equal(latents, pooled.transform(images))
+
+    np.savez(tmp_path / "train.npz", images=images)
+    fit = ["fit", str(tmp_path / "train.npz"), *TINY_ARGS, "--out", str(tmp_path / "run")]
+    assert main([*fit, "--features", "pooled"]) == 0  # TINY_ARGS train by reconstruction
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["mixture"]["features"] == "pooled"
+    assign = ["assign", str(tmp_path / "run"), str(tmp_path / "train.npz"), "--out", str(tmp_path / "a.csv")]
+    assert main([*assign, "--latents", str(tmp_path / "f.npy")]) == 0
+    assert np.load(tmp_path / "f.npy").shape == (48, 64)
+    with pytest.raises(SystemExit):
+        main([*fit[:-1], str(tmp_path / "other"), "--features", "head"])
+    assert "--features invalid choice: 'head'" in capsys.readouterr().err
+
+
+def test_a_run_saved_before_features_existed_reads_its_bottleneck(images, tmp_path):
+    run = ImageClusterer(**(TINY | {"objective": "contrastive", "features": "bottleneck"})).fit(images)
+    folder = run.save(tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    del config["mixture"]["features"]  # config.json as runs were saved before the setting
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = aegmm.load(folder, progress=False)
+    assert loaded.features == "bottleneck"
+    np.testing.assert_array_equal(loaded.predict(images), run.predict(images))
+
+    pooled = ImageClusterer(**(TINY | {"objective": "contrastive"})).fit(images).save(tmp_path / "new")
+    config = json.loads((pooled / "config.json").read_text())
+    config["mixture"]["features"] = "bottleneck"  # a mixture on 64 pooled numbers claims 8
+    (pooled / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"expected 8 dimensions \(bottleneck features\), got \(64,\)"):
+        aegmm.load(pooled, progress=False)

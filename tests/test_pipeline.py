@@ -62,6 +62,7 @@ def test_predictions_after_load_equal_those_before_saving(fitted, tmp_path):
     assert np.allclose(loaded.predict_proba(images), clusterer.predict_proba(images))
     assert np.allclose(loaded.score_samples(images), clusterer.score_samples(images))
     resolved = {"channels": 3, "normalize": "none", "reducer": "pca", "candidates": 1}  # "auto" for colour
+    resolved["features"] = "bottleneck"  # TINY trains by reconstruction
     assert loaded.get_params() == clone(clusterer).get_params() | resolved
     assert loaded.history_ == clusterer.history_
 
@@ -191,18 +192,18 @@ def encoded(monkeypatch) -> list[int]:
     from aegmm.nn.autoencoder import Encoder
 
     counted: list[int] = []
-    real_forward, real_train = Encoder.forward, pipeline._train
+    real_pooled, real_train = Encoder.pooled, pipeline._train
 
-    def forward(self, x):
+    def pooled(self, x):  # every pass through the trunk, whichever features it returns
         counted.append(len(x))
-        return real_forward(self, x)
+        return real_pooled(self, x)
 
     def train(*args, **kwargs):
         trained = real_train(*args, **kwargs)
         counted.clear()  # what training itself encoded
         return trained
 
-    monkeypatch.setattr(Encoder, "forward", forward)
+    monkeypatch.setattr(Encoder, "pooled", pooled)
     monkeypatch.setattr(pipeline, "_train", train)
     return counted
 

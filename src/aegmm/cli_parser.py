@@ -135,6 +135,7 @@ FIT_FIELDS = {
     "temperature": (T, None, None),
     "view_size": (T, None, at_least(0)),
     "precision": (T, None, None),
+    "features": (X, None, None),
     "normalize": (X, None, None),
     "reducer": (X, None, None),
     "reduced_dim": (X, None, count_or_auto),
@@ -215,7 +216,8 @@ def _assign(assign: argparse.ArgumentParser) -> None:
     assign.add_argument(
         "--latents",
         metavar="FILE.npy",
-        help="also write the latent vectors, one row per CSV row (NaN if skipped)",
+        help="also write the vectors the mixture clustered (latent vectors, or pooled features: see fit "
+        "--features), one row per CSV row (NaN if skipped)",
     )
     _shared(assign, device=True, batch=f"images per encoding batch (default {ENCODE_BATCH})", suppress=True)
 

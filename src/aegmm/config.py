@@ -13,12 +13,18 @@ STEMS = ("small", "standard")  # ModelConfig.stem
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")  # MixtureConfig.covariance_type (sklearn's)
 REDUCERS = ("auto", "none", "pca", "umap")  # MixtureConfig.reducer
 NORMALIZATIONS = ("auto", "none", "l2")  # MixtureConfig.normalize
+FEATURES = ("bottleneck", "pooled")  # MixtureConfig.features, besides auto
+PLANES = (64, 128, 256, 512)  # channels of ResNet-18's four stages at width 1.0
 # What "auto" becomes when a run is fitted (TrainConfig.resolve, MixtureConfig.resolve; the run
 # saves the result). The objective follows the kind of image (README "Defaults and why"): colour
 # images learn by contrast (NT-Xent), single-channel ones (digits, scans) by reconstruction; the
 # batch size follows the objective.
 AUTO_OBJECTIVE = {3: "contrastive", 1: "reconstruction"}  # by channel count
 AUTO_BATCH_SIZE = {"reconstruction": 128, "contrastive": 256, "hybrid": 256}  # by objective
+# What the mixture clusters follows the objective: a contrastive encoder's pooled trunk output
+# (SimCLR's "h", before the layers that serve the loss) clusters better than its bottleneck
+# (benchmarks/results/features/NOTES.md); an autoencoder's bottleneck is the study's latent vector.
+AUTO_FEATURES = {"reconstruction": "bottleneck", "contrastive": "pooled", "hybrid": "pooled"}
 # Epochs follow the collection: AUTO_EPOCHS passes, or more for a small one, so that training takes
 # at least AUTO_MIN_STEPS optimisation steps (at most AUTO_MAX_EPOCHS passes). 8,000 MNIST digits
 # or 16,000 CIFAKE images get 10 epochs (~570 steps); scikit-learn's 1,797 digits (13 steps an
@@ -41,6 +47,7 @@ CHOICES = {
     "covariance_type": COVARIANCE_TYPES,
     "reducer": REDUCERS,
     "normalize": NORMALIZATIONS,
+    "features": ("auto", *FEATURES),
 }
 
 
@@ -73,6 +80,15 @@ class ModelConfig:
     def downsampling(self) -> int:
         """How much the encoder shrinks each side: 8 for the small stem, 32 for the standard one."""
         return 8 if self.stem == "small" else 32
+
+    @property
+    def planes(self) -> list[int]:
+        """Channels of the encoder's four stages at this width (at least 8 each)."""
+        return [max(8, int(round(p * self.width))) for p in PLANES]
+
+    def feature_dim(self, features: str) -> int:
+        """Numbers per image of the features "bottleneck" (latent_dim) or "pooled" (the last stage's)."""
+        return self.latent_dim if features == "bottleneck" else self.planes[-1]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,8 +196,14 @@ class MixtureConfig:
     max_iter: int = 300  # EM iterations per restart
     seed: int = 0  # seeds the reducer and EM
     max_fit_samples: int = 200_000  # above this many images, fit on a random subsample of this size
+    features: str = "auto"  # what the mixture clusters: bottleneck (the latent vector, latent_dim
+    # numbers) or pooled (the ResNet trunk's pooled output before the bottleneck, 512 x width
+    # numbers); auto: pooled for contrastive and hybrid encoders, bottleneck for reconstruction
 
     def __post_init__(self) -> None:
+        if self.features not in CHOICES["features"]:
+            choices = ", ".join(CHOICES["features"])
+            raise ValueError(f"features must be one of {choices}, got {self.features!r}")
         if self.max_fit_samples < 2:
             raise ValueError(f"max_fit_samples must be >= 2, got {self.max_fit_samples}")
         if isinstance(self.n_components, str):
@@ -210,11 +232,12 @@ class MixtureConfig:
     ) -> MixtureConfig:
         """This config with every "auto" replaced by its value for these images and the features
         the `objective` trained (unknown kind of image: pca)."""
+        features = AUTO_FEATURES[objective] if self.features == "auto" else self.features
         reducer = self.reducer
         if reducer == "auto":
             umap = channels == 1 or (channels is not None and objective != "reconstruction")
             reducer = "umap" if umap and n_images >= UMAP_MIN_IMAGES else "pca"
-        chosen = {"reducer": reducer}
+        chosen = {"reducer": reducer, "features": features}
         for name, value in AUTO_BY_REDUCER[reducer].items():
             chosen[name] = value if getattr(self, name) == "auto" else getattr(self, name)
         return replace(self, **chosen)
@@ -239,6 +262,11 @@ class RunConfig:
                 f"image size), got {view}: use --objective contrastive for smaller views"
             )
 
+    @property
+    def feature_dim(self) -> int:
+        """Numbers per image that the mixture clusters (the features resolved)."""
+        return self.model.feature_dim(self.mixture.features)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -247,6 +275,9 @@ class RunConfig:
         parts = {}
         for f, kind in (("model", ModelConfig), ("train", TrainConfig), ("mixture", MixtureConfig)):
             parts[f] = build_config(kind, saved.get(f, {}))
+        if "mixture" in saved and "features" not in saved["mixture"]:
+            # saved before the setting existed: every mixture then clustered the bottleneck
+            parts["mixture"] = replace(parts["mixture"], features="bottleneck")
         return cls(**parts)
 
 

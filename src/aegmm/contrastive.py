@@ -7,9 +7,9 @@ swap objectives. In mode "simclr" its decoder is left as initialised (reconstruc
 meaningless); in mode "hybrid" the decoder learns to reconstruct the views with MSE, from the
 bottleneck detached (default: features stay contrastive) or not (`shared_gradients=True`).
 
-Which features to cluster: `features(encoder, x, "pooled")` (the ResNet trunk's pooled output,
-512 x width numbers) or "bottleneck" (the linear layer after it, latent_dim numbers, what
-`train.encode` returns). See benchmarks/results/contrastive/probe.md for the measurement.
+Which features to cluster (`MixtureConfig.features`): "pooled" (the ResNet trunk's pooled output,
+512 x width numbers, `Encoder.pooled`), the default for these encoders, or "bottleneck" (the
+linear layer after it, latent_dim numbers); benchmarks/results/features/NOTES.md measures both.
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ from torch.amp import GradScaler
 from . import distributed
 from .augment import AugmentPolicy, augment, check_policy, default_policy
 from .checkpoint import has_checkpoint, kept_checkpoint, load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig
+from .config import FEATURES, ModelConfig, TrainConfig
 from .nn import AutoEncoder
-from .nn.autoencoder import Encoder
 from .preprocess import Normalizer
 from .progress import bar
 from .storage import write_json
@@ -48,7 +47,6 @@ from .train import (
 
 OPTIONS_FILE = "contrastive.json"  # the contrastive settings of a checkpoint, checked on resume
 MODES = ("simclr", "hybrid")
-FEATURES = ("pooled", "bottleneck")
 
 
 @dataclass(frozen=True)
@@ -125,20 +123,6 @@ class ContrastiveModel(nn.Module):
         return projections, self.autoencoder.decoder(z if self.options.shared_gradients else z.detach())
 
 
-def pooled(encoder: Encoder, x: Tensor) -> Tensor:
-    """The ResNet trunk's globally average-pooled output, before the bottleneck: (B, 512 x width)."""
-    return torch.flatten(encoder.pool(encoder.stages(encoder.stem(x))), 1)
-
-
-def features(encoder: Encoder, x: Tensor, kind: str = "pooled") -> Tensor:
-    """The vectors a mixture clusters: "pooled" (B, 512 x width) or "bottleneck" (B, latent_dim)."""
-    if kind == "pooled":
-        return pooled(encoder, x)
-    if kind == "bottleneck":
-        return encoder(x)
-    raise ValueError(f"kind must be one of {', '.join(FEATURES)}, got {kind!r}")
-
-
 @torch.inference_mode()
 def encode_features(
     model: AutoEncoder,
@@ -155,7 +139,7 @@ def encode_features(
         on = next(net.parameters()).device
         for start in range(0, len(images), batch_size):
             x = normalizer.to_tensor(images[start : start + batch_size], on)
-            h = pooled(net.encoder, x)
+            h = net.encoder.pooled(x)
             out = {"pooled": h, "bottleneck": net.encoder.bottleneck(h)}
             for kind in kinds:
                 parts[kind].append(out[kind].float().cpu().numpy())

@@ -208,7 +208,7 @@ class AssignOutputs:
         if self.extras.gallery:
             self.gallery = GalleryPicks(clusterer.n_components_)
         if self.extras.latents:
-            self.latents = LatentRows(Path(self.extras.latents), clusterer.config_.model.latent_dim)
+            self.latents = LatentRows(Path(self.extras.latents), clusterer.config_.feature_dim)
 
     @classmethod
     def check(cls, run: Path, data, out: Path, extras: AssignExtras) -> AssignOutputs:

@@ -71,7 +71,7 @@ def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
         (name, getattr(chosen, name))
         for given, chosen, names in (
             (config.train, train, ("objective", "batch_size", "epochs")),
-            (config.mixture, mixture, ("reducer", *AUTO_BY_REDUCER["pca"])),
+            (config.mixture, mixture, ("reducer", *AUTO_BY_REDUCER["pca"], "features")),
         )
         for name in names
         if getattr(given, name) == "auto"
@@ -120,6 +120,7 @@ class ImageClusterer(BaseEstimator):
         candidates: int | str = _X.candidates,
         reg_covar: float = _X.reg_covar,
         max_fit_samples: int = _X.max_fit_samples,
+        features: str = _X.features,
         seed: int = 0,
         device: str = _T.device,
         encode_batch_size: int = 128,
@@ -130,7 +131,7 @@ class ImageClusterer(BaseEstimator):
         self.lr, self.weight_decay, self.val_fraction = lr, weight_decay, val_fraction
         self.noise, self.flip, self.n_components, self.k_range = noise, flip, n_components, k_range
         self.covariance_type, self.reducer, self.reduced_dim = covariance_type, reducer, reduced_dim
-        self.normalize = normalize
+        self.normalize, self.features = normalize, features
         self.n_init, self.candidates, self.reg_covar, self.seed = n_init, candidates, reg_covar, seed
         self.max_fit_samples, self.train_images, self.precision = max_fit_samples, train_images, precision
         self.objective, self.temperature, self.view_size = objective, temperature, view_size
@@ -210,7 +211,8 @@ class ImageClusterer(BaseEstimator):
     # -- using ----------------------------------------------------------------------------------
 
     def transform(self, data: ImageInput) -> np.ndarray:
-        """Latent vectors (N, latent_dim) of the images."""
+        """The vectors the mixture clusters, (N, feature_dim): the latent vectors (latent_dim numbers)
+        or, with ``features="pooled"`` (contrastive encoders' default), the trunk's pooled output."""
         return self._encode(self._images(data))
 
     def predict(self, data: ImageInput) -> np.ndarray:
@@ -228,7 +230,7 @@ class ImageClusterer(BaseEstimator):
     def reconstruct(self, data: ImageInput, *, return_latents: bool = False):
         """Reconstructed images as float32 pixels in [0, 1], (N, H, W, C).
 
-        With ``return_latents``, (latent vectors, reconstructions) from the same single pass.
+        With ``return_latents``, (the vectors `transform` gives, reconstructions) from one pass.
         """
         check_is_fitted(self, "autoencoder_")
         latents, pixels = encode_and_reconstruct(
@@ -237,6 +239,7 @@ class ImageClusterer(BaseEstimator):
             self.normalizer_,
             batch_size=self.encode_batch_size,
             device=self._device(),
+            features=self.config_.mixture.features,
         )
         return (latents, pixels) if return_latents else pixels
 
@@ -285,6 +288,7 @@ class ImageClusterer(BaseEstimator):
             device=self._device(),
             progress=self.progress and len(images) > 4096,  # ~2 s at the 2,309 img/s of results/speed.md
             out=out,
+            features=self.config_.mixture.features,
         )
 
     def _load(self, data: ImageInput, channels: int | None) -> ImageSet:

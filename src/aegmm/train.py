@@ -319,19 +319,21 @@ def encode(
     device: str = "cpu",
     progress: bool = False,
     out: str | Path | None = None,
+    features: str = "bottleneck",
 ) -> np.ndarray:
-    """Latent vectors float32 (N, latent_dim) of uint8 images, in eval mode.
+    """float32 features (N, feature_dim) of uint8 images, in eval mode: the latent vectors
+    ("bottleneck", latent_dim numbers) or the trunk's pooled output ("pooled", 512 x width).
 
     With `out` (a .npy path) they are written chunk by chunk to a memory-mapped file instead
     of memory, and that memory map is returned.
     """
-    shape = (len(images), model.config.latent_dim)
+    shape = (len(images), model.config.feature_dim(features))
     if out is None:
         out = np.empty(shape, dtype=np.float32)
     else:
         out = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=shape)
     for start, net, x in _batches(model, images, normalizer, device, batch_size, progress=progress):
-        out[start : start + len(x)] = net.encoder(x).float().cpu().numpy()
+        out[start : start + len(x)] = net.encoder.features(x, features)[0].float().cpu().numpy()
     return out
 
 
@@ -343,16 +345,17 @@ def encode_and_reconstruct(
     *,
     batch_size: int = 128,
     device: str = "cpu",
+    features: str = "bottleneck",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Latent vectors float32 (N, latent_dim) and reconstructions float32 (N, H, W, C) in [0, 1],
-    from one pass of each batch through the encoder and the decoder."""
+    """Features float32 (N, feature_dim; see `encode`) and reconstructions float32 (N, H, W, C)
+    in [0, 1], from one pass of each batch through the encoder and the decoder."""
     latents, pixels = [], []
     for _, net, x in _batches(model, images, normalizer, device, batch_size):
-        output, z = net(x)
-        latents.append(z.float().cpu().numpy())
-        pixels.append(normalizer.to_pixels(output).permute(0, 2, 3, 1).cpu().numpy())
+        h, z = net.encoder.features(x, features)
+        latents.append(h.float().cpu().numpy())
+        pixels.append(normalizer.to_pixels(net.decoder(z)).permute(0, 2, 3, 1).cpu().numpy())
     if not latents:
-        return np.zeros((0, model.config.latent_dim), np.float32), np.zeros(
+        return np.zeros((0, model.config.feature_dim(features)), np.float32), np.zeros(
             (0, *images.shape[1:]), np.float32
         )
     return np.concatenate(latents), np.concatenate(pixels)

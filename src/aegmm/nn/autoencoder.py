@@ -9,15 +9,10 @@ from torch import Tensor, nn
 from torchvision.models import resnet18
 from torchvision.models.resnet import BasicBlock
 
-from ..config import ModelConfig
+from ..config import FEATURES, ModelConfig
 from .blocks import UpBlock, output_head
 
 LAYERS = [2, 2, 2, 2]  # BasicBlocks per stage: ResNet-18
-PLANES = [64, 128, 256, 512]  # channels per stage at width 1.0
-
-
-def stage_planes(width: float) -> list[int]:
-    return [max(8, int(round(p * width))) for p in PLANES]
 
 
 class Encoder(nn.Module):
@@ -25,7 +20,7 @@ class Encoder(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        planes = stage_planes(config.width)
+        planes = config.planes
         trunk = resnet18(weights=None)  # torchvision's ResNet: conv1, bn1, relu, maxpool, layer1-4
         if config.width != 1.0:
             trunk.inplanes = planes[0]
@@ -51,9 +46,21 @@ class Encoder(nn.Module):
             maps.append(stage(maps[-1]))
         return maps
 
-    def forward(self, x: Tensor) -> Tensor:
+    def pooled(self, x: Tensor) -> Tensor:
+        """The trunk's globally average-pooled output, before the bottleneck: (B, 512 x width)."""
         x = self.stages(self.stem(x))  # (B, 512w, H/f, W/f), f = 8 (small stem) or 32
-        return self.bottleneck(torch.flatten(self.pool(x), 1))  # (B, latent_dim)
+        return torch.flatten(self.pool(x), 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bottleneck(self.pooled(x))  # (B, latent_dim)
+
+    def features(self, x: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+        """(the features of `kind`, "bottleneck" or "pooled"; the latent vector), in one pass."""
+        if kind not in FEATURES:
+            raise ValueError(f"features must be one of {', '.join(FEATURES)}, got {kind!r}")
+        h = self.pooled(x)
+        z = self.bottleneck(h)
+        return (h if kind == "pooled" else z), z
 
 
 class Decoder(nn.Module):
@@ -61,7 +68,7 @@ class Decoder(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        planes = stage_planes(config.width)
+        planes = config.planes
         self.start = config.image_size // config.downsampling
         self.top = planes[-1]
         self.expand = nn.Linear(config.latent_dim, self.top * self.start * self.start)
