@@ -11,6 +11,9 @@ after training. Two settings exist only here (no library change is needed to try
 - `recon_only=1`: cluster on log(reconstruction MSE) alone (1-D, reducer "none").
 - `mixture_seed=N`: reseed only the reducer and EM (the autoencoder is shared), to see how much
   of a difference between variants is the mixture's own seed-to-seed spread.
+
+`features=bottleneck|pooled` is a mixture setting here too: the shared network encodes the images
+once more for a variant whose features differ from those of the fitted run (or of a cached run).
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from aegmm import ImageClusterer
-from aegmm.config import TrainConfig
+from aegmm.config import AUTO_FEATURES, TrainConfig
 from aegmm.evaluation.image_scores import high_frequency, reconstruction
 from aegmm.mixture import LatentMixture
 from aegmm.preprocess import conform_images
+from aegmm.train import encode
 from common import measure
 from peers import Outcome
 
@@ -59,6 +63,7 @@ MIXTURE_KEYS = (
     "candidates",
     "reg_covar",
     "mixture_seed",
+    "features",
 )
 EXTRA_KEYS = ("recon_feature", "recon_only")
 COUNT_OR_AUTO = ("reduced_dim", "n_init", "candidates", "batch_size", "epochs")  # a whole number, or auto
@@ -127,6 +132,32 @@ class Trained:
     score_error: np.ndarray
     timings: dict = field(default_factory=dict)
     score_high_frequency: np.ndarray | None = None  # aegmm's image score of the scored images
+    images: tuple[np.ndarray, np.ndarray] | None = None  # (fit, score), to encode other features
+    other_features: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def features(self) -> str:
+        """The features `fit_latents` and `score_latents` hold."""
+        return self.clusterer.config_.mixture.features
+
+    def latents(self, features: str) -> tuple[np.ndarray, np.ndarray]:
+        """(fit, score) features of this network: "bottleneck" or "pooled" (encoded once each)."""
+        if features == self.features:
+            return self.fit_latents, self.score_latents
+        if features not in self.other_features:
+            model = self.clusterer.config_.model
+            fit, score = (
+                encode(
+                    self.clusterer.autoencoder_,
+                    conform_images(images, model.image_size, model.channels),
+                    self.clusterer.normalizer_,
+                    batch_size=256,
+                    features=features,
+                )
+                for images in self.images
+            )
+            self.other_features[features] = fit, score
+        return self.other_features[features]
 
 
 def reconstruction_error(clusterer: ImageClusterer, images: np.ndarray) -> np.ndarray:
@@ -172,11 +203,12 @@ def train(
         key = json.dumps([trained_by, trained_epochs(params, fit), _digest(fit), _digest(score)])
         folder = cache / hashlib.sha256(key.encode()).hexdigest()[:16]
         if (folder / "arrays.npz").exists():
-            return replace(_load_cached(folder, score is fit), score_high_frequency=high_frequency(score))
+            cached = _load_cached(folder, score is fit)
+            return replace(cached, score_high_frequency=high_frequency(score), images=(fit, score))
     trained = _train(params, fit, score, k)
     if folder is not None:
         _save_cached(folder, trained, score is fit)
-    return replace(trained, score_high_frequency=high_frequency(score))
+    return replace(trained, score_high_frequency=high_frequency(score), images=(fit, score))
 
 
 def trained_epochs(params: dict, fit: np.ndarray) -> int:
@@ -244,14 +276,15 @@ def _train(params: dict, fit: np.ndarray, score: np.ndarray, k: int) -> Trained:
     return Trained(clusterer, fit_latents, score_latents, fit_error, score_error, timings)
 
 
-def _features(variant: Variant, trained: Trained) -> tuple[np.ndarray, np.ndarray]:
+def _features(variant: Variant, trained: Trained, features: str) -> tuple[np.ndarray, np.ndarray]:
     extra = dict(variant.extra)
     fit_log, score_log = np.log(trained.fit_error)[:, None], np.log(trained.score_error)[:, None]
     if extra.get("recon_only"):
         return fit_log, score_log
+    fit_x, score_x = trained.latents(features)
     if extra.get("recon_feature"):
-        return np.hstack([trained.fit_latents, fit_log]), np.hstack([trained.score_latents, score_log])
-    return trained.fit_latents, trained.score_latents
+        return np.hstack([fit_x, fit_log]), np.hstack([score_x, score_log])
+    return fit_x, score_x
 
 
 def cluster(variant: Variant, trained: Trained, k: int) -> tuple[Outcome, dict]:
@@ -259,10 +292,12 @@ def cluster(variant: Variant, trained: Trained, k: int) -> tuple[Outcome, dict]:
     settings = dict(variant.mixture)
     if "mixture_seed" in settings:  # reseed the reducer and EM only: the spread of one autoencoder
         settings["seed"] = settings.pop("mixture_seed")
+    if settings.get("features", "auto") == "auto":  # what ImageClusterer.fit would choose
+        settings["features"] = AUTO_FEATURES[trained.clusterer.config_.train.objective]
     config = replace(trained.clusterer.config_.mixture, n_components=k, **settings)
     if dict(variant.extra).get("recon_only"):
         config = replace(config, reducer="none")
-    fit_x, score_x = _features(variant, trained)
+    fit_x, score_x = _features(variant, trained, config.features)
     with measure() as mixing:
         mixture = LatentMixture(config).fit(fit_x)
         proba = mixture.predict_proba(score_x)
