@@ -225,7 +225,7 @@ def test_smaller_views_train_another_network_and_a_resume_must_keep_them(data, t
     train_contrastive(images, MODEL, TRAIN, normalizer, view_size=8, **saved)
     with pytest.raises(ValueError, match="contrastive settings changed: \\['policy', 'view_size'\\]"):
         train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, view_size=12, **saved)
-    with pytest.raises(ValueError, match="must be 16 pixels \\(the image size\\), got a view size of 8"):
+    with pytest.raises(ValueError, match="view_size must be 0 or 16 \\(the image size\\), got 8"):
         _train(data, mode="hybrid", view_size=8)
 
 

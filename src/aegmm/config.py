@@ -256,11 +256,8 @@ class RunConfig:
                 f"view_size must be 0 or between {self.model.downsampling} (the {self.model.stem} stem's "
                 f"downsampling) and {side} (the image size), got {view}"
             )
-        if view not in (0, side) and self.train.objective == "hybrid":
-            raise ValueError(
-                f"the hybrid objective reconstructs its views, so view_size must be 0 or {side} (the "
-                f"image size), got {view}: use --objective contrastive for smaller views"
-            )
+        if self.train.objective == "hybrid":
+            check_hybrid_views(view, side)
 
     @property
     def feature_dim(self) -> int:
@@ -279,6 +276,16 @@ class RunConfig:
             # saved before the setting existed: every mixture then clustered the bottleneck
             parts["mixture"] = replace(parts["mixture"], features="bottleneck")
         return cls(**parts)
+
+
+def check_hybrid_views(view: int | None, side: int) -> None:
+    """The hybrid objective reconstructs its views, so a view (None or 0: the image size) must be
+    the image's `side`."""
+    if view not in (None, 0, side):
+        raise ValueError(
+            f"the hybrid objective reconstructs its views, so view_size must be 0 or {side} (the "
+            f"image size), got {view}: use --objective contrastive for smaller views"
+        )
 
 
 def build_config(kind: type, saved: dict[str, Any]):

@@ -31,7 +31,7 @@ from torch.amp import GradScaler
 from . import distributed
 from .augment import AugmentPolicy, augment, check_policy, default_policy
 from .checkpoint import has_checkpoint, kept_checkpoint, load_checkpoint, save_checkpoint
-from .config import FEATURES, ModelConfig, TrainConfig
+from .config import FEATURES, ModelConfig, TrainConfig, check_hybrid_views
 from .nn import AutoEncoder
 from .preprocess import Normalizer
 from .progress import bar
@@ -172,11 +172,8 @@ def train_contrastive(
     if config.view_size:
         policy = replace(policy, size=config.view_size)
     check_policy(policy, model_config.channels)
-    if config.mode == "hybrid" and policy.size not in (None, model_config.image_size):
-        raise ValueError(
-            f"the hybrid objective reconstructs its views, so they must be {model_config.image_size} "
-            f"pixels (the image size), got a view size of {policy.size}: use the contrastive objective"
-        )
+    if config.mode == "hybrid":
+        check_hybrid_views(policy.size, model_config.image_size)
     if distributed.launched_by_torchrun():
         raise ValueError(
             "contrastive training runs in one process (NT-Xent here uses the local batch only), got "
