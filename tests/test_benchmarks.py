@@ -66,6 +66,8 @@ def test_quality_smoke(shared_data, tmp_path, results_untouched):
         "mixture_seed=1",
         "--variant",
         "recon_feature=1",
+        "--variant",
+        "features=pooled",  # the digits' autoencoders encode their pooled features once more
     )
     report = json.loads((tmp_path / "quality.json").read_text())
     assert report["settings"]["smoke"] is True
@@ -79,7 +81,7 @@ def test_quality_smoke(shared_data, tmp_path, results_untouched):
     rows = [r for r in report["runs"] if "metrics" in r]
     tasks = [("cifake", "cifar10"), ("cifake", "real_fake"), ("digits", "digits"), ("mnist", "mnist")]
     methods = [("kmeans_pixels", None), ("gmm_pca50", None), ("pca_umap_gmm", None)]
-    methods += [("aegmm", v) for v in ("default", "mixture_seed=1", "recon_feature=1")]
+    methods += [("aegmm", v) for v in ("default", "mixture_seed=1", "recon_feature=1", "features=pooled")]
     expected = {(d, t, m, v) for d, t in tasks for m, v in methods}
     assert sorted((r["dataset"], r["task"], r["method"], r.get("variant")) for r in rows) == sorted(expected)
     for row in rows:
@@ -103,7 +105,7 @@ def test_quality_smoke(shared_data, tmp_path, results_untouched):
         and "Command: `python benchmarks/quality.py --smoke" in markdown
     )
     assert "**Smoke run**" in markdown and "fitted and scored on all 200" in markdown
-    assert sum(line.startswith("| aegmm (") for line in markdown.splitlines()) == 4 * 3
+    assert sum(line.startswith("| aegmm (") for line in markdown.splitlines()) == 4 * 4
     assert "## MNIST (K=10), held-out images" in markdown
 
 
@@ -331,6 +333,7 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
         "views/small_views.md",
         "views/progressive.md",
         "crop_scale/crop008.md",
+        "features/quality.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):
