@@ -48,6 +48,9 @@ def test_field_help_reads_continued_comments_and_names_flags():
     assert text.startswith("how the encoder learns")
     assert text.endswith("reconstruction for single-channel ones")
     assert "--k-range" in field_help(MixtureConfig, "n_components")
+    # a word that is also a setting's name becomes its flag: comments use such words only for it
+    assert "--features" not in text + field_help(TrainConfig, "view_size")
+    assert "--latent-dim" in field_help(MixtureConfig, "features")
 
 
 def test_fit_run_and_assign_run_work_from_python(image_folder, tmp_path):

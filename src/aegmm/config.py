@@ -111,13 +111,13 @@ class TrainConfig:
     # has bf16 instructions (benchmarks/results/profile.md), emulated elsewhere. float16: CUDA only
     objective: str = "auto"  # how the encoder learns. reconstruction: the study's autoencoder
     # (MSE); contrastive: SimCLR's NT-Xent on two augmented views of each image (no decoder, so no
-    # reconstructions); hybrid: contrastive, plus a decoder on the detached features for the
+    # reconstructions); hybrid: contrastive, plus a decoder on the detached encoder output for the
     # report's reconstructions (about twice the time). auto: contrastive for colour images,
     # reconstruction for single-channel ones
     temperature: float = 0.2  # NT-Xent's temperature (contrastive and hybrid objectives)
     view_size: int = 0  # side in pixels of the augmented views the contrastive objective trains
     # on (0: the image size; the reconstruction objective has no views); smaller views train
-    # faster, features are still taken at the image size
+    # faster, the mixture still reads whole images at the image size
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
