@@ -31,6 +31,12 @@ import torch.nn.functional as F
 from common import agreement, load_cifake, split_cifake
 
 BASE = ("bottleneck", "pooled", "l3l4", "gem")
+AVERAGED = ("flip_", "tta_")  # prefixes: the kind averaged over views of each image
+
+
+def base_of(kind: str) -> str:
+    """The kind read from each view: "pooled" for "tta_pooled", the kind itself otherwise."""
+    return kind.split("_", 1)[1] if kind.startswith(AVERAGED) else kind
 
 
 def readings(encoder, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -60,7 +66,7 @@ def views(x: torch.Tensor, kind: str) -> list[torch.Tensor]:
 @torch.inference_mode()
 def features(clusterer, images: np.ndarray, kind: str, batch: int = 500) -> np.ndarray:
     encoder, normalizer = clusterer.autoencoder_.encoder.eval(), clusterer.normalizer_
-    base = kind.split("_", 1)[1] if "_" in kind else kind
+    base = base_of(kind)
     out = []
     for start in range(0, len(images), batch):
         x = normalizer.to_tensor(images[start : start + batch], torch.device("cpu"))
@@ -82,8 +88,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     kinds = args.kinds.split(",")
     for kind in kinds:
-        base = kind.split("_", 1)[1] if kind.startswith(("flip_", "tta_")) else kind
-        if base not in BASE:
+        if base_of(kind) not in BASE:
             parser.error(f"unknown kind {kind!r}; expected {', '.join(BASE)}, optionally as flip_/tta_")
 
     import aegmm

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from aegmm import ImageClusterer
-from aegmm.config import AUTO_FEATURES, TrainConfig
+from aegmm.config import TrainConfig, resolve_features
 from aegmm.evaluation.image_scores import high_frequency, reconstruction
 from aegmm.mixture import LatentMixture
 from aegmm.preprocess import conform_images
@@ -146,17 +146,16 @@ class Trained:
             return self.fit_latents, self.score_latents
         if features not in self.other_features:
             model = self.clusterer.config_.model
-            fit, score = (
-                encode(
-                    self.clusterer.autoencoder_,
-                    conform_images(images, model.image_size, model.channels),
-                    self.clusterer.normalizer_,
-                    batch_size=256,
-                    features=features,
+
+            def encoded(images: np.ndarray) -> np.ndarray:
+                images = conform_images(images, model.image_size, model.channels)
+                return encode(
+                    self.clusterer.autoencoder_, images, self.clusterer.normalizer_, features=features
                 )
-                for images in self.images
-            )
-            self.other_features[features] = fit, score
+
+            fit, score = self.images
+            fit_x = encoded(fit)
+            self.other_features[features] = fit_x, fit_x if score is fit else encoded(score)
         return self.other_features[features]
 
 
@@ -292,8 +291,8 @@ def cluster(variant: Variant, trained: Trained, k: int) -> tuple[Outcome, dict]:
     settings = dict(variant.mixture)
     if "mixture_seed" in settings:  # reseed the reducer and EM only: the spread of one autoencoder
         settings["seed"] = settings.pop("mixture_seed")
-    if settings.get("features", "auto") == "auto":  # what ImageClusterer.fit would choose
-        settings["features"] = AUTO_FEATURES[trained.clusterer.config_.train.objective]
+    objective = trained.clusterer.config_.train.objective  # what ImageClusterer.fit would choose:
+    settings["features"] = resolve_features(settings.get("features", "auto"), objective)
     config = replace(trained.clusterer.config_.mixture, n_components=k, **settings)
     if dict(variant.extra).get("recon_only"):
         config = replace(config, reducer="none")

@@ -232,7 +232,7 @@ class MixtureConfig:
     ) -> MixtureConfig:
         """This config with every "auto" replaced by its value for these images and the features
         the `objective` trained (unknown kind of image: pca)."""
-        features = AUTO_FEATURES[objective] if self.features == "auto" else self.features
+        features = resolve_features(self.features, objective)
         reducer = self.reducer
         if reducer == "auto":
             umap = channels == 1 or (channels is not None and objective != "reconstruction")
@@ -276,6 +276,11 @@ class RunConfig:
             # saved before the setting existed: every mixture then clustered the bottleneck
             parts["mixture"] = replace(parts["mixture"], features="bottleneck")
         return cls(**parts)
+
+
+def resolve_features(features: str, objective: str) -> str:
+    """What `MixtureConfig.features` becomes for an encoder trained with `objective`."""
+    return AUTO_FEATURES[objective] if features == "auto" else features
 
 
 def check_hybrid_views(view: int | None, side: int) -> None:
