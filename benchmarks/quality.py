@@ -66,14 +66,20 @@ SMOKE_NETWORK = {
 }
 
 
-def tasks_of(dataset: str, scored: Labelled) -> list[dict]:
-    """Each task: name, K, true labels of the scored images, and the AUROC target if any."""
+TASKS = ("cifar10", "real_fake", "digits", "mnist")
+
+
+def tasks_of(dataset: str, scored: Labelled, only: set[str] | None = None) -> list[dict]:
+    """Each task: name, K, true labels of the scored images, and the AUROC target if any; only
+    those named in ``only`` when it is given."""
     if dataset in ("digits", "mnist"):
-        return [{"task": dataset, "k": 10, "y": scored.classes, "positive": None}]
-    return [
-        {"task": "cifar10", "k": 10, "y": scored.classes, "positive": None},
-        {"task": "real_fake", "k": 2, "y": scored.domains, "positive": scored.domains == 1},
-    ]
+        tasks = [{"task": dataset, "k": 10, "y": scored.classes, "positive": None}]
+    else:
+        tasks = [
+            {"task": "cifar10", "k": 10, "y": scored.classes, "positive": None},
+            {"task": "real_fake", "k": 2, "y": scored.domains, "positive": scored.domains == 1},
+        ]
+    return [task for task in tasks if only is None or task["task"] in only]
 
 
 def score_outcome(outcome, task: dict) -> dict:
@@ -83,13 +89,13 @@ def score_outcome(outcome, task: dict) -> dict:
     return row
 
 
-def run_peers(methods, dataset, fit, scored, seeds, emit) -> None:
+def run_peers(methods, dataset, fit, scored, seeds, emit, only=None) -> None:
     for method in methods:
         if method == "clustimage":
             emit({"dataset": dataset, "method": method, "skipped": CLUSTIMAGE_NOTE})
             continue
         for seed in seeds:
-            for task in tasks_of(dataset, scored):
+            for task in tasks_of(dataset, scored, only):
                 print(
                     f"[{time.strftime('%H:%M:%S')}] {dataset} {task['task']} {method} seed {seed}", flush=True
                 )
@@ -120,12 +126,14 @@ def seeded(variants: list[Variant], seeds: list[int]) -> list[tuple[Variant, int
     return runs
 
 
-def run_aegmm(runs: list[tuple[Variant, int]], dataset, fit, scored, epochs, emit, cache=None, base=None):
+def run_aegmm(
+    runs: list[tuple[Variant, int]], dataset, fit, scored, epochs, emit, cache=None, base=None, only=None
+):
     """`runs` from `seeded`: variants sharing training settings (and seed) share one network."""
     groups: dict[tuple, list[tuple[Variant, int]]] = {}
     for variant, seed in runs:
         groups.setdefault(variant.train, []).append((variant, seed))
-    tasks = tasks_of(dataset, scored)
+    tasks = tasks_of(dataset, scored, only)
     for members in groups.values():
         first, seed = members[0]
         print(
@@ -217,6 +225,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--datasets", default="cifake,digits,mnist", help="comma list of cifake, digits, mnist"
     )
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help=f"comma list of the tasks to run, of {', '.join(TASKS)} (default: every task of the datasets)",
+    )
     parser.add_argument("--fit-size", type=int, default=16000, help="CIFAKE fit images (stratified subset)")
     parser.add_argument("--test-size", type=int, default=4000, help="CIFAKE held-out images scored")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split")
@@ -250,6 +263,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     if unknown:
         parser.error(f"unknown methods or datasets {unknown}")
+    if args.tasks is not None:
+        args.tasks = {t.strip() for t in args.tasks.split(",") if t.strip()}
+        if not args.tasks or args.tasks - set(TASKS):
+            parser.error(f"--tasks is a comma list of {', '.join(TASKS)}, got {sorted(args.tasks)}")
     args.variants = ([] if args.no_default else [parse_variant("default")]) + [
         parse_variant(v) for v in args.variant
     ]
@@ -274,6 +291,7 @@ def main(argv=None) -> int:
             "seed": args.seed,
             "seeds": args.seeds,
             "methods": args.methods,
+            "tasks": None if args.tasks is None else sorted(args.tasks),
             "variants": [v.name for v in args.variants],
         },
         "machine_start": machine(),
@@ -292,10 +310,10 @@ def main(argv=None) -> int:
     peers = [m for m in args.methods if m != "aegmm"]
     for name, (fit, scored, info) in datasets(args).items():
         report["datasets"][name] = info
-        run_peers(peers, name, fit, scored, args.seeds, emit)
+        run_peers(peers, name, fit, scored, args.seeds, emit, args.tasks)
         if "aegmm" in args.methods and args.variants:
             runs = seeded(args.variants, args.seeds)
-            run_aegmm(runs, name, fit, scored, args.epochs, emit, args.cache, args.base)
+            run_aegmm(runs, name, fit, scored, args.epochs, emit, args.cache, args.base, args.tasks)
     report["machine_end"] = machine()
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     report["max_rss_mib"] = round(max_rss_mib(), 1)

@@ -109,6 +109,39 @@ def test_quality_smoke(shared_data, tmp_path, results_untouched):
     assert "## MNIST (K=10), held-out images" in markdown
 
 
+def test_view_policy_trains_with_changed_views_on_the_chosen_tasks_only(
+    shared_data, tmp_path, results_untouched
+):
+    out = run_script(
+        "view_policy.py",
+        "hue=0.1,crop_scale=0.35:1",
+        "--smoke",
+        "--out",
+        str(tmp_path),
+        "--datasets",
+        "cifake",
+        "--methods",
+        "kmeans_pixels,aegmm",
+        "--tasks",
+        "cifar10",
+    )
+    assert "crop_scale=(0.35, 1.0)" in out and "hue=0.1" in out  # the policy the run trained with
+    report = json.loads((tmp_path / "quality.json").read_text())
+    assert report["settings"]["tasks"] == ["cifar10"]
+    rows = [r for r in report["runs"] if "metrics" in r]
+    assert sorted((r["task"], r["method"]) for r in rows) == [
+        ("cifar10", "aegmm"),
+        ("cifar10", "kmeans_pixels"),
+    ]
+    for bad, message in (
+        (["view_policy.py", "hue"], "expected FIELD=VALUE"),
+        (["view_policy.py", "hue=0.1", "--smoke", "--tasks", "digit"], "--tasks is a comma list of"),
+    ):
+        command = [sys.executable, f"benchmarks/{bad[0]}", *bad[1:]]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and message in done.stderr, done.stderr
+
+
 def test_quality_seeds_runs_every_method_per_seed_and_reports_mean_and_sd(
     shared_data, tmp_path, results_untouched
 ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -11,7 +12,17 @@ import torch
 import torch.nn.functional as F
 
 from aegmm import contrastive
-from aegmm.augment import COLOUR, GRAYSCALE, AugmentPolicy, affine_matrices, augment, default_policy
+from aegmm.augment import (
+    COLOUR,
+    GRAYSCALE,
+    AugmentPolicy,
+    affine_matrices,
+    augment,
+    colour_jitter,
+    default_policy,
+    grayscale,
+    turn_hue,
+)
 from aegmm.config import ModelConfig, TrainConfig
 from aegmm.contrastive import encode_features, nt_xent, train_contrastive
 from aegmm.nn import AutoEncoder
@@ -107,6 +118,51 @@ def test_grayscale_policy_applies_no_colour_ops():
     assert torch.allclose(normalizer.to_pixels(out), geometry_only.clamp(0, 1), atol=1e-5)
     with pytest.raises(ValueError, match="colour jitter and grayscale need 3-channel"):
         augment(x, COLOUR, normalizer, torch.Generator())
+
+
+def test_hue_turns_keep_the_luma_and_a_full_turn_is_the_identity():
+    pixels = 0.4 + 0.2 * torch.rand(6, 3, 8, 8)  # little chroma: no turn reaches 0 or 1 and clips
+    angles = torch.tensor([0.0, 2 * math.pi, 0.3, -0.3, math.pi, 1.0])
+    out = turn_hue(pixels, angles)
+    torch.testing.assert_close(out[:2], pixels[:2], atol=1e-5, rtol=0)
+    assert not torch.allclose(out[2:], pixels[2:], atol=1e-2)
+    torch.testing.assert_close(grayscale(out), grayscale(pixels), atol=2e-3, rtol=0)
+    half = turn_hue(turn_hue(pixels[:1], torch.tensor([math.pi])), torch.tensor([math.pi]))
+    torch.testing.assert_close(half, pixels[:1], atol=1e-5, rtol=0)
+    gray = pixels.mean(dim=1, keepdim=True).expand_as(pixels)
+    torch.testing.assert_close(turn_hue(gray, angles), gray, atol=1e-5, rtol=0)  # no chroma to turn
+
+
+def test_hue_jitter_draws_after_the_other_jitters_and_only_when_asked():
+    pixels = 0.2 + 0.6 * torch.rand(8, 3, 8, 8)
+
+    def state_after(draws):  # a generator's state after drawing these shapes from seed 1
+        generator = torch.Generator().manual_seed(1)
+        for shape in draws:
+            torch.rand(*shape, generator=generator)
+        return generator.get_state()
+
+    for policy, draws in ((COLOUR, [(8, 5)]), (replace(COLOUR, hue=0.1), [(8, 5), (8,)])):
+        generator = torch.Generator().manual_seed(1)
+        colour_jitter(pixels, policy, generator)
+        assert torch.equal(generator.get_state(), state_after(draws))  # no hue: the draws of before
+    plain = colour_jitter(pixels, replace(COLOUR, grayscale_p=0.0), torch.Generator().manual_seed(1))
+    hued_policy = replace(COLOUR, grayscale_p=0.0, jitter_p=1.0, hue=0.1)
+    hued = colour_jitter(pixels, hued_policy, torch.Generator().manual_seed(1))
+    same = colour_jitter(pixels, hued_policy, torch.Generator().manual_seed(1))
+    assert torch.equal(hued, same) and not torch.allclose(hued, plain, atol=1e-3)
+    assert replace(COLOUR, brightness=0.0, contrast=0.0, saturation=0.0, grayscale_p=0.0, hue=0.1).colour
+    with pytest.raises(
+        ValueError, match="hue must be in \\[0, 0.5\\] \\(a fraction of the colour circle\\), got 0.6"
+    ):
+        AugmentPolicy(hue=0.6)
+    with pytest.raises(ValueError, match="colour jitter and grayscale need 3-channel"):
+        augment(
+            torch.rand(2, 1, 8, 8),
+            replace(GRAYSCALE, hue=0.1, jitter_p=0.5),
+            Normalizer((0.5,), (0.2,)),
+            torch.Generator(),
+        )
 
 
 def test_identity_policy_returns_the_input():
@@ -227,6 +283,22 @@ def test_smaller_views_train_another_network_and_a_resume_must_keep_them(data, t
         train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, view_size=12, **saved)
     with pytest.raises(ValueError, match="view_size must be 0 or 16 \\(the image size\\), got 8"):
         _train(data, mode="hybrid", view_size=8)
+
+
+def test_a_checkpoint_written_before_hue_existed_resumes(data, tmp_path):
+    images, normalizer = data
+    saved = {"checkpoint_dir": tmp_path, "progress": False}
+    whole, _ = train_contrastive(images, MODEL, TRAIN, normalizer, **saved)
+    options = tmp_path / contrastive.OPTIONS_FILE
+    record = json.loads(options.read_text())
+    del record["policy"]["hue"]  # the options file as it was written before the field existed
+    options.write_text(json.dumps(record))
+    resumed, _ = train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, **saved)
+    assert all(torch.equal(a, b) for a, b in zip(_weights(whole), _weights(resumed)))
+    record["policy"]["hue"] = 0.1  # a checkpoint trained with hue does not resume without it
+    options.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="contrastive settings changed: \\['policy'\\]"):
+        train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, **saved)
 
 
 def test_hybrid_detached_decoder_leaves_the_encoder_to_nt_xent(data):

@@ -25,6 +25,7 @@ from torch import Tensor
 from .preprocess import Normalizer
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights of R, G, B (torchvision's rgb_to_grayscale)
+YIQ = (LUMA, (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))  # RGB -> luma and the two chroma axes
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class AugmentPolicy:
     brightness: float = 0.4  # pixel values times a factor in [1 - b, 1 + b]
     contrast: float = 0.4  # distance from the image's mean gray times a factor in [1 - c, 1 + c]
     saturation: float = 0.4  # distance from each pixel's gray times a factor in [1 - s, 1 + s]
+    hue: float = 0.0  # hue turned by up to this fraction of the colour circle (torchvision's hue)
     jitter_p: float = 0.8  # probability that an image gets the colour jitter at all
     grayscale_p: float = 0.2  # probability that an image is turned gray (after the jitter)
     size: int | None = None  # side of the views in pixels; None: the images' own
@@ -56,6 +58,8 @@ class AugmentPolicy:
         for name in ("brightness", "contrast", "saturation"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5] (a fraction of the colour circle), got {self.hue}")
         for name in ("jitter_p", "grayscale_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
@@ -63,11 +67,11 @@ class AugmentPolicy:
     @property
     def colour(self) -> bool:
         """Whether the policy changes colours at all (it must not for single-channel images)."""
-        jitter = self.jitter_p > 0 and max(self.brightness, self.contrast, self.saturation) > 0
+        jitter = self.jitter_p > 0 and max(self.brightness, self.contrast, self.saturation, self.hue) > 0
         return jitter or self.grayscale_p > 0
 
 
-COLOUR = AugmentPolicy()  # SimCLR's CIFAR views (hue jitter left out)
+COLOUR = AugmentPolicy()  # SimCLR's CIFAR views, hue jitter left out (`hue` adds it)
 GRAYSCALE = AugmentPolicy(  # digits and scans: no mirror images, no colour ops, milder crops
     crop_scale=(0.6, 1.0),
     crop_ratio=(0.8, 1.25),
@@ -95,7 +99,7 @@ def check_policy(policy: AugmentPolicy, channels: int) -> None:
     if channels == 1 and policy.colour:
         raise ValueError(
             "colour jitter and grayscale need 3-channel images, got 1 channel: set brightness, contrast, "
-            "saturation, jitter_p and grayscale_p to 0 (as GRAYSCALE does)"
+            "saturation, hue, jitter_p and grayscale_p to 0 (as GRAYSCALE does)"
         )
 
 
@@ -144,9 +148,13 @@ def affine_matrices(n: int, policy: AugmentPolicy, generator: torch.Generator) -
 
 
 def colour_jitter(pixels: Tensor, policy: AugmentPolicy, generator: torch.Generator) -> Tensor:
-    """Brightness, contrast, saturation (in that order) then grayscale, on [0, 1] RGB (B, 3, H, W)."""
+    """Brightness, contrast, saturation, hue (in that order) then grayscale, on [0, 1] RGB (B, 3, H, W).
+
+    The hue's draws come after the others' and only when the policy turns hues, so a policy without
+    hue draws exactly the numbers it drew before hue existed (saved runs resume exactly)."""
     n = len(pixels)
     u = torch.rand(n, 5, generator=generator).to(pixels.device, pixels.dtype)
+    turns = torch.rand(n, generator=generator).to(pixels.device, pixels.dtype) if policy.hue > 0 else None
     jitter = (u[:, 0] < policy.jitter_p).view(-1, 1, 1, 1)
     gray_too = (u[:, 1] < policy.grayscale_p).view(-1, 1, 1, 1)
     factors = [
@@ -161,7 +169,33 @@ def colour_jitter(pixels: Tensor, policy: AugmentPolicy, generator: torch.Genera
     out = ((out - mean_gray) * c + mean_gray).clamp(0.0, 1.0)
     gray = grayscale(out)
     out = ((out - gray) * s + gray).clamp(0.0, 1.0)
+    if turns is not None:
+        angle = torch.where(
+            jitter.view(-1), 2 * math.pi * policy.hue * (2 * turns - 1), torch.zeros_like(turns)
+        )
+        out = turn_hue(out, angle)
     return torch.where(gray_too, grayscale(out).expand_as(out), out)
+
+
+def turn_hue(pixels: Tensor, angle: Tensor) -> Tensor:
+    """RGB pixels (B, 3, H, W) with their chroma turned by ``angle`` (B,) radians around the gray axis.
+
+    The turn is a rotation of the (I, Q) chroma plane of YIQ, which keeps the luma: one 3 x 3 matrix per
+    image, applied as a batched matrix product (torchvision's HSV round trip is per-pixel branching).
+    """
+    to_yiq = torch.tensor(YIQ, dtype=pixels.dtype, device=pixels.device)
+    cos, sin, zero, one = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle), torch.ones_like(angle)
+    turn = torch.stack(
+        [
+            torch.stack([one, zero, zero], 1),
+            torch.stack([zero, cos, -sin], 1),
+            torch.stack([zero, sin, cos], 1),
+        ],
+        1,
+    )  # (B, 3, 3)
+    matrices = torch.linalg.inv(to_yiq) @ turn @ to_yiq
+    out = torch.einsum("bij,bjhw->bihw", matrices, pixels)
+    return out.clamp(0.0, 1.0)
 
 
 def grayscale(pixels: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -227,6 +227,9 @@ def _write_options(folder: Path, config: ContrastiveConfig, policy: AugmentPolic
 def _check_options(folder: Path, config: ContrastiveConfig, policy: AugmentPolicy) -> None:
     path = folder / OPTIONS_FILE
     saved = json.loads(path.read_text()) if path.is_file() else None
+    if saved is not None and isinstance(saved.get("policy"), dict):  # fields added since: their defaults
+        defaults = json.loads(json.dumps({f.name: f.default for f in fields(AugmentPolicy)}))
+        saved["policy"] = defaults | saved["policy"]
     now = _options_record(config, policy)
     if saved != now:
         changed = sorted(k for k in now if saved is None or saved.get(k) != now[k])
