@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import aegmm
 from aegmm import ImageClusterer
@@ -15,6 +16,7 @@ from aegmm.cli_parser import build_parser
 from aegmm.config import TrainConfig
 from aegmm.evaluation.evaluate import evaluate_run
 from aegmm.evaluation.report import NO_DECODER
+from aegmm.train import native_bfloat16, precision_plan
 from conftest import TINY, TINY_ARGS, two_group_images
 
 
@@ -102,13 +104,40 @@ def test_auto_trains_colour_by_contrast_and_single_channel_by_reconstruction(
     assert (train.objective, train.batch_size) == (objective, batch_size)
     kind = "colour" if channels == 3 else "single-channel"
     said = capsys.readouterr().err  # 48 images: too few for UMAP whatever the objective
-    chosen = f"objective {objective}, batch_size {batch_size}, reducer pca"
+    native = native_bfloat16(torch.device("cpu"))  # contrastive training: bfloat16 where the CPU has it
+    precision = "bfloat16" if native and objective == "contrastive" else "float32"
+    assert train.precision == precision
+    chosen = f"objective {objective}, batch_size {batch_size}, precision {precision}, reducer pca"
     assert f"settings for 48 {kind} images: {chosen}" in said
     assert f"candidates 1, features {features}\n" in said
     assert clusterer.transform(images).shape == (48, dim)  # pooled: 512 x 0.125; bottleneck: latent_dim
     loaded = aegmm.load(clusterer.save(tmp_path / "run"), progress=False)
     assert (loaded.objective, loaded.batch_size, loaded.features) == (objective, batch_size, features)
     np.testing.assert_array_equal(loaded.transform(images), clusterer.transform(images))
+
+
+def test_auto_precision_follows_the_device_and_the_objective_and_sets_the_contrastive_epochs():
+    def chosen(objective, device_type, native, **given):
+        train = TrainConfig(**given).resolve(
+            objective=objective, n_train=14_400, device_type=device_type, native_bf16=native
+        )
+        return train.precision, train.epochs
+
+    assert chosen("contrastive", "cpu", True) == ("bfloat16", config_module.AUTO_EPOCHS_MIXED)
+    assert chosen("hybrid", "cpu", True) == ("bfloat16", config_module.AUTO_EPOCHS_MIXED)
+    assert chosen("contrastive", "cpu", False) == ("float32", config_module.AUTO_EPOCHS)  # emulated: no
+    assert chosen("reconstruction", "cpu", True) == ("float32", config_module.AUTO_EPOCHS)  # the study's
+    assert chosen("reconstruction", "cuda", False) == ("float16", config_module.AUTO_EPOCHS)
+    assert chosen("contrastive", "cuda", True) == ("bfloat16", config_module.AUTO_EPOCHS_MIXED)
+    assert chosen("contrastive", "mps", True) == ("float32", config_module.AUTO_EPOCHS)
+    assert chosen("contrastive", "cpu", False, precision="bfloat16") == ("bfloat16", 18)  # asked for
+    assert chosen("contrastive", "cpu", True, precision="float32") == ("float32", 10)
+    assert chosen("contrastive", "cpu", True, epochs=4) == ("bfloat16", 4)
+    unknown = TrainConfig().resolve(objective="contrastive", n_train=14_400)  # no device yet: left auto
+    assert unknown.precision == "auto" and unknown.epochs == config_module.AUTO_EPOCHS
+    assert precision_plan("auto", "cpu", True, "contrastive").dtype == torch.bfloat16
+    assert precision_plan("auto", "cpu", True).dtype is None  # reconstruction
+    assert isinstance(native_bfloat16(torch.device("cpu")), bool)
 
 
 def test_auto_epochs_are_chosen_for_the_collection_said_saved_and_offered_by_the_cli(
@@ -118,7 +147,8 @@ def test_auto_epochs_are_chosen_for_the_collection_said_saved_and_offered_by_the
     monkeypatch.setattr(config_module, "AUTO_MIN_STEPS", 6)  # 43 of 48 train: 3 batches of 16 an epoch
     clusterer = ImageClusterer(**(TINY | {"epochs": "auto", "progress": True})).fit(images)
     assert clusterer.config_.train.epochs == 2 and len(clusterer.history_) == 2
-    assert "settings for 48 colour images: epochs 2, reducer pca" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "settings for 48 colour images: epochs 2, precision float32, reducer pca" in said
     assert aegmm.load(clusterer.save(tmp_path / "run"), progress=False).epochs == 2
     assert build_parser().parse_args(["fit", "x", "--out", "y", "--epochs", "auto"]).epochs == "auto"
     assert build_parser().parse_args(["fit", "x", "--out", "y", "--epochs", "7"]).epochs == 7

@@ -30,6 +30,11 @@ AUTO_FEATURES = {"reconstruction": "bottleneck", "contrastive": "pooled", "hybri
 # or 16,000 CIFAKE images get 10 epochs (~570 steps); scikit-learn's 1,797 digits (13 steps an
 # epoch at batch 128) get 39 (benchmarks/results/small_collections/NOTES.md).
 AUTO_EPOCHS, AUTO_MIN_STEPS, AUTO_MAX_EPOCHS = 10, 500, 50
+# Contrastive training in mixed precision gets AUTO_EPOCHS_MIXED passes instead: on a CPU with
+# bfloat16 instructions its epochs take about 0.6x as long, and 18 of them keep the 16,000-image
+# CIFAKE fit in the 15 minutes that 10 float32 epochs take
+# (benchmarks/results/bf16_default/NOTES.md). The reconstruction objective keeps AUTO_EPOCHS.
+AUTO_EPOCHS_MIXED = 18
 # The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images,
 # unless they are a colour autoencoder's latents (there PCA clusters better); the other mixture
 # settings follow the reducer.
@@ -106,9 +111,11 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "mps"
     train_images: int = 0  # train on a random N of the images (0 = all);
     # every image is still encoded and clustered (for millions of images)
-    precision: str = "auto"  # training arithmetic. auto: float32 on CPU; on a GPU bfloat16 autocast
-    # where it supports it, else float16 with a gradient scaler. bfloat16 on CPU: faster where the CPU
-    # has bf16 instructions (benchmarks/results/profile.md), emulated elsewhere. float16: CUDA only
+    precision: str = "auto"  # training arithmetic. auto: on a GPU bfloat16 autocast where it
+    # supports it, else float16 with a gradient scaler; on CPU bfloat16 autocast for the contrastive
+    # objectives where the CPU has bfloat16 instructions (AVX512-BF16 or AMX), float32 otherwise
+    # (the reconstruction objective: the study's arithmetic). bfloat16 on other CPUs is emulated,
+    # slower than float32. float16: CUDA only
     objective: str = "auto"  # how the encoder learns. reconstruction: the study's autoencoder
     # (MSE); contrastive: SimCLR's NT-Xent on two augmented views of each image (no decoder, so no
     # reconstructions); hybrid: contrastive, plus a decoder on the detached encoder output for the
@@ -145,17 +152,29 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
     def resolve(
-        self, *, channels: int = 3, objective: str | None = None, n_train: int | None = None
+        self,
+        *,
+        channels: int = 3,
+        objective: str | None = None,
+        n_train: int | None = None,
+        device_type: str | None = None,
+        native_bf16: bool = False,
     ) -> TrainConfig:
         """This config with "auto" replaced: the objective by the kind of image, unless a trainer
-        names its own `objective`; the batch size by the objective; the epochs by the number of
-        training images `n_train` (left "auto" while it is unknown)."""
+        names its own `objective`; the batch size by the objective; the precision by the device
+        (`device_type`, and whether it computes bfloat16 natively; left "auto" while the device is
+        unknown); the epochs by the number of training images `n_train` (left "auto" while it is
+        unknown) and, for the contrastive objectives, by the precision."""
         chosen = objective or (AUTO_OBJECTIVE[channels] if self.objective == "auto" else self.objective)
         batch_size = AUTO_BATCH_SIZE[chosen] if self.batch_size == "auto" else self.batch_size
+        precision = self.precision
+        if precision == "auto" and device_type is not None:
+            precision = auto_precision(chosen, device_type, native_bf16)
         epochs = self.epochs
         if epochs == "auto" and n_train is not None:
-            epochs = auto_epochs(n_train, batch_size)
-        return replace(self, objective=chosen, batch_size=batch_size, epochs=epochs)
+            mixed = chosen != "reconstruction" and precision in ("bfloat16", "float16")
+            epochs = auto_epochs(n_train, batch_size, AUTO_EPOCHS_MIXED if mixed else AUTO_EPOCHS)
+        return replace(self, objective=chosen, batch_size=batch_size, precision=precision, epochs=epochs)
 
     def train_count(self, n_images: int) -> int:
         """How many of `n_images` images this config trains on (the rest, if any, validate)."""
@@ -170,11 +189,21 @@ def split_sizes(n: int, val_fraction: float, limit: int = 0) -> tuple[int, int]:
     return m - n_val, n_val
 
 
-def auto_epochs(n_train: int, batch_size: int) -> int:
-    """AUTO_EPOCHS, or more: enough passes over `n_train` images for AUTO_MIN_STEPS steps (at most
+def auto_epochs(n_train: int, batch_size: int, base: int = AUTO_EPOCHS) -> int:
+    """`base` epochs, or more: enough passes over `n_train` images for AUTO_MIN_STEPS steps (at most
     AUTO_MAX_EPOCHS)."""
     steps = max(1, math.ceil(n_train / batch_size))
-    return min(AUTO_MAX_EPOCHS, max(AUTO_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps)))
+    return min(AUTO_MAX_EPOCHS, max(base, math.ceil(AUTO_MIN_STEPS / steps)))
+
+
+def auto_precision(objective: str, device_type: str, native_bf16: bool) -> str:
+    """What precision "auto" trains in (TrainConfig.precision): mixed precision on a GPU; on CPU,
+    bfloat16 for the contrastive objectives where the CPU computes it natively, else float32."""
+    if device_type == "cuda":
+        return "bfloat16" if native_bf16 else "float16"
+    if device_type == "cpu" and native_bf16 and objective != "reconstruction":
+        return "bfloat16"
+    return "float32"
 
 
 @dataclass(frozen=True, kw_only=True)

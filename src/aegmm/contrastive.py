@@ -181,7 +181,7 @@ def train_contrastive(
         )
     objective = "contrastive" if config.mode == "simclr" else "hybrid"
     build = partial(ContrastiveModel, model_config, config)
-    s = Session.start(images, train_config, objective, build, checkpoint_dir)
+    s = Session.start(images, train_config, objective, build, checkpoint_dir, progress)
     train_config = s.train_config  # "auto" settings resolved
     model = s.model.to(memory_format=torch.channels_last)  # with channels-last views: see _Run.views
     start, history = _resume(

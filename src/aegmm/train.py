@@ -20,7 +20,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from . import distributed
 from .checkpoint import data_fingerprint, has_checkpoint, kept_checkpoint, load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig, split_sizes
+from .config import ModelConfig, TrainConfig, auto_precision, split_sizes
 from .nn import AutoEncoder
 from .preprocess import Normalizer
 from .progress import bar, say
@@ -50,7 +50,7 @@ def train_autoencoder(
 ) -> tuple[AutoEncoder, list[dict]]:
     """Train on uint8 (N, H, W, C) images; returns the model (eval mode, on CPU) and its history."""
     build = partial(AutoEncoder, model_config)
-    s = Session.start(images, train_config, "reconstruction", build, checkpoint_dir)
+    s = Session.start(images, train_config, "reconstruction", build, checkpoint_dir, progress)
     train_config = s.train_config  # "auto" settings resolved
     distributed.init(s.device)
     if s.device.type == "cuda":  # channels-last convolutions are faster on GPUs
@@ -93,12 +93,30 @@ class Session:
 
     @classmethod
     def start(
-        cls, images, config: TrainConfig, objective: str, build: Callable[[], nn.Module], checkpoint_dir
+        cls,
+        images,
+        config: TrainConfig,
+        objective: str,
+        build: Callable[[], nn.Module],
+        checkpoint_dir,
+        progress: bool = False,
     ) -> Session:
         """The session of a trainer of `objective`, with `config`'s "auto" settings resolved."""
-        config = config.resolve(objective=objective, n_train=config.train_count(len(images)))
         device = distributed.resolve_device(config.device)
+        automatic = config.precision == "auto"
+        config = config.resolve(
+            objective=objective,
+            n_train=config.train_count(len(images)),
+            device_type=device.type,
+            native_bf16=native_bfloat16(device),
+        )
         plan = device_precision(config, device)  # an impossible precision fails before any work
+        if automatic and device.type == "cpu" and plan.dtype is not None:
+            say(
+                "training in bfloat16 autocast: this CPU has bfloat16 instructions "
+                "(--precision float32 to opt out)",
+                enabled=progress and distributed.is_main(),
+            )
         torch.manual_seed(config.seed)
         model = build().to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -174,16 +192,17 @@ class Precision:
     scale_loss: bool  # float16 gradients underflow without a GradScaler; bfloat16 ones do not
 
 
-def precision_plan(precision: str, device_type: str, bf16_supported: bool = False) -> Precision:
+def precision_plan(
+    precision: str, device_type: str, bf16_supported: bool = False, objective: str = "reconstruction"
+) -> Precision:
     """The arithmetic of TrainConfig.precision on a device type ("cpu", "cuda", "mps").
 
-    auto: bfloat16 autocast on a CUDA GPU that supports it, else float16 with a gradient scaler;
-    float32 elsewhere. float16 is for CUDA only; bfloat16 on CUDA needs a GPU that supports it.
+    auto: `config.auto_precision` of the objective (mixed precision on CUDA; bfloat16 for the
+    contrastive objectives on a CPU with bfloat16 instructions; float32 otherwise). float16 is for
+    CUDA only; bfloat16 on CUDA needs a GPU that supports it.
     """
     if precision == "auto":
-        if device_type != "cuda":
-            return Precision(None, False)
-        precision = "bfloat16" if bf16_supported else "float16"
+        precision = auto_precision(objective, device_type, bf16_supported)
     if precision == "float32":
         return Precision(None, False)
     if precision == "float16":
@@ -197,9 +216,22 @@ def precision_plan(precision: str, device_type: str, bf16_supported: bool = Fals
     return Precision(torch.bfloat16, False)
 
 
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether the device computes bfloat16 in hardware: a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX tiles. Other CPUs emulate it, which is slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    checks = (
+        getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+    return any(check() for check in checks if check is not None)
+
+
 def device_precision(config: TrainConfig, device: torch.device) -> Precision:
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return precision_plan(config.precision, device.type, bf16)
+    objective = "reconstruction" if config.objective == "auto" else config.objective
+    return precision_plan(config.precision, device.type, native_bfloat16(device), objective)
 
 
 def autocast(device: torch.device, plan: Precision):
