@@ -1,5 +1,7 @@
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torchvision.models import resnet18
 
 from aegmm.config import ModelConfig
@@ -54,3 +56,17 @@ def test_width_narrows_the_network():
 def test_invalid_model_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ModelConfig(**kwargs)
+
+
+def test_narrow_shortcuts_subsample_then_convolve_and_keep_the_weights_and_their_names():
+    from aegmm.nn.autoencoder import Encoder, StridedPointwise
+
+    narrow, default = Encoder(ModelConfig(width=0.125)), Encoder(ModelConfig(width=0.25))
+    shortcuts = [b.downsample[0] for stage in narrow.stages for b in stage if b.downsample is not None]
+    assert [type(c) for c in shortcuts] == [StridedPointwise, nn.Conv2d, nn.Conv2d]  # 8, 16, 32 inputs
+    assert not any(isinstance(m, StridedPointwise) for m in default.modules())  # 16+ inputs: untouched
+    assert set(narrow.state_dict()) == set(Encoder(ModelConfig(width=0.125)).state_dict())
+    assert "stages.1.0.downsample.0.weight" in narrow.state_dict()
+    x = torch.randn(3, 8, 9, 9)  # an odd side: the strided convolution keeps ceil(9 / 2) = 5
+    conv = shortcuts[0]
+    torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, stride=2))

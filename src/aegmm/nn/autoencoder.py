@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet18
 from torchvision.models.resnet import BasicBlock
@@ -13,6 +14,31 @@ from ..config import FEATURES, ModelConfig
 from .blocks import UpBlock, output_head
 
 LAYERS = [2, 2, 2, 2]  # BasicBlocks per stage: ResNet-18
+# oneDNN's strided 1x1 convolution corrupts the heap in backward_weights when its channels-last input
+# has fewer channels than the kernel's block (16 with AVX-512, 8 with AVX2; oneDNN issue 6035): the
+# downsampling shortcuts of narrow encoders (width 0.125: 8 channels) take StridedPointwise instead.
+SAFE_STRIDED_1X1_CHANNELS = 16
+
+
+class StridedPointwise(nn.Conv2d):
+    """A 1x1 convolution with stride s, computed as the stride-1 convolution of every s-th pixel:
+    the same numbers, without oneDNN's strided 1x1 kernels (see SAFE_STRIDED_1X1_CHANNELS)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        sampled = x[:, :, :: self.stride[0], :: self.stride[1]]
+        return F.conv2d(sampled, self.weight, self.bias, 1, 0, self.dilation, self.groups)
+
+
+def _safe_shortcuts(stages: nn.Sequential) -> None:
+    """Each strided 1x1 shortcut with fewer than SAFE_STRIDED_1X1_CHANNELS inputs becomes a
+    StridedPointwise holding the same weight (the state dict keeps its keys and values)."""
+    for block in (block for stage in stages for block in stage):
+        conv = block.downsample[0] if block.downsample is not None else None
+        if conv is None or conv.stride == (1, 1) or conv.in_channels >= SAFE_STRIDED_1X1_CHANNELS:
+            continue
+        safe = StridedPointwise(conv.in_channels, conv.out_channels, 1, stride=conv.stride, bias=False)
+        safe.weight = conv.weight
+        block.downsample[0] = safe
 
 
 class Encoder(nn.Module):
@@ -36,6 +62,7 @@ class Encoder(nn.Module):
             trunk.conv1 = nn.Conv2d(config.channels, planes[0], 7, stride=2, padding=3, bias=False)
         self.stem = nn.Sequential(trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool)
         self.stages = nn.Sequential(trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4)
+        _safe_shortcuts(self.stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.bottleneck = nn.Linear(planes[-1], config.latent_dim)
 
