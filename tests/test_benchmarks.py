@@ -367,6 +367,8 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
         "views/progressive.md",
         "crop_scale/crop008.md",
         "features/quality.md",
+        "bf16_default/quality.md",
+        "bf16_default/epochs20/quality.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):

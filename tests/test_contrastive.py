@@ -301,6 +301,20 @@ def test_a_checkpoint_written_before_hue_existed_resumes(data, tmp_path):
         train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, **saved)
 
 
+def test_a_cpu_with_bfloat16_instructions_trains_contrast_in_bfloat16_and_says_so(data, monkeypatch, capsys):
+    from aegmm import train as train_module
+
+    monkeypatch.setattr(train_module, "native_bfloat16", lambda device: True)
+    images, normalizer = data
+    one_epoch = TrainConfig(epochs=1, batch_size=16, device="cpu")
+    _, history = train_contrastive(images, MODEL, one_epoch, normalizer, progress=True)
+    said = capsys.readouterr().err
+    assert "training in bfloat16 autocast: this CPU has bfloat16 instructions" in said
+    assert math.isfinite(history[0]["train_loss"])
+    train_contrastive(images, MODEL, replace(one_epoch, precision="float32"), normalizer, progress=True)
+    assert "bfloat16" not in capsys.readouterr().err  # asked for float32: no autocast, nothing said
+
+
 def test_hybrid_detached_decoder_leaves_the_encoder_to_nt_xent(data):
     simclr, _ = _train(data, TrainConfig(epochs=1, batch_size=16, device="cpu"))
     hybrid, _ = _train(data, TrainConfig(epochs=1, batch_size=16, device="cpu"), mode="hybrid")

@@ -113,7 +113,8 @@ def test_a_single_channel_collection_is_clustered_with_umap_and_the_run_records_
     options.pop("reduced_dim"), options.pop("n_init")  # every mixture setting auto
     clusterer = ImageClusterer(**options).fit(images)
     assert settings(clusterer.config_.mixture) == UMAP_SETTINGS
-    assert "settings for 1,000 single-channel images: reducer umap, normalize l2" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "settings for 1,000 single-channel images: precision float32, reducer umap, normalize l2" in said
     assert clusterer.mixture_.gmm_.means_.shape == (2, 8)  # 10 dimensions asked, 8 latent numbers
     clusterer.save(tmp_path / "run")
     loaded = aegmm.load(tmp_path / "run", progress=False)

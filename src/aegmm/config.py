@@ -98,8 +98,9 @@ class ModelConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    epochs: int | str = "auto"  # passes over the training images; auto: 10, or more for a small
-    # collection (at least 500 optimisation steps, at most 50 passes)
+    epochs: int | str = "auto"  # passes over the training images; auto: 10 (18 for contrastive
+    # training under bfloat16 or float16 autocast), or more for a small collection (at least 500
+    # optimisation steps, at most 50 passes)
     batch_size: int | str = "auto"  # images per optimisation step (global, over all processes);
     # auto: 256 for contrastive and hybrid training (NT-Xent wants many negatives), else 128
     lr: float = 1e-3  # Adam learning rate
@@ -114,8 +115,8 @@ class TrainConfig:
     precision: str = "auto"  # training arithmetic. auto: on a GPU bfloat16 autocast where it
     # supports it, else float16 with a gradient scaler; on CPU bfloat16 autocast for the contrastive
     # objectives where the CPU has bfloat16 instructions (AVX512-BF16 or AMX), float32 otherwise
-    # (the reconstruction objective: the study's arithmetic). bfloat16 on other CPUs is emulated,
-    # slower than float32. float16: CUDA only
+    # (and for reconstruction: the study's arithmetic). bfloat16 on other CPUs is emulated, slower
+    # than float32. float16: CUDA only
     objective: str = "auto"  # how the encoder learns. reconstruction: the study's autoencoder
     # (MSE); contrastive: SimCLR's NT-Xent on two augmented views of each image (no decoder, so no
     # reconstructions); hybrid: contrastive, plus a decoder on the detached encoder output for the
