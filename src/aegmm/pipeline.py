@@ -17,7 +17,7 @@ from .io import SavedRun, read_run, save_run
 from .mixture import LatentMixture
 from .preprocess import Normalizer, conform_images
 from .progress import say
-from .train import encode, encode_and_reconstruct, native_bfloat16, train_autoencoder
+from .train import encode, encode_and_reconstruct, resolve_on_device, train_autoencoder
 
 ImageInput = ImageSet | str | Path | np.ndarray
 LATENTS_IN_MEMORY = 500_000  # above this many training images, latents go to a memory-mapped file
@@ -65,13 +65,7 @@ def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
     """The run's config with the training's and the mixture's "auto" settings chosen for its
     images (and said)."""
     channels = config.model.channels
-    device = distributed.resolve_device(config.train.device)
-    train = config.train.resolve(
-        channels=channels,
-        n_train=config.train.train_count(n_images),
-        device_type=device.type,
-        native_bf16=native_bfloat16(device),
-    )
+    train, _ = resolve_on_device(config.train, channels=channels, n_train=config.train.train_count(n_images))
     mixture = config.mixture.resolve(channels=channels, n_images=n_images, objective=train.objective)
     automatic = [
         (name, getattr(chosen, name))

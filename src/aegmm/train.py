@@ -102,13 +102,9 @@ class Session:
         progress: bool = False,
     ) -> Session:
         """The session of a trainer of `objective`, with `config`'s "auto" settings resolved."""
-        device = distributed.resolve_device(config.device)
         automatic = config.precision == "auto"
-        config = config.resolve(
-            objective=objective,
-            n_train=config.train_count(len(images)),
-            device_type=device.type,
-            native_bf16=native_bfloat16(device),
+        config, device = resolve_on_device(
+            config, objective=objective, n_train=config.train_count(len(images))
         )
         plan = device_precision(config, device)  # an impossible precision fails before any work
         if automatic and device.type == "cpu" and plan.dtype is not None:
@@ -227,6 +223,13 @@ def native_bfloat16(device: torch.device) -> bool:
         getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     )
     return any(check() for check in checks if check is not None)
+
+
+def resolve_on_device(config: TrainConfig, **given) -> tuple[TrainConfig, torch.device]:
+    """(config.resolve(**given) for the device it trains on, that device): the precision and, through
+    it, the contrastive epochs follow the device."""
+    device = distributed.resolve_device(config.device)
+    return config.resolve(**given, device_type=device.type, native_bf16=native_bfloat16(device)), device
 
 
 def device_precision(config: TrainConfig, device: torch.device) -> Precision:
