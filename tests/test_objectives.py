@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -150,6 +151,10 @@ def test_auto_epochs_are_chosen_for_the_collection_said_saved_and_offered_by_the
     assert clusterer.config_.train.epochs == 2 and len(clusterer.history_) == 2
     said = capsys.readouterr().err
     assert "settings for 48 colour images: epochs 2, precision float32, reducer pca" in said
+    assert "on 48 latent vectors" in said  # reconstruction: the mixture clusters the bottleneck
+    pooled = replace(clusterer.config_, mixture=replace(clusterer.config_.mixture, features="pooled"))
+    clusterer._fit_mixture(clusterer.transform(images), pooled)
+    assert "on 48 pooled feature vectors" in capsys.readouterr().err
     assert aegmm.load(clusterer.save(tmp_path / "run"), progress=False).epochs == 2
     assert build_parser().parse_args(["fit", "x", "--out", "y", "--epochs", "auto"]).epochs == "auto"
     assert build_parser().parse_args(["fit", "x", "--out", "y", "--epochs", "7"]).epochs == 7

@@ -201,7 +201,8 @@ class ImageClusterer(BaseEstimator):
             if x.n_components == "auto"
             else f"K={x.n_components}"
         )
-        say(f"fitting the Gaussian mixture ({ks}) on {len(latents):,} latent vectors", enabled=self.progress)
+        vectors = "pooled feature vectors" if x.features == "pooled" else "latent vectors"
+        say(f"fitting the Gaussian mixture ({ks}) on {len(latents):,} {vectors}", enabled=self.progress)
         self.mixture_ = LatentMixture(x).fit(latents, progress=self.progress)
         self.n_components_ = int(self.mixture_.gmm_.n_components)
 
