@@ -31,6 +31,21 @@ def run_script(script: str, *args: str, timeout: int = 180) -> str:
     return done.stdout
 
 
+def benchmark_module(name: str):
+    """benchmarks/NAME.py imported under another name (so it never shadows a test module), with
+    benchmarks/ on the path for its own imports."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+        del sys.modules[spec.name]
+    return module
+
+
 def finite(value, low: float = -math.inf, high: float = math.inf) -> bool:
     number = isinstance(value, int | float) and not isinstance(value, bool)
     return number and math.isfinite(value) and low <= value <= high
@@ -142,6 +157,66 @@ def test_view_policy_trains_with_changed_views_on_the_chosen_tasks_only(
         assert done.returncode != 0 and message in done.stderr, done.stderr
 
 
+def test_decoupled_loss_is_nt_xent_without_the_positive_in_the_denominator():
+    import torch
+    import torch.nn.functional as F
+
+    from aegmm.contrastive import nt_xent
+
+    probe = benchmark_module("loss_probe")
+    z1, z2 = torch.randn(6, 4, generator=torch.Generator().manual_seed(0)).split(3)
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    logits = z @ z.T / 0.2
+    partner = torch.tensor([3, 4, 5, 0, 1, 2])
+    positive = logits[torch.arange(6), partner]
+    negatives = torch.stack([logits[i][[j for j in range(6) if j not in (i, partner[i])]] for i in range(6)])
+    expected = (torch.logsumexp(negatives, dim=1) - positive).mean()
+    decoupled = probe.decoupled_loss(z1, z2, 0.2)
+    assert torch.allclose(decoupled, expected, atol=1e-6)
+    # NT-Xent adds the positive back to the denominator: log(1 + e^(pos - lse(neg))) more per view
+    gap = F.softplus(positive - torch.logsumexp(negatives, dim=1)).mean()
+    assert torch.allclose(nt_xent(z1, z2, 0.2) - decoupled, gap, atol=1e-5)
+
+
+def test_cluster_loss_rewards_agreeing_views_and_evenly_used_clusters():
+    import torch
+
+    probe = benchmark_module("loss_probe")
+    sure = torch.eye(4).repeat(8, 1) * 20  # (32, 4): confident, every cluster used 8 times
+    shuffled = sure[torch.randperm(32, generator=torch.Generator().manual_seed(0))]
+    collapsed = torch.zeros(32, 4)
+    collapsed[:, 0] = 20  # every image in cluster 0
+    assert probe.cluster_loss(sure, sure) < probe.cluster_loss(sure, shuffled)
+    # one used cluster: each view's term log K - H(mean assignment) is log 4 (none when even)
+    spread = probe.cluster_loss(collapsed, collapsed) - probe.cluster_loss(sure, sure)
+    assert spread > 2 * math.log(4) - 0.5
+
+
+def test_loss_probe_trains_with_the_patched_loss(shared_data, tmp_path, results_untouched):
+    out = run_script(
+        "loss_probe.py",
+        "cluster-head",
+        "3",
+        "0.5",
+        "--smoke",
+        "--out",
+        str(tmp_path),
+        "--datasets",
+        "cifake",
+        "--methods",
+        "aegmm",
+        "--tasks",
+        "cifar10",
+    )
+    assert "cluster head: K=3, weight 0.5" in out
+    report = json.loads((tmp_path / "quality.json").read_text())
+    assert [(r["task"], r["method"]) for r in report["runs"] if "metrics" in r] == [("cifar10", "aegmm")]
+    for args in (["decoupled", "--cache", "/tmp/x"], ["cluster-head", "3"], ["focal"]):
+        command = [sys.executable, "benchmarks/loss_probe.py", *args]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and "usage: loss_probe.py" in done.stderr, done.stderr
+
+
 def test_quality_seeds_runs_every_method_per_seed_and_reports_mean_and_sd(
     shared_data, tmp_path, results_untouched
 ):
@@ -177,13 +252,7 @@ def test_quality_seeds_runs_every_method_per_seed_and_reports_mean_and_sd(
 
 
 def test_report_averages_seeds_and_judges_the_margin_against_the_spread(tmp_path):
-    spec = importlib.util.spec_from_file_location("report", REPO / "benchmarks" / "report.py")
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        report = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(report)
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    report = benchmark_module("report")
 
     def row(method, seed, acc, nmi):
         metrics = {"acc": acc, "nmi": nmi, "ari": 0.0}
@@ -387,13 +456,7 @@ def test_report_rebuilds_committed_tables(committed, tmp_path):
 
 
 def test_smoke_output_folder_never_results(tmp_path):
-    spec = importlib.util.spec_from_file_location("benchmarks_common", REPO / "benchmarks" / "common.py")
-    common = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = common  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(common)
-    finally:
-        del sys.modules[spec.name]
+    common = benchmark_module("common")
     assert common.output_folder(None, smoke=False) == RESULTS
     assert common.output_folder(tmp_path, smoke=True) == tmp_path
     temporary = common.output_folder(None, smoke=True)

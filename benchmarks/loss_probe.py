@@ -1,0 +1,118 @@
+"""`quality.py` with another contrastive loss patched into the library: does the loss, rather
+than the budget, hold the CIFAKE features back? (issue 13)
+
+    python benchmarks/loss_probe.py cluster-head 10 1.0 --datasets cifake --tasks cifar10 \\
+        --seeds 0 --methods aegmm --no-default --variant epochs=auto --out /tmp/exp/cc10
+    python benchmarks/loss_probe.py decoupled --datasets cifake ...
+
+cluster-head K WEIGHT: Contrastive Clustering's cluster-level loss (Li et al., AAAI 2021) beside
+NT-Xent: an MLP head on the pooled features gives K soft assignments per view; the K assignment
+columns of one view are contrasted with those of the other (temperature 1), and the entropy of the
+mean assignment is kept high. WEIGHT scales it against NT-Xent. The head is used only by the loss:
+the mixture still clusters the pooled features.
+
+decoupled: the decoupled contrastive loss (Yeh et al., ECCV 2022): NT-Xent with the positive taken
+out of the softmax's denominator, said to converge faster at small batches.
+
+The patches replace functions of `aegmm.contrastive` for this process only. quality.md records the
+command without the probe's own arguments; the NOTES beside committed results give them. No
+`--cache`: its key does not know the patch.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import aegmm.contrastive as contrastive  # noqa: E402
+import quality  # noqa: E402
+
+USAGE = "usage: loss_probe.py {cluster-head K WEIGHT | decoupled} [quality.py options, without --cache]"
+CLUSTER_TEMPERATURE = 1.0  # Contrastive Clustering's cluster-level temperature
+
+
+def cluster_loss(a: Tensor, b: Tensor) -> Tensor:
+    """Cluster-level contrast of two views' (B, K) logits, plus log K minus the entropy of each
+    view's mean assignment (0 when the clusters are used evenly)."""
+    k = a.shape[1]
+    pa, pb = a.float().softmax(1), b.float().softmax(1)  # (B, K)
+    spread = sum(math.log(k) + (p.mean(0) * p.mean(0).log()).sum() for p in (pa, pb))
+    columns = F.normalize(torch.cat([pa.T, pb.T]), dim=1)  # (2K, B)
+    logits = columns @ columns.T / CLUSTER_TEMPERATURE
+    logits = logits.masked_fill(torch.eye(2 * k, dtype=torch.bool, device=a.device), float("-inf"))
+    positives = torch.cat([torch.arange(k, 2 * k), torch.arange(k)]).to(a.device)
+    return F.cross_entropy(logits, positives) + spread
+
+
+def decoupled_loss(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """NT-Xent's call signature; the denominator sums over the 2B - 2 negatives only."""
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2B, D)
+    n = len(z1)
+    logits = z @ z.T / temperature
+    rows = torch.arange(2 * n, device=z.device)
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    excluded = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    excluded[rows, positives] = True
+    negatives = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1)
+    return (negatives - logits[rows, positives]).mean()
+
+
+def patch_cluster_head(k: int, weight: float) -> None:
+    """ContrastiveModel gains a cluster head on the pooled features; the loss gains its term."""
+    model, run = contrastive.ContrastiveModel, contrastive._Run
+    init, losses = model.__init__, run.losses
+
+    def patched_init(self, model_config, options) -> None:
+        init(self, model_config, options)  # the same draws as before for the encoder and head
+        width = self.autoencoder.encoder.bottleneck.in_features
+        self.cluster = nn.Sequential(
+            nn.Linear(width, options.hidden_dim, bias=False),
+            nn.BatchNorm1d(options.hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(options.hidden_dim, k),
+        )
+
+    def patched_forward(self, x: Tensor) -> tuple[Tensor, None]:
+        h = self.autoencoder.encoder.pooled(x)  # (2B, 512 x width)
+        self.cluster_logits = self.cluster(h)  # (2B, K), read by the loss below
+        return self.head(self.autoencoder.encoder.bottleneck(h)), None
+
+    def patched_losses(self, x: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        out = losses(self, x, generator)
+        logits, n = self.model.cluster_logits, len(x)
+        out["cluster"] = cluster_loss(logits[:n], logits[n:])
+        return out
+
+    model.__init__, model.forward, run.losses = patched_init, patched_forward, patched_losses
+    run.total = lambda self, parts: parts["contrastive"] + weight * parts["cluster"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or "--cache" in argv:
+        raise SystemExit(USAGE)
+    if argv[0] == "cluster-head":
+        try:
+            k, weight, rest = int(argv[1]), float(argv[2]), argv[3:]
+        except (IndexError, ValueError):
+            wanted = "cluster-head takes K (a whole number) and WEIGHT"
+            raise SystemExit(f"{USAGE}\n{wanted}, got {argv[1:3]}") from None
+        patch_cluster_head(k, weight)
+        print(f"cluster head: K={k}, weight {weight}", flush=True)
+    elif argv[0] == "decoupled":
+        contrastive.nt_xent, rest = decoupled_loss, argv[1:]
+        print("decoupled contrastive loss", flush=True)
+    else:
+        raise SystemExit(USAGE)
+    return quality.main(rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
