@@ -1,0 +1,105 @@
+"""Do the CIFAKE features or the mixture hold the clusters back? On one cached encoder's features
+(a `quality.py --cache` entry, trained on the CIFAKE fit split):
+
+- neighbour purity: the share of each fit image's k nearest fit images (L2-normalised features)
+  that have its CIFAR class, and the held-out accuracy of a 20-nearest-neighbour vote (labels
+  used: an upper reference, not a clustering);
+- the mixture side: UMAP (n_neighbors x dims, min_dist 0) on the standardised L2 features, then a
+  full-covariance GMM (K = 10, 5 restarts), scored on the fit images.
+
+    python benchmarks/feature_neighbours.py --entry /tmp/qcache/fb16bae0fe9a0834 --out DIR
+    python benchmarks/feature_neighbours.py --entry DIR --neighbours 15,30 --dims 10 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.mixture import GaussianMixture
+from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import StandardScaler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import agreement, load_cifake, machine, split_cifake  # noqa: E402
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def purity(fit: np.ndarray, fit_classes: np.ndarray, held: np.ndarray, held_classes: np.ndarray) -> dict:
+    index = NearestNeighbors(n_neighbors=21).fit(unit(fit))
+    _, near = index.kneighbors(unit(fit))  # (N, 21): each image first
+    out = {
+        f"purity_{k}": float((fit_classes[near[:, 1 : k + 1]] == fit_classes[:, None]).mean())
+        for k in (10, 20)
+    }
+    _, near = index.kneighbors(unit(held), n_neighbors=20)
+    votes = np.array([np.bincount(fit_classes[row], minlength=10).argmax() for row in near])
+    return out | {"vote_20nn_heldout_acc": float((votes == held_classes).mean())}
+
+
+def umap_mixture(fit: np.ndarray, classes: np.ndarray, neighbours: int, dims: int, seed: int = 0) -> dict:
+    import umap
+
+    x = StandardScaler().fit_transform(unit(fit))
+    t0 = time.perf_counter()
+    embedding = umap.UMAP(
+        n_components=dims, n_neighbors=neighbours, min_dist=0.0, random_state=seed, n_jobs=1
+    ).fit_transform(x)
+    labels = GaussianMixture(
+        10, covariance_type="full", n_init=5, reg_covar=1e-4, random_state=0
+    ).fit_predict(embedding)
+    scores = agreement(classes, labels)
+    return {"neighbours": neighbours, "dims": dims, **scores, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entry", type=Path, required=True, help="a quality.py cache entry (arrays.npz)")
+    parser.add_argument("--neighbours", default="15,30,60,100", help="UMAP n_neighbors to try")
+    parser.add_argument("--dims", default="10,5", help="UMAP output sizes to try (each with 30 neighbours)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    arrays = np.load(args.entry / "arrays.npz")
+    fit, held = arrays["fit_latents"], arrays["score_latents"]
+    fit_set, held_set = split_cifake(load_cifake())
+    if len(fit) != len(fit_set.classes) or len(held) != len(held_set.classes):
+        raise SystemExit(
+            f"expected features of the CIFAKE split (16,000 / 4,000), got {len(fit)} / {len(held)}"
+        )
+    rows = [umap_mixture(fit, fit_set.classes, n, 10) for n in map(int, args.neighbours.split(","))]
+    rows += [umap_mixture(fit, fit_set.classes, 30, d) for d in map(int, args.dims.split(",")) if d != 10]
+    report = {
+        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(),
+        "entry": str(args.entry),
+        "neighbour_purity": purity(fit, fit_set.classes, held, held_set.classes),
+        "umap_gmm_fit_set": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "feature_neighbours.json").write_text(json.dumps(report, indent=2))
+    lines = [
+        f"Command: `{report['command']}`",
+        "",
+        "Neighbour purity: " + json.dumps(report["neighbour_purity"]),
+        "",
+    ]
+    lines += ["| UMAP neighbours | dims | acc | NMI | seconds |", "| --- | --- | --- | --- | --- |"]
+    lines += [
+        f"| {r['neighbours']} | {r['dims']} | {r['acc']:.3f} | {r['nmi']:.3f} | {r['seconds']} |"
+        for r in rows
+    ]
+    (args.out / "feature_neighbours.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
