@@ -31,6 +31,22 @@ def run_script(script: str, *args: str, timeout: int = 180) -> str:
     return done.stdout
 
 
+def cifake_classes_smoke(script: str, *changes: str, out: Path, methods: str) -> str:
+    """A quality.py wrapper's --smoke run on the CIFAKE subset's CIFAR-class task only."""
+    options = [
+        "--smoke",
+        "--out",
+        str(out),
+        "--datasets",
+        "cifake",
+        "--methods",
+        methods,
+        "--tasks",
+        "cifar10",
+    ]
+    return run_script(script, *changes, *options)
+
+
 def benchmark_module(name: str):
     """benchmarks/NAME.py imported under another name (so it never shadows a test module), with
     benchmarks/ on the path for its own imports."""
@@ -127,18 +143,8 @@ def test_quality_smoke(shared_data, tmp_path, results_untouched):
 def test_view_policy_trains_with_changed_views_on_the_chosen_tasks_only(
     shared_data, tmp_path, results_untouched
 ):
-    out = run_script(
-        "view_policy.py",
-        "hue=0.1,crop_scale=0.35:1",
-        "--smoke",
-        "--out",
-        str(tmp_path),
-        "--datasets",
-        "cifake",
-        "--methods",
-        "kmeans_pixels,aegmm",
-        "--tasks",
-        "cifar10",
+    out = cifake_classes_smoke(
+        "view_policy.py", "hue=0.1,crop_scale=0.35:1", out=tmp_path, methods="kmeans_pixels,aegmm"
     )
     assert "crop_scale=(0.35, 1.0)" in out and "hue=0.1" in out  # the policy the run trained with
     report = json.loads((tmp_path / "quality.json").read_text())
@@ -193,21 +199,7 @@ def test_cluster_loss_rewards_agreeing_views_and_evenly_used_clusters():
 
 
 def test_loss_probe_trains_with_the_patched_loss(shared_data, tmp_path, results_untouched):
-    out = run_script(
-        "loss_probe.py",
-        "cluster-head",
-        "3",
-        "0.5",
-        "--smoke",
-        "--out",
-        str(tmp_path),
-        "--datasets",
-        "cifake",
-        "--methods",
-        "aegmm",
-        "--tasks",
-        "cifar10",
-    )
+    out = cifake_classes_smoke("loss_probe.py", "cluster-head", "3", "0.5", out=tmp_path, methods="aegmm")
     assert "cluster head: K=3, weight 0.5" in out
     report = json.loads((tmp_path / "quality.json").read_text())
     assert [(r["task"], r["method"]) for r in report["runs"] if "metrics" in r] == [("cifar10", "aegmm")]
