@@ -34,8 +34,9 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def purity(fit: np.ndarray, fit_classes: np.ndarray, held: np.ndarray, held_classes: np.ndarray) -> dict:
-    index = NearestNeighbors(n_neighbors=21).fit(unit(fit))
-    _, near = index.kneighbors(unit(fit))  # (N, 21): each image first
+    fit = unit(fit)
+    index = NearestNeighbors(n_neighbors=21).fit(fit)
+    _, near = index.kneighbors(fit)  # (N, 21): each image first
     out = {
         f"purity_{k}": float((fit_classes[near[:, 1 : k + 1]] == fit_classes[:, None]).mean())
         for k in (10, 20)
@@ -45,10 +46,10 @@ def purity(fit: np.ndarray, fit_classes: np.ndarray, held: np.ndarray, held_clas
     return out | {"vote_20nn_heldout_acc": float((votes == held_classes).mean())}
 
 
-def umap_mixture(fit: np.ndarray, classes: np.ndarray, neighbours: int, dims: int, seed: int = 0) -> dict:
+def umap_mixture(x: np.ndarray, classes: np.ndarray, neighbours: int, dims: int, seed: int = 0) -> dict:
+    """UMAP then a GMM on `x`, the standardised L2 features (computed once by the caller)."""
     import umap
 
-    x = StandardScaler().fit_transform(unit(fit))
     t0 = time.perf_counter()
     embedding = umap.UMAP(
         n_components=dims, n_neighbors=neighbours, min_dist=0.0, random_state=seed, n_jobs=1
@@ -74,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(
             f"expected features of the CIFAKE split (16,000 / 4,000), got {len(fit)} / {len(held)}"
         )
-    rows = [umap_mixture(fit, fit_set.classes, n, 10) for n in map(int, args.neighbours.split(","))]
-    rows += [umap_mixture(fit, fit_set.classes, 30, d) for d in map(int, args.dims.split(",")) if d != 10]
+    x = StandardScaler().fit_transform(unit(fit))
+    rows = [umap_mixture(x, fit_set.classes, n, 10) for n in map(int, args.neighbours.split(","))]
+    rows += [umap_mixture(x, fit_set.classes, 30, d) for d in map(int, args.dims.split(",")) if d != 10]
     report = {
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine(),

@@ -43,7 +43,8 @@ def cluster_loss(a: Tensor, b: Tensor) -> Tensor:
     view's mean assignment (0 when the clusters are used evenly)."""
     k = a.shape[1]
     pa, pb = a.float().softmax(1), b.float().softmax(1)  # (B, K)
-    spread = sum(math.log(k) + (p.mean(0) * p.mean(0).log()).sum() for p in (pa, pb))
+    means = (pa.mean(0), pb.mean(0))  # (K,) each: how often each cluster is used
+    spread = sum(math.log(k) + (m * m.log()).sum() for m in means)
     columns = F.normalize(torch.cat([pa.T, pb.T]), dim=1)  # (2K, B)
     logits = columns @ columns.T / CLUSTER_TEMPERATURE
     logits = logits.masked_fill(torch.eye(2 * k, dtype=torch.bool, device=a.device), float("-inf"))
