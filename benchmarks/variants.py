@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from aegmm.config import TrainConfig, resolve_features
 from aegmm.evaluation.image_scores import high_frequency, reconstruction
 from aegmm.mixture import LatentMixture
 from aegmm.preprocess import conform_images
-from aegmm.train import encode
+from aegmm.train import encode, resolve_on_device
 from common import measure
 from peers import Outcome
 
@@ -199,7 +199,7 @@ def train(
     folder = None
     if cache is not None:
         trained_by = sorted(variant.train) + sorted((base or {}).items())
-        key = json.dumps([trained_by, trained_epochs(params, fit), _digest(fit), _digest(score)])
+        key = json.dumps([trained_by, resolved_training(params, fit), _digest(fit), _digest(score)])
         folder = cache / hashlib.sha256(key.encode()).hexdigest()[:16]
         if (folder / "arrays.npz").exists():
             cached = _load_cached(folder, score is fit)
@@ -210,12 +210,14 @@ def train(
     return replace(trained, score_high_frequency=high_frequency(score), images=(fit, score))
 
 
-def trained_epochs(params: dict, fit: np.ndarray) -> int:
-    """The epochs ImageClusterer(**params).fit(fit) trains ("auto" resolved: small sets get more)."""
+def resolved_training(params: dict, fit: np.ndarray) -> dict:
+    """The training settings ImageClusterer(**params).fit(fit) uses, "auto" resolved (the epochs, the
+    noise, the precision on this machine...): a changed default never reuses a stale network."""
     given = {f.name: params[f.name] for f in fields(TrainConfig) if f.name in params}
     config = TrainConfig(**given)
     channels = params.get("channels") or (fit.shape[-1] if fit.ndim == 4 else 1)
-    return config.resolve(channels=channels, n_train=config.train_count(len(fit))).epochs
+    resolved, _ = resolve_on_device(config, channels=channels, n_train=config.train_count(len(fit)))
+    return asdict(resolved)
 
 
 def _digest(images: np.ndarray) -> str:

@@ -114,7 +114,8 @@ def test_a_single_channel_collection_is_clustered_with_umap_and_the_run_records_
     clusterer = ImageClusterer(**options).fit(images)
     assert settings(clusterer.config_.mixture) == UMAP_SETTINGS
     said = capsys.readouterr().err
-    assert "settings for 1,000 single-channel images: precision float32, reducer umap, normalize l2" in said
+    chosen = "precision float32, noise 0.1, reducer umap, normalize l2"
+    assert f"settings for 1,000 single-channel images: {chosen}" in said
     assert clusterer.mixture_.gmm_.means_.shape == (2, 8)  # 10 dimensions asked, 8 latent numbers
     clusterer.save(tmp_path / "run")
     loaded = aegmm.load(tmp_path / "run", progress=False)

@@ -93,28 +93,34 @@ def test_view_size_is_saved_loaded_and_refused_where_it_cannot_work(images, tmp_
 
 
 @pytest.mark.parametrize(
-    "channels,objective,batch_size,features,dim",
-    [(3, "contrastive", 256, "pooled", 64), (1, "reconstruction", 128, "bottleneck", 8)],
+    "channels,objective,batch_size,noise,features,dim",
+    [(3, "contrastive", 256, 0.0, "pooled", 64), (1, "reconstruction", 128, 0.1, "bottleneck", 8)],
 )
 def test_auto_trains_colour_by_contrast_and_single_channel_by_reconstruction(
-    channels, objective, batch_size, features, dim, tmp_path, capsys
+    channels, objective, batch_size, noise, features, dim, tmp_path, capsys
 ):
     images = two_group_images(48, channels=channels)[0]
     auto = {k: v for k, v in TINY.items() if k not in ("objective", "batch_size")} | {"progress": True}
     clusterer = ImageClusterer(**auto).fit(images)
     train = clusterer.config_.train
-    assert (train.objective, train.batch_size) == (objective, batch_size)
+    assert (train.objective, train.batch_size, train.noise) == (objective, batch_size, noise)
     kind = "colour" if channels == 3 else "single-channel"
     said = capsys.readouterr().err  # 48 images: too few for UMAP whatever the objective
     native = native_bfloat16(torch.device("cpu"))  # contrastive training: bfloat16 where the CPU has it
     precision = "bfloat16" if native and objective == "contrastive" else "float32"
     assert train.precision == precision
-    chosen = f"objective {objective}, batch_size {batch_size}, precision {precision}, reducer pca"
+    chosen = f"objective {objective}, batch_size {batch_size}, precision {precision}, noise {noise}"
+    chosen += ", reducer pca"
     assert f"settings for 48 {kind} images: {chosen}" in said
     assert f"candidates 1, features {features}\n" in said
     assert clusterer.transform(images).shape == (48, dim)  # pooled: 512 x 0.125; bottleneck: latent_dim
     loaded = aegmm.load(clusterer.save(tmp_path / "run"), progress=False)
-    assert (loaded.objective, loaded.batch_size, loaded.features) == (objective, batch_size, features)
+    assert (loaded.objective, loaded.batch_size, loaded.noise, loaded.features) == (
+        objective,
+        batch_size,
+        noise,
+        features,
+    )
     np.testing.assert_array_equal(loaded.transform(images), clusterer.transform(images))
 
 
@@ -150,7 +156,7 @@ def test_auto_epochs_are_chosen_for_the_collection_said_saved_and_offered_by_the
     clusterer = ImageClusterer(**(TINY | {"epochs": "auto", "progress": True})).fit(images)
     assert clusterer.config_.train.epochs == 2 and len(clusterer.history_) == 2
     said = capsys.readouterr().err
-    assert "settings for 48 colour images: epochs 2, precision float32, reducer pca" in said
+    assert "settings for 48 colour images: epochs 2, precision float32, noise 0.0, reducer pca" in said
     assert "on 48 latent vectors" in said  # reconstruction: the mixture clusters the bottleneck
     pooled = replace(clusterer.config_, mixture=replace(clusterer.config_.mixture, features="pooled"))
     clusterer._fit_mixture(clusterer.transform(images), pooled)
@@ -163,7 +169,7 @@ def test_auto_epochs_are_chosen_for_the_collection_said_saved_and_offered_by_the
 def test_training_settings_given_are_kept_and_a_trainer_names_its_own_objective():
     assert TrainConfig(objective="hybrid").resolve(channels=1).batch_size == 256
     assert TrainConfig(batch_size=64).resolve(channels=3) == TrainConfig(
-        objective="contrastive", batch_size=64
+        objective="contrastive", batch_size=64, noise=0.0
     )
     assert TrainConfig().resolve(channels=3, objective="reconstruction").batch_size == 128
     with pytest.raises(ValueError, match="batch_size must be a whole number >= 1 or 'auto', got 'many'"):

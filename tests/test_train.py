@@ -9,6 +9,7 @@ import torch
 from aegmm import config as config_module
 from aegmm import train as train_module
 from aegmm.checkpoint import has_checkpoint
+from aegmm.cli_parser import build_parser
 from aegmm.config import ModelConfig, TrainConfig
 from aegmm.nn import AutoEncoder
 from aegmm.preprocess import Normalizer
@@ -132,6 +133,42 @@ def test_auto_epochs_give_a_small_collection_at_least_500_steps_and_at_most_50_e
     # 1,617 = scikit-learn's 1,797 digits less validation: 13 batches an epoch, 39 epochs
     assert TrainConfig(batch_size=batch_size).resolve(channels=1, n_train=n_train).epochs == epochs
     assert TrainConfig(epochs=3).resolve(channels=1, n_train=n_train).epochs == 3  # given: kept
+
+
+def test_auto_noise_denoises_single_channel_autoencoders_only_and_a_given_noise_is_kept():
+    assert TrainConfig().resolve(channels=1).noise == config_module.AUTO_NOISE[1] == 0.1
+    assert TrainConfig().resolve(channels=3, objective="reconstruction").noise == 0.0
+    assert TrainConfig().resolve(channels=1, objective="contrastive").noise == 0.0  # no inputs to noise
+    assert TrainConfig(noise=0.3).resolve(channels=3).noise == 0.3
+    assert TrainConfig(noise=0).resolve(channels=1).noise == 0  # off stays off
+    for bad in (-0.1, float("nan"), "loud"):
+        with pytest.raises(ValueError, match="noise must be a finite number >= 0 or 'auto'"):
+            TrainConfig(noise=bad)
+    parse = build_parser().parse_args
+    assert parse(["fit", "x", "--out", "y"]).noise == "auto"
+    assert parse(["fit", "x", "--out", "y", "--noise", "0.2"]).noise == 0.2
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "loud"])
+def test_the_cli_refuses_a_bad_noise_in_one_line(bad, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", "x", "--out", "y", "--noise", bad])
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said[-1] == f"aegmm: error: --noise must be a number >= 0 or 'auto', got '{bad}'"
+
+
+def test_single_channel_training_is_denoised_by_default(images):
+    gray = images[..., :1].copy()
+    model = ModelConfig(image_size=16, channels=1, latent_dim=8, width=0.125)
+    settings = dict(epochs=1, batch_size=16, seed=0, device="cpu")
+
+    def weights(**given):
+        config = TrainConfig(**settings, **given)
+        net, _ = train_autoencoder(gray, model, config, Normalizer.fit(gray), progress=False)
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    auto, clean, noisy = weights(), weights(noise=0.0), weights(noise=0.1)
+    assert torch.equal(auto, noisy) and not torch.equal(auto, clean)
 
 
 def test_auto_epochs_wait_for_the_image_count_and_bad_epochs_are_refused():

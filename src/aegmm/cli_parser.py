@@ -71,6 +71,18 @@ def count_or_auto(text: str) -> int | str:
     return value
 
 
+def amount_or_auto(text: str) -> float | str:
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 or 'auto', got {text!r}")
+    return value
+
+
 def _shared(parser: argparse.ArgumentParser, *, device: bool, batch: str | None, suppress: bool) -> None:
     """The shared options; after a verb their defaults are suppressed so that a value given
     before the verb is kept."""
@@ -129,7 +141,7 @@ FIT_FIELDS = {
     "stem": (M, None, None),
     "width": (M, None, None),
     "lr": (T, None, None),
-    "noise": (T, None, None),
+    "noise": (T, None, amount_or_auto),
     "train_images": (T, None, at_least(0)),
     "objective": (T, None, None),
     "temperature": (T, None, None),

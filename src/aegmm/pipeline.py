@@ -70,7 +70,7 @@ def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
     automatic = [
         (name, getattr(chosen, name))
         for given, chosen, names in (
-            (config.train, train, ("objective", "batch_size", "epochs", "precision")),
+            (config.train, train, ("objective", "batch_size", "epochs", "precision", "noise")),
             (config.mixture, mixture, ("reducer", *AUTO_BY_REDUCER["pca"], "features")),
         )
         for name in names
@@ -103,7 +103,7 @@ class ImageClusterer(BaseEstimator):
         lr: float = _T.lr,
         weight_decay: float = _T.weight_decay,
         val_fraction: float = _T.val_fraction,
-        noise: float = _T.noise,
+        noise: float | str = _T.noise,
         flip: bool = _T.flip,
         train_images: int = _T.train_images,
         precision: str = _T.precision,

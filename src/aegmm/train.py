@@ -104,7 +104,7 @@ class Session:
         """The session of a trainer of `objective`, with `config`'s "auto" settings resolved."""
         automatic = config.precision == "auto"
         config, device = resolve_on_device(
-            config, objective=objective, n_train=config.train_count(len(images))
+            config, channels=images.shape[-1], objective=objective, n_train=config.train_count(len(images))
         )
         plan = device_precision(config, device)  # an impossible precision fails before any work
         if automatic and device.type == "cpu" and plan.dtype is not None:
