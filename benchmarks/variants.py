@@ -67,6 +67,7 @@ MIXTURE_KEYS = (
 )
 EXTRA_KEYS = ("recon_feature", "recon_only")
 COUNT_OR_AUTO = ("reduced_dim", "n_init", "candidates", "batch_size", "epochs")  # a whole number, or auto
+AMOUNT_OR_AUTO = ("noise",)  # a number, or auto
 _DEFAULTS = {
     name: p.default for name, p in inspect.signature(ImageClusterer).parameters.items() if name != "self"
 }
@@ -94,7 +95,7 @@ def _value(key: str, text: str):
         return text.lower() in ("1", "true")
     if isinstance(default, int) or key == "channels" or (key in COUNT_OR_AUTO and text != "auto"):
         return int(text)
-    if isinstance(default, float):
+    if isinstance(default, float) or (key in AMOUNT_OR_AUTO and text != "auto"):
         return float(text)
     return text
 

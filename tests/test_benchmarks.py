@@ -87,6 +87,18 @@ def table_rows(markdown: str) -> list[list[str]]:
     ]
 
 
+def test_variants_read_numbers_and_auto_as_the_settings_take_them():
+    variants = benchmark_module("variants")
+    assert variants.parse_variant("noise=0,epochs=3,lr=2e-3").train == (
+        ("epochs", 3),
+        ("lr", 0.002),
+        ("noise", 0.0),
+    )
+    assert variants.parse_variant("noise=auto,candidates=auto").train == (("noise", "auto"),)
+    for given in ("noise=0", "noise=0.1", "noise=auto"):  # every one a setting TrainConfig takes
+        variants.TrainConfig(**dict(variants.parse_variant(given).train))
+
+
 def test_quality_smoke(shared_data, tmp_path, results_untouched):
     run_script(
         "quality.py",
