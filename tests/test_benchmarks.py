@@ -442,6 +442,8 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
         "features/quality.md",
         "bf16_default/quality.md",
         "bf16_default/epochs20/quality.md",
+        "denoising/quality.md",
+        "denoising/mnist/quality.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):

@@ -66,6 +66,7 @@ def test_predictions_after_load_equal_those_before_saving(fitted, tmp_path):
     resolved = {"channels": 3, "normalize": "none", "reducer": "pca", "candidates": 1}  # "auto" for colour
     resolved["features"] = "bottleneck"  # TINY trains by reconstruction
     resolved["precision"] = "float32"  # reconstruction on CPU, whatever the CPU
+    resolved["noise"] = 0.0  # a colour autoencoder trains on clean inputs
     assert loaded.get_params() == clone(clusterer).get_params() | resolved
     assert loaded.history_ == clusterer.history_
 

@@ -72,14 +72,9 @@ def count_or_auto(text: str) -> int | str:
 
 
 def amount_or_auto(text: str) -> float | str:
-    if text == "auto":
-        return "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0 or 'auto', got {text!r}")
+    value = "auto" if text == "auto" else finite(text)
+    if value != "auto" and value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 or 'auto', got {value}")
     return value
 
 

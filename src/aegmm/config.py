@@ -39,7 +39,7 @@ AUTO_EPOCHS_MIXED = 18
 # collection (one that auto epochs pass over more than AUTO_EPOCHS times) trains on inputs with
 # Gaussian noise of std AUTO_NOISE added. scikit-learn's digits (1,617 training images, 39 passes):
 # acc 0.936 +- 0.033 with it against 0.895 +- 0.007 without; 8,000 MNIST digits (10 passes):
-# 0.903 +- 0.085 against NOISELESS_MNIST (benchmarks/results/denoising/NOTES.md). Colour and
+# 0.903 +- 0.084 against 0.954 +- 0.005 (benchmarks/results/denoising/NOTES.md). Colour and
 # contrastive training add none.
 AUTO_NOISE = 0.1
 # The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images,
