@@ -187,12 +187,7 @@ class TrainConfig:
         if epochs == "auto" and n_train is not None:
             mixed = chosen != "reconstruction" and precision in ("bfloat16", "float16")
             epochs = auto_epochs(n_train, batch_size, AUTO_EPOCHS_MIXED if mixed else AUTO_EPOCHS)
-        noise = self.noise
-        if noise == "auto" and (chosen != "reconstruction" or channels != 1):
-            noise = 0.0
-        elif noise == "auto" and n_train is not None:
-            small = auto_epochs(n_train, batch_size) > AUTO_EPOCHS
-            noise = AUTO_NOISE if small else 0.0
+        noise = auto_noise(chosen, channels, n_train, batch_size) if self.noise == "auto" else self.noise
         return replace(
             self, objective=chosen, batch_size=batch_size, precision=precision, epochs=epochs, noise=noise
         )
@@ -215,6 +210,17 @@ def auto_epochs(n_train: int, batch_size: int, base: int = AUTO_EPOCHS) -> int:
     AUTO_MAX_EPOCHS)."""
     steps = max(1, math.ceil(n_train / batch_size))
     return min(AUTO_MAX_EPOCHS, max(base, math.ceil(AUTO_MIN_STEPS / steps)))
+
+
+def auto_noise(objective: str, channels: int, n_train: int | None, batch_size: int) -> float | str:
+    """What noise "auto" trains with (TrainConfig.noise): AUTO_NOISE for a single-channel autoencoder
+    on a collection that auto epochs pass over more than AUTO_EPOCHS times, else 0; "auto" while a
+    single-channel autoencoder's `n_train` is unknown."""
+    if objective != "reconstruction" or channels != 1:
+        return 0.0
+    if n_train is None:
+        return "auto"
+    return AUTO_NOISE if auto_epochs(n_train, batch_size) > AUTO_EPOCHS else 0.0
 
 
 def auto_precision(objective: str, device_type: str, native_bf16: bool) -> str:
