@@ -154,3 +154,26 @@ def test_candidates_keep_the_partition_the_others_agree_with_most():
     best = max(agreement, key=agreement.get)
     assert accuracy(chosen) > 0.98 and agreement[best] > agreement[start]
     np.testing.assert_array_equal(chosen.predict(latents), alone[best].predict(latents))  # the same fit
+
+
+def test_candidates_fitted_in_worker_processes_equal_those_fitted_here(monkeypatch):
+    from aegmm import mixture as module
+
+    latents, _ = grid_of_blobs()
+    config = MixtureConfig(n_components=8, reducer="none", n_init=1, candidates=4)
+    here = LatentMixture(config).fit(latents, n_jobs=2)  # 400 points: too few for workers
+    used = []
+
+    class Counting(module.Parallel):
+        def __call__(self, jobs):
+            used.append(self.n_jobs)
+            return super().__call__(jobs)
+
+    monkeypatch.setattr(module, "Parallel", Counting)
+    monkeypatch.setattr(module, "PARALLEL_MIN_SAMPLES", len(latents))
+    there = LatentMixture(config).fit(latents, n_jobs=2)
+    assert used == [2]
+    assert there.agreement_ == here.agreement_ and there.bic_curve_ == here.bic_curve_
+    for name in ("means_", "covariances_", "weights_"):
+        np.testing.assert_array_equal(getattr(there.gmm_, name), getattr(here.gmm_, name))
+    np.testing.assert_array_equal(there.predict(latents), here.predict(latents))

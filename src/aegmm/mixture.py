@@ -5,14 +5,17 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import asdict
+from typing import NamedTuple
 
 import numpy as np
+from joblib import Parallel, delayed
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
+from threadpoolctl import threadpool_limits
 
 from .config import MixtureConfig
 from .embedding import UMAPPlacement
@@ -20,7 +23,27 @@ from .progress import say
 
 GMM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 BATCH = 100_000  # latents scored at once: memory does not grow with the number of images
+PARALLEL_MIN_SAMPLES = 5_000  # fewer points: the candidates run in this process (a worker's start costs more)
 PCA_MIN_VARIANCE = 1e-12  # whitening divides by at least sqrt(1e-12): rank-deficient latents stay finite
+
+
+class Candidate(NamedTuple):
+    """One seed's fit: its reducer, the lowest-BIC mixture, and what the choices need."""
+
+    reducer: object  # PCA, UMAPPlacement or "passthrough"
+    gmm: GaussianMixture
+    bic_curve: dict[int, float]  # BIC per K tried
+    labels: np.ndarray  # the mixture's clusters of the training points
+    seconds: dict[int, float]  # fitting time per K tried
+
+    def say_bic(self, progress: bool) -> None:
+        """Under n_components "auto", one line per K tried and the choice."""
+        if len(self.bic_curve) < 2:
+            return
+        for k, bic in self.bic_curve.items():
+            say(f"  K={k}: BIC {bic:,.1f} ({self.seconds[k]:.1f} s)", enabled=progress)
+        best, ks = min(self.bic_curve, key=self.bic_curve.get), list(self.bic_curve)
+        say(f"chose K={best} by the lowest BIC over K={ks[0]}..{ks[-1]}", enabled=progress)
 
 
 class LatentMixture:
@@ -40,7 +63,7 @@ class LatentMixture:
 
     # -- fitting ---------------------------------------------------------------------------------
 
-    def fit(self, latents: np.ndarray, *, progress: bool = False) -> LatentMixture:
+    def fit(self, latents: np.ndarray, *, progress: bool = False, n_jobs: int = 1) -> LatentMixture:
         """Fit on the latents, or on a random subsample of max_fit_samples of them.
 
         Each candidate (``config.candidates`` of them, seeds seed, seed+1, ...) fits its own reducer
@@ -57,34 +80,49 @@ class LatentMixture:
         standard = scaler.transform(latents)
         self._candidate_ks(_count_distinct(standard))  # fewer distinct points than K: a clear error now
         seeds = range(self.config.seed, self.config.seed + self.config.candidates)
-        fitted = {seed: self._fit_candidate(standard, seed, progress) for seed in seeds}
-        self.agreement_ = agreement({seed: labels for seed, (*_, labels) in fitted.items()})
+        fitted = dict(zip(seeds, self._fit_candidates(standard, seeds, n_jobs), strict=True))
+        for candidate in fitted.values():
+            candidate.say_bic(progress)
+        self.agreement_ = agreement({seed: candidate.labels for seed, candidate in fitted.items()})
         for seed, value in self.agreement_.items():
             say(f"  candidate seed {seed}: mean ARI with the others {value:.3f}", enabled=progress)
         chosen = max(fitted, key=lambda seed: self.agreement_.get(seed, 0.0))  # one candidate: itself
         say(f"kept candidate seed {chosen} (the most agreement)", enabled=progress and len(fitted) > 1)
-        reducer, gmm, self.bic_curve_, _ = fitted[chosen]
+        reducer, gmm, self.bic_curve_ = fitted[chosen][:3]
         self.pipeline_ = _pipeline(normalizer, scaler, reducer, gmm)
         return self
 
-    def _fit_candidate(self, standard: np.ndarray, seed: int, progress: bool):
-        """(reducer, the lowest-BIC mixture, BIC per K, its labels of the training points), this seed's."""
+    def _fit_candidates(self, standard: np.ndarray, seeds: range, n_jobs: int) -> list[Candidate]:
+        """Each seed's candidate, up to ``n_jobs`` at once in separate processes (joblib's loky).
+
+        With more than one candidate, each runs on one thread, in this process or a worker, so the
+        clusters do not depend on ``n_jobs`` (a BLAS or OpenMP pool's thread count can change the
+        last bits of a sum, and EM can follow them to another optimum).
+        """
+        if len(seeds) == 1:
+            return [self._fit_candidate(standard, seeds[0])]
+        workers = min(n_jobs, len(seeds)) if len(standard) >= PARALLEL_MIN_SAMPLES else 1
+        if workers <= 1:
+            with threadpool_limits(limits=1):
+                return [self._fit_candidate(standard, seed) for seed in seeds]
+        jobs = (delayed(self._fit_candidate)(standard, seed) for seed in seeds)
+        return Parallel(n_jobs=workers, backend="loky", inner_max_num_threads=1)(jobs)
+
+    def _fit_candidate(self, standard: np.ndarray, seed: int) -> Candidate:
+        """This seed's reducer and its lowest-BIC mixture."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # PCA of identical points: 0/0 variance ratios
             reducer = self._fit_reducer(standard, seed)
-        reduced = standard if reducer == "passthrough" else reducer.transform(standard)
+        reduced = _reduced(reducer, standard)
         ks = self._candidate_ks(_count_distinct(reduced))
-        fits, bic_curve = {}, {}
+        fits, bic_curve, seconds = {}, {}, {}
         for k in ks:
             started = time.perf_counter()
             fits[k] = self._fit_gmm(reduced, k, seed)
             bic_curve[k] = float(fits[k].bic(reduced))
-            seconds = time.perf_counter() - started
-            say(f"  K={k}: BIC {bic_curve[k]:,.1f} ({seconds:.1f} s)", enabled=progress and len(ks) > 1)
+            seconds[k] = time.perf_counter() - started
         best = min(bic_curve, key=bic_curve.get)
-        if len(ks) > 1:
-            say(f"chose K={best} by the lowest BIC over K={ks[0]}..{ks[-1]}", enabled=progress)
-        return reducer, fits[best], bic_curve, fits[best].predict(reduced)
+        return Candidate(reducer, fits[best], bic_curve, fits[best].predict(reduced), seconds)
 
     def _subsample(self, latents: np.ndarray) -> np.ndarray:
         limit = self.config.max_fit_samples
@@ -227,6 +265,14 @@ class LatentMixture:
 
 def _pipeline(normalizer, scaler: StandardScaler, reducer, gmm: GaussianMixture) -> Pipeline:
     return Pipeline([("normalize", normalizer), ("scale", scaler), ("reduce", reducer), ("gmm", gmm)])
+
+
+def _reduced(reducer, standard: np.ndarray) -> np.ndarray:
+    """The training points after the reducer: under UMAP, their embedding (where ``knn_place``
+    puts each of them, so the search is skipped)."""
+    if isinstance(reducer, UMAPPlacement):
+        return reducer.embedding_.astype(np.float64)
+    return standard if reducer == "passthrough" else reducer.transform(standard)
 
 
 def _normalizer(config: MixtureConfig, n_features: int):

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
@@ -203,7 +204,8 @@ class ImageClusterer(BaseEstimator):
         )
         vectors = "pooled feature vectors" if x.features == "pooled" else "latent vectors"
         say(f"fitting the Gaussian mixture ({ks}) on {len(latents):,} {vectors}", enabled=self.progress)
-        self.mixture_ = LatentMixture(x).fit(latents, progress=self.progress)
+        workers = torch.get_num_threads()  # --threads: the candidates share the cores training used
+        self.mixture_ = LatentMixture(x).fit(latents, progress=self.progress, n_jobs=workers)
         self.n_components_ = int(self.mixture_.gmm_.n_components)
 
     def fit_predict(self, data: ImageInput, y=None) -> np.ndarray:
