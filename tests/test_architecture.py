@@ -26,6 +26,7 @@ LOWER_LAYERS = {
     "aegmm.preprocess": ("aegmm.data", "aegmm.nn", "aegmm.pipeline", "aegmm.evaluation", "aegmm.cli"),
     "aegmm.nn": ("aegmm.data", "aegmm.train", "aegmm.pipeline", "aegmm.evaluation", "aegmm.cli"),
     "aegmm.mixture": ("aegmm.data", "aegmm.nn", "aegmm.train", "aegmm.pipeline", "aegmm.evaluation"),
+    "aegmm.candidates": ("aegmm.data", "aegmm.nn", "aegmm.train", "aegmm.mixture", "aegmm.pipeline"),
     "aegmm.embedding": ("aegmm.data", "aegmm.nn", "aegmm.train", "aegmm.mixture", "aegmm.pipeline"),
     "aegmm.pipeline": ("aegmm.evaluation", "aegmm.cli", "aegmm.runs"),
     "aegmm.evaluation": ("aegmm.cli",),

@@ -157,7 +157,7 @@ def test_candidates_keep_the_partition_the_others_agree_with_most():
 
 
 def test_candidates_fitted_in_worker_processes_equal_those_fitted_here(monkeypatch):
-    from aegmm import mixture as module
+    from aegmm import candidates as module
 
     latents, _ = grid_of_blobs()
     config = MixtureConfig(n_components=8, reducer="none", n_init=1, candidates=4)

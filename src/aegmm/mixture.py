@@ -5,45 +5,22 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import asdict
-from typing import NamedTuple
 
 import numpy as np
-from joblib import Parallel, delayed
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
-from threadpoolctl import threadpool_limits
 
+from .candidates import Candidate, agreement, fit_side_by_side
 from .config import MixtureConfig
 from .embedding import UMAPPlacement
 from .progress import say
 
 GMM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 BATCH = 100_000  # latents scored at once: memory does not grow with the number of images
-PARALLEL_MIN_SAMPLES = 5_000  # fewer points: the candidates run in this process (a worker's start costs more)
 PCA_MIN_VARIANCE = 1e-12  # whitening divides by at least sqrt(1e-12): rank-deficient latents stay finite
-
-
-class Candidate(NamedTuple):
-    """One seed's fit: its reducer, the lowest-BIC mixture, and what the choices need."""
-
-    reducer: object  # PCA, UMAPPlacement or "passthrough"
-    gmm: GaussianMixture
-    bic_curve: dict[int, float]  # BIC per K tried
-    labels: np.ndarray  # the mixture's clusters of the training points
-    seconds: dict[int, float]  # fitting time per K tried
-
-    def say_bic(self, progress: bool) -> None:
-        """Under n_components "auto", one line per K tried and the choice."""
-        if len(self.bic_curve) < 2:
-            return
-        for k, bic in self.bic_curve.items():
-            say(f"  K={k}: BIC {bic:,.1f} ({self.seconds[k]:.1f} s)", enabled=progress)
-        best, ks = min(self.bic_curve, key=self.bic_curve.get), list(self.bic_curve)
-        say(f"chose K={best} by the lowest BIC over K={ks[0]}..{ks[-1]}", enabled=progress)
 
 
 class LatentMixture:
@@ -80,7 +57,7 @@ class LatentMixture:
         standard = scaler.transform(latents)
         self._candidate_ks(_count_distinct(standard))  # fewer distinct points than K: a clear error now
         seeds = range(self.config.seed, self.config.seed + self.config.candidates)
-        fitted = dict(zip(seeds, self._fit_candidates(standard, seeds, n_jobs), strict=True))
+        fitted = dict(zip(seeds, fit_side_by_side(self._fit_candidate, standard, seeds, n_jobs), strict=True))
         for candidate in fitted.values():
             candidate.say_bic(progress)
         self.agreement_ = agreement({seed: candidate.labels for seed, candidate in fitted.items()})
@@ -91,22 +68,6 @@ class LatentMixture:
         reducer, gmm, self.bic_curve_ = fitted[chosen][:3]
         self.pipeline_ = _pipeline(normalizer, scaler, reducer, gmm)
         return self
-
-    def _fit_candidates(self, standard: np.ndarray, seeds: range, n_jobs: int) -> list[Candidate]:
-        """Each seed's candidate, up to ``n_jobs`` at once in separate processes (joblib's loky).
-
-        With more than one candidate, each runs on one thread, in this process or a worker, so the
-        clusters do not depend on ``n_jobs`` (a BLAS or OpenMP pool's thread count can change the
-        last bits of a sum, and EM can follow them to another optimum).
-        """
-        if len(seeds) == 1:
-            return [self._fit_candidate(standard, seeds[0])]
-        workers = min(n_jobs, len(seeds)) if len(standard) >= PARALLEL_MIN_SAMPLES else 1
-        if workers <= 1:
-            with threadpool_limits(limits=1):
-                return [self._fit_candidate(standard, seed) for seed in seeds]
-        jobs = (delayed(self._fit_candidate)(standard, seed) for seed in seeds)
-        return Parallel(n_jobs=workers, backend="loky", inner_max_num_threads=1)(jobs)
 
     def _fit_candidate(self, standard: np.ndarray, seed: int) -> Candidate:
         """This seed's reducer and its lowest-BIC mixture."""
@@ -384,14 +345,6 @@ def _precisions(chol: np.ndarray, covariance_type: str) -> np.ndarray:
     if covariance_type == "tied":
         return chol @ chol.T
     return chol**2
-
-
-def agreement(labels: dict[int, np.ndarray]) -> dict[int, float]:
-    """Each candidate's mean adjusted Rand index with the other candidates' labels ({} for one)."""
-    if len(labels) < 2:
-        return {}
-    pairs = {(a, b): adjusted_rand_score(labels[a], labels[b]) for a in labels for b in labels if a < b}
-    return {seed: float(np.mean([value for pair, value in pairs.items() if seed in pair])) for seed in labels}
 
 
 def _count_distinct(x: np.ndarray) -> int:
