@@ -109,8 +109,8 @@ def test_auto_trains_colour_by_contrast_and_single_channel_by_reconstruction(
     native = native_bfloat16(torch.device("cpu"))  # contrastive training: bfloat16 where the CPU has it
     precision = "bfloat16" if native and objective == "contrastive" else "float32"
     assert train.precision == precision
-    chosen = f"objective {objective}, batch_size {batch_size}, precision {precision}, noise {noise}"
-    chosen += ", reducer pca"
+    chosen = f"objective {objective}, batch_size {batch_size}, precision {precision}"
+    chosen += f", noise {noise}, reducer pca" if objective == "reconstruction" else ", reducer pca"
     assert f"settings for 48 {kind} images: {chosen}" in said
     assert f"candidates 1, features {features}\n" in said
     assert clusterer.transform(images).shape == (48, dim)  # pooled: 512 x 0.125; bottleneck: latent_dim
@@ -138,7 +138,7 @@ def test_auto_precision_follows_the_device_and_the_objective_and_sets_the_contra
     assert chosen("reconstruction", "cuda", False) == ("float16", config_module.AUTO_EPOCHS)
     assert chosen("contrastive", "cuda", True) == ("bfloat16", config_module.AUTO_EPOCHS_MIXED)
     assert chosen("contrastive", "mps", True) == ("float32", config_module.AUTO_EPOCHS)
-    assert chosen("contrastive", "cpu", False, precision="bfloat16") == ("bfloat16", 18)  # asked for
+    assert chosen("contrastive", "cpu", False, precision="bfloat16") == ("bfloat16", 22)  # asked for
     assert chosen("contrastive", "cpu", True, precision="float32") == ("float32", 10)
     assert chosen("contrastive", "cpu", True, epochs=4) == ("bfloat16", 4)
     unknown = TrainConfig().resolve(objective="contrastive", n_train=14_400)  # no device yet: left auto

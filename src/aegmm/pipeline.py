@@ -75,8 +75,8 @@ def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
             (config.mixture, mixture, ("reducer", *AUTO_BY_REDUCER["pca"], "features")),
         )
         for name in names
-        if getattr(given, name) == "auto"
-    ]
+        if getattr(given, name) == "auto" and (name != "noise" or train.objective == "reconstruction")
+    ]  # noise is said only where it applies: contrastive training ignores it
     if automatic:
         kind = "single-channel" if channels == 1 else "colour"
         shown = ", ".join(f"{name} {value}" for name, value in automatic)
