@@ -10,8 +10,13 @@ clusters.
     python benchmarks/mixture_speed.py --run /tmp/exp/cifake_s0 --sizes 2000,8000,16000 --jobs 1,2 \
         --out benchmarks/results/mixture_speed
 
-Run from a checkout without `n_jobs` (before the candidates ran in workers), the rows say
-"before" and fit as that code did.
+Run from a checkout without `n_jobs` (before the candidates ran in workers), the mixture fits as
+that code did, whatever `--jobs` says.
+
+    python benchmarks/mixture_speed.py --smoke   # does it run? 600 subset images, a tiny network, PCA
+
+The smoke run fits a tiny network on 600 images of `cifake_train_subset.npz` into a temporary
+folder and times one PCA mixture (UMAP would spend half a minute compiling in the child).
 """
 
 from __future__ import annotations
@@ -26,36 +31,42 @@ from pathlib import Path
 
 import numpy as np
 
-from common import load_cifake, machine, split_cifake
+from common import load_cifake, load_cifake_subset, machine, output_folder, split_cifake
+
+SMOKE_FIT = {"image_size": 16, "width": 0.125, "latent_dim": 8, "epochs": 1, "batch_size": 64}
 
 
-def ensure_run(run: Path, seed: int) -> dict:
+def fit_images(smoke: bool) -> np.ndarray:
+    """The CIFAKE fit split of quality.py, or 600 subset images for a smoke run."""
+    return load_cifake_subset().images[:600] if smoke else split_cifake(load_cifake())[0].images
+
+
+def ensure_run(run: Path, seed: int, smoke: bool) -> dict:
     """The saved default run (fitted and timed here if the folder does not exist yet)."""
     from aegmm import ImageClusterer
 
     if run.exists():
         return {"run": str(run), "fitted_here": False}
-    fit, _ = split_cifake(load_cifake())
     started = time.perf_counter()
-    ImageClusterer(seed=seed, progress=True).fit(fit.images).save(run)
+    options = SMOKE_FIT if smoke else {}
+    ImageClusterer(seed=seed, progress=not smoke, **options).fit(fit_images(smoke)).save(run)
     return {"run": str(run), "fitted_here": True, "fit_seconds": round(time.perf_counter() - started, 1)}
 
 
-def encode(run: Path, features: Path) -> None:
+def encode(run: Path, features: Path, smoke: bool) -> None:
     import aegmm
 
-    fit, _ = split_cifake(load_cifake())
-    np.save(features, aegmm.load(run, progress=False).transform(fit.images))
+    np.save(features, aegmm.load(run, progress=False).transform(fit_images(smoke)))
 
 
-def one_fit(features: Path, n: int, jobs: int, labels: Path) -> dict:
-    """Child process: the UMAP mixture on the first n feature vectors, with `jobs` workers."""
+def one_fit(features: Path, n: int, jobs: int, labels: Path, reducer: str) -> dict:
+    """Child process: the mixture on the first n feature vectors, with `jobs` workers."""
     from aegmm.config import MixtureConfig
     from aegmm.mixture import LatentMixture
 
     x = np.load(features)[:n]
-    umap = {"reducer": "umap", "normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 5}
-    config = MixtureConfig(n_components=10, **umap)  # what auto picks for contrastive features
+    umap = {"normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 5}  # auto's, for such features
+    config = MixtureConfig(n_components=10, reducer=reducer, **umap)
     mixture = LatentMixture(config)
     started = time.perf_counter()
     if "n_jobs" in inspect.signature(LatentMixture.fit).parameters:
@@ -70,30 +81,38 @@ def one_fit(features: Path, n: int, jobs: int, labels: Path) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a saved CIFAKE run (fitted here if missing)")
+    parser.add_argument("--run", type=Path, help="a saved CIFAKE run (fitted here if missing)")
     parser.add_argument("--sizes", default="2000,8000,16000")
     parser.add_argument("--jobs", default="1,2", help="worker processes to try, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help="folder for mixture_speed.json (required unless --smoke)")
+    parser.add_argument("--smoke", action="store_true", help="600 images, a tiny network, PCA, seconds")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        features, n, jobs, labels = args.child
-        print(json.dumps(one_fit(Path(features), int(n), int(jobs), Path(labels))))
+        features, n, jobs, labels, reducer = args.child
+        print(json.dumps(one_fit(Path(features), int(n), int(jobs), Path(labels), reducer)))
         return 0
+    if args.smoke:
+        args.sizes, args.jobs = "600", "1,2"
+    elif args.out is None or args.run is None:
+        parser.error("--run and --out are required (or give --smoke)")
+    args.out = output_folder(args.out, args.smoke)
+    args.run = args.run or args.out / "run"
+    reducer = "pca" if args.smoke else "umap"
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
     record["machine_start"] = machine()
-    record["encoder"] = ensure_run(args.run, args.seed)
+    record["encoder"] = ensure_run(args.run, args.seed, args.smoke)
     features = args.out / "features.npy"
-    encode(args.run, features)
+    encode(args.run, features, args.smoke)
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
         for jobs in (int(s) for s in args.jobs.split(",")):
             labels = args.out / f"labels_{n}_{jobs}.npy"
-            child = [sys.executable, __file__, "--run", str(args.run), "--out", str(args.out)]
-            done = subprocess.run([*child, "--child", str(features), str(n), str(jobs), str(labels)],
-                                  check=True, capture_output=True, text=True)  # fmt: skip
+            where = [str(features), str(n), str(jobs), str(labels), reducer]
+            child = [sys.executable, __file__, "--child", *where]
+            done = subprocess.run(child, check=True, capture_output=True, text=True)
             row = {"n": n, "jobs": jobs, **json.loads(done.stdout.strip().splitlines()[-1])}
             first = args.out / f"labels_{n}_{args.jobs.split(',')[0]}.npy"
             row["same_labels_as_first_row"] = bool(np.array_equal(np.load(labels), np.load(first)))
