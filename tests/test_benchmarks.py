@@ -444,6 +444,7 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
         "bf16_default/epochs20/quality.md",
         "denoising/quality.md",
         "denoising/mnist/quality.md",
+        "epochs22/quality.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):
@@ -481,3 +482,12 @@ def test_readme_names_committed_results_files():
     assert len(cited) >= 6
     missing = [c for c in cited if not (REPO / c).is_file() and not (RESULTS / c).is_file()]
     assert not missing, f"README.md cites results files that do not exist: {missing}"
+
+
+def test_mixture_speed_smoke(shared_data, tmp_path, results_untouched):
+    run_script("mixture_speed.py", "--smoke", "--out", str(tmp_path))
+    record = json.loads((tmp_path / "mixture_speed.json").read_text())
+    assert record["encoder"]["fitted_here"] and (tmp_path / "run" / "config.json").exists()
+    assert [(row["n"], row["jobs"]) for row in record["rows"]] == [(600, 1), (600, 2)]
+    assert all(row["same_labels_as_first_row"] and finite(row["seconds"], 0) for row in record["rows"])
+    assert len(record["rows"][0]["agreement"]) == 5 and not list(tmp_path.glob("*.npy"))
