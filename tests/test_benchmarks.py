@@ -445,6 +445,7 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
         "denoising/quality.md",
         "denoising/mnist/quality.md",
         "epochs22/quality.md",
+        "mixture_speed/gray_recheck/quality.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):
