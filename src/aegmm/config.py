@@ -33,7 +33,8 @@ AUTO_EPOCHS, AUTO_MIN_STEPS, AUTO_MAX_EPOCHS = 10, 500, 50
 # Contrastive training in mixed precision gets AUTO_EPOCHS_MIXED passes instead: on a CPU with
 # bfloat16 instructions its epochs take about 0.6x as long (benchmarks/results/bf16_default/NOTES.md),
 # and since the mixture's candidates run in worker processes 22 of them keep the 16,000-image CIFAKE
-# fit within 15 minutes on the slowest such CPU measured (benchmarks/results/epochs22/NOTES.md).
+# fit within 15 minutes: 673-685 s measured on an AMD EPYC, about 800 s estimated from measured parts
+# on the slower Intel Xeon of bf16_default (benchmarks/results/epochs22/NOTES.md).
 # The reconstruction objective keeps AUTO_EPOCHS.
 AUTO_EPOCHS_MIXED = 22
 # Denoising follows the kind of image and the collection: a single-channel autoencoder on a small

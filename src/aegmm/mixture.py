@@ -229,8 +229,8 @@ def _pipeline(normalizer, scaler: StandardScaler, reducer, gmm: GaussianMixture)
 
 
 def _reduced(reducer, standard: np.ndarray) -> np.ndarray:
-    """The training points after the reducer: under UMAP, their embedding (where ``knn_place``
-    puts each of them, so the search is skipped)."""
+    """The training points after the reducer: under UMAP, their embedding, where ``knn_place``
+    puts each of them (duplicates: at their mean), so the search is skipped."""
     if isinstance(reducer, UMAPPlacement):
         return reducer.embedding_.astype(np.float64)
     return standard if reducer == "passthrough" else reducer.transform(standard)
