@@ -53,6 +53,9 @@ def fit_side_by_side(
     if workers <= 1:
         with threadpool_limits(limits=1):
             return [fit_one(points, seed) for seed in seeds]
+    # joblib pickles the task and the fitted candidate between this process and its own workers,
+    # in memory (and large arrays through its temporary memory maps); nothing from outside is ever
+    # unpickled, and model files stay safetensors and JSON (io.py)
     jobs = (delayed(fit_one)(points, seed) for seed in seeds)
     return Parallel(n_jobs=workers, backend="loky", inner_max_num_threads=1)(jobs)
 

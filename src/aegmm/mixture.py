@@ -66,6 +66,8 @@ class LatentMixture:
         chosen = max(fitted, key=lambda seed: self.agreement_.get(seed, 0.0))  # one candidate: itself
         say(f"kept candidate seed {chosen} (the most agreement)", enabled=progress and len(fitted) > 1)
         reducer, gmm, self.bic_curve_ = fitted[chosen][:3]
+        if isinstance(reducer, UMAPPlacement):
+            reducer.inputs_ = np.asarray(standard, dtype=np.float32)  # the points every candidate placed
         self.pipeline_ = _pipeline(normalizer, scaler, reducer, gmm)
         return self
 
@@ -83,6 +85,10 @@ class LatentMixture:
             bic_curve[k] = float(fits[k].bic(reduced))
             seconds[k] = time.perf_counter() - started
         best = min(bic_curve, key=bic_curve.get)
+        if isinstance(reducer, UMAPPlacement):
+            reducer.inputs_ = (
+                None  # a copy of `standard`: fit() gives the kept candidate one, no worker sends it
+            )
         return Candidate(reducer, fits[best], bic_curve, fits[best].predict(reduced), seconds)
 
     def _subsample(self, latents: np.ndarray) -> np.ndarray:
