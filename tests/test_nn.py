@@ -10,7 +10,15 @@ from aegmm.nn import AutoEncoder
 
 @pytest.mark.parametrize(
     ("stem", "size", "channels"),
-    [("small", 8, 1), ("small", 16, 3), ("small", 32, 3), ("standard", 32, 3), ("standard", 64, 1)],
+    [
+        ("small", 8, 1),
+        ("small", 16, 3),
+        ("small", 32, 3),
+        ("strided", 16, 1),
+        ("strided", 32, 3),
+        ("standard", 32, 3),
+        ("standard", 64, 1),
+    ],
 )
 def test_shapes_through_encoder_and_decoder(stem, size, channels):
     config = ModelConfig(image_size=size, channels=channels, latent_dim=6, stem=stem, width=0.125)
@@ -21,7 +29,7 @@ def test_shapes_through_encoder_and_decoder(stem, size, channels):
         maps = model.encoder.feature_maps(x)
     assert z.shape == (3, 6)
     assert output.shape == x.shape
-    factor = 8 if stem == "small" else 32
+    factor = {"small": 8, "strided": 16, "standard": 32}[stem]
     assert maps[-1].shape[-1] == size // factor
     assert len(maps) == 5  # stem + four ResNet stages
 
@@ -48,7 +56,8 @@ def test_width_narrows_the_network():
     [
         ({"image_size": 20}, "image_size must be a positive multiple of 8 for the 'small' stem, got 20"),
         ({"image_size": 16, "stem": "standard"}, "multiple of 32 for the 'standard' stem"),
-        ({"stem": "big"}, "stem must be 'small' or 'standard'"),
+        ({"image_size": 24, "stem": "strided"}, "multiple of 16 for the 'strided' stem, got 24"),
+        ({"stem": "big"}, "stem must be one of small, strided, standard, got 'big'"),
         ({"channels": 2}, "channels must be 1 or 3"),
         ({"width": 0}, "width must be in"),
     ],

@@ -9,7 +9,7 @@ from typing import Any
 FORMAT_VERSION = 1  # bump when the layout of a saved run changes
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # TrainConfig.precision (train.precision_plan)
 OBJECTIVES = ("reconstruction", "contrastive", "hybrid")  # TrainConfig.objective, besides auto
-STEMS = ("small", "standard")  # ModelConfig.stem
+STEMS = ("small", "strided", "standard")  # ModelConfig.stem
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")  # MixtureConfig.covariance_type (sklearn's)
 REDUCERS = ("auto", "none", "pca", "umap")  # MixtureConfig.reducer
 NORMALIZATIONS = ("auto", "none", "l2")  # MixtureConfig.normalize
@@ -70,13 +70,13 @@ class ModelConfig:
     image_size: int = 32  # images are resized to this square size
     channels: int = 3  # 1 for grayscale, 3 for RGB
     latent_dim: int = 32  # latent vector size: numbers per image after the bottleneck
-    stem: str = "small"  # small: 3x3 conv, no max-pool (small images);
-    # standard: torchvision's 7x7 conv + max-pool
+    stem: str = "small"  # small: 3x3 conv, no max-pool (small images); strided: the same conv with
+    # stride 2 (a quarter of the small stem's work); standard: torchvision's 7x7 conv + max-pool
     width: float = 0.25  # channel multiplier: 1.0 is the full ResNet-18 (64-128-256-512 channels)
 
     def __post_init__(self) -> None:
         if self.stem not in STEMS:
-            raise ValueError(f"stem must be 'small' or 'standard', got {self.stem!r}")
+            raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {self.stem!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.latent_dim < 1:
@@ -92,8 +92,8 @@ class ModelConfig:
 
     @property
     def downsampling(self) -> int:
-        """How much the encoder shrinks each side: 8 for the small stem, 32 for the standard one."""
-        return 8 if self.stem == "small" else 32
+        """How much the encoder shrinks each side: 8 for the small stem, 16 strided, 32 standard."""
+        return {"small": 8, "strided": 16, "standard": 32}[self.stem]
 
     @property
     def planes(self) -> list[int]:

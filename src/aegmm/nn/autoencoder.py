@@ -55,8 +55,9 @@ class Encoder(nn.Module):
                 setattr(
                     trunk, f"layer{i + 1}", trunk._make_layer(BasicBlock, p, n, stride=1 if i == 0 else 2)
                 )
-        if config.stem == "small":
-            trunk.conv1 = nn.Conv2d(config.channels, planes[0], 3, stride=1, padding=1, bias=False)
+        if config.stem in ("small", "strided"):
+            stride = 1 if config.stem == "small" else 2
+            trunk.conv1 = nn.Conv2d(config.channels, planes[0], 3, stride=stride, padding=1, bias=False)
             trunk.maxpool = nn.Identity()
         else:
             trunk.conv1 = nn.Conv2d(config.channels, planes[0], 7, stride=2, padding=3, bias=False)
@@ -75,7 +76,7 @@ class Encoder(nn.Module):
 
     def pooled(self, x: Tensor) -> Tensor:
         """The trunk's globally average-pooled output, before the bottleneck: (B, 512 x width)."""
-        x = self.stages(self.stem(x))  # (B, 512w, H/f, W/f), f = 8 (small stem) or 32
+        x = self.stages(self.stem(x))  # (B, 512w, H/f, W/f), f = config.downsampling
         return torch.flatten(self.pool(x), 1)
 
     def forward(self, x: Tensor) -> Tensor:
