@@ -14,6 +14,16 @@ the mixture still clusters the pooled features.
 decoupled: the decoupled contrastive loss (Yeh et al., ECCV 2022): NT-Xent with the positive taken
 out of the softmax's denominator, said to converge faster at small batches.
 
+multicrop N SIZE: SwAV's multi-crop (Caron et al., NeurIPS 2020) for NT-Xent: besides the two
+views, N small views of SIZE pixels (crop area 0.05-0.4 of the image) per image, through the same
+encoder in a second pass. Every view's positives are the other views of its image (SupCon's
+multi-positive form, which is NT-Xent at N = 0). A 16-pixel view costs a quarter of a 32-pixel one.
+
+nnclr SUPPORT WEIGHT: nearest-neighbour positives (NNCLR, Dwibedi et al., ICCV 2021): each first
+view's projection is replaced by its nearest neighbour in a support set of the last SUPPORT
+first-view projections and contrasted with the second views (and the other way round); WEIGHT
+blends this loss with plain NT-Xent (1: NNCLR's loss alone).
+
 The patches replace functions of `aegmm.contrastive` for this process only. quality.md records the
 command without the probe's own arguments; the NOTES beside committed results give them. No
 `--cache`: its key does not know the patch.
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,7 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import aegmm.contrastive as contrastive  # noqa: E402
 import quality  # noqa: E402
 
-USAGE = "usage: loss_probe.py {cluster-head K WEIGHT | decoupled} [quality.py options, without --cache]"
+USAGE = (
+    "usage: loss_probe.py {cluster-head K WEIGHT | decoupled | multicrop N SIZE | nnclr SUPPORT WEIGHT} "
+    "[quality.py options, without --cache]"
+)
+SMALL_CROP_SCALE = (0.05, 0.4)  # multi-crop's small views: area as a fraction of the image
 CLUSTER_TEMPERATURE = 1.0  # Contrastive Clustering's cluster-level temperature
 
 
@@ -95,6 +110,62 @@ def patch_cluster_head(k: int, weight: float) -> None:
     run.total = lambda self, parts: parts["contrastive"] + weight * parts["cluster"]
 
 
+def multiview_loss(projections: list[Tensor], temperature: float) -> Tensor:
+    """NT-Xent over V views of B images, (B, D) each: every view's positives are the other V - 1
+    views of its image, its negatives every view of the other images (SupCon's form)."""
+    z = F.normalize(torch.cat(projections).float(), dim=1)  # (VB, D)
+    v, n = len(projections), len(projections[0])
+    itself = torch.eye(v * n, dtype=torch.bool, device=z.device)
+    log_prob = (z @ z.T / temperature).masked_fill(itself, float("-inf")).log_softmax(1)
+    ids = torch.arange(n, device=z.device).repeat(v)
+    positive = (ids[:, None] == ids[None, :]) & ~itself
+    return -(log_prob.masked_fill(~positive, 0.0).sum(1) / (v - 1)).mean()
+
+
+def patch_multicrop(count: int, size: int) -> None:
+    """Each step adds `count` small views per image to the two views; the loss sees all of them."""
+    run = contrastive._Run
+
+    def patched_losses(self, x: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        policy = replace(self.policy, size=size, crop_scale=SMALL_CROP_SCALE)
+        small = torch.cat([contrastive.augment(x, policy, self.normalizer, generator) for _ in range(count)])
+        with contrastive.autocast(self.device, self.plan):
+            large, _ = self.model(self.views(x, generator))
+            little, _ = self.model(small.contiguous(memory_format=torch.channels_last))
+        n = len(x)
+        views = [large[:n], large[n:], *little.split(n)]
+        return {"contrastive": multiview_loss(views, self.options.temperature)}
+
+    run.losses = patched_losses
+
+
+def patch_nnclr(support: int, weight: float) -> None:
+    """NT-Xent blended with NNCLR's nearest-neighbour loss; the support set lives on the run."""
+    run = contrastive._Run
+
+    def nearest(self, z: Tensor) -> Tensor:
+        return self.support[(z @ self.support.T).argmax(1)]  # (B, D), no gradient
+
+    def patched_losses(self, x: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        with contrastive.autocast(self.device, self.plan):
+            projections, _ = self.model(self.views(x, generator))
+        n = len(x)
+        z1, z2 = (F.normalize(p.float(), dim=1) for p in (projections[:n], projections[n:]))
+        if not hasattr(self, "support"):  # NNCLR starts from random unit vectors
+            g = torch.Generator().manual_seed(self.train.seed)
+            self.support = F.normalize(torch.randn(support, z1.shape[1], generator=g), dim=1)
+            self.next_slot = 0
+        t, rows = self.options.temperature, torch.arange(n)
+        neighbours = F.cross_entropy(nearest(self, z1.detach()) @ z2.T / t, rows)
+        neighbours = 0.5 * (neighbours + F.cross_entropy(nearest(self, z2.detach()) @ z1.T / t, rows))
+        slots = (self.next_slot + torch.arange(n)) % support
+        self.support[slots], self.next_slot = z1.detach(), int(slots[-1] + 1) % support
+        plain = contrastive.nt_xent(z1, z2, t)
+        return {"contrastive": (1 - weight) * plain + weight * neighbours}
+
+    run.losses = patched_losses
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or "--cache" in argv:
@@ -110,6 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     elif argv[0] == "decoupled":
         contrastive.nt_xent, rest = decoupled_loss, argv[1:]
         print("decoupled contrastive loss", flush=True)
+    elif argv[0] in ("multicrop", "nnclr"):
+        try:
+            a, b, rest = int(argv[1]), argv[2], argv[3:]
+            (patch_multicrop if argv[0] == "multicrop" else patch_nnclr)(
+                a, int(b) if argv[0] == "multicrop" else float(b)
+            )
+        except (IndexError, ValueError):
+            raise SystemExit(f"{USAGE}\n{argv[0]} takes two numbers, got {argv[1:3]}") from None
+        print(f"{argv[0]}: {a}, {b}", flush=True)
     else:
         raise SystemExit(USAGE)
     return quality.main(rest)
