@@ -139,12 +139,21 @@ def patch_multicrop(count: int, size: int) -> None:
     run.losses = patched_losses
 
 
+def neighbour_loss(z1: Tensor, z2: Tensor, support: Tensor, temperature: float) -> Tensor:
+    """NNCLR's symmetric loss on unit vectors (B, D): each view's nearest vector in `support` (S, D),
+    without gradient, must pick its image's other view among the other view's batch."""
+    rows = torch.arange(len(z1), device=z1.device)
+
+    def one_way(a: Tensor, b: Tensor) -> Tensor:
+        nearest = support[(a.detach() @ support.T).argmax(1)]  # (B, D)
+        return F.cross_entropy(nearest @ b.T / temperature, rows)
+
+    return 0.5 * (one_way(z1, z2) + one_way(z2, z1))
+
+
 def patch_nnclr(support: int, weight: float) -> None:
     """NT-Xent blended with NNCLR's nearest-neighbour loss; the support set lives on the run."""
     run = contrastive._Run
-
-    def nearest(self, z: Tensor) -> Tensor:
-        return self.support[(z @ self.support.T).argmax(1)]  # (B, D), no gradient
 
     def patched_losses(self, x: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         with contrastive.autocast(self.device, self.plan):
@@ -155,12 +164,10 @@ def patch_nnclr(support: int, weight: float) -> None:
             g = torch.Generator().manual_seed(self.train.seed)
             self.support = F.normalize(torch.randn(support, z1.shape[1], generator=g), dim=1)
             self.next_slot = 0
-        t, rows = self.options.temperature, torch.arange(n)
-        neighbours = F.cross_entropy(nearest(self, z1.detach()) @ z2.T / t, rows)
-        neighbours = 0.5 * (neighbours + F.cross_entropy(nearest(self, z2.detach()) @ z1.T / t, rows))
+        neighbours = neighbour_loss(z1, z2, self.support, self.options.temperature)
         slots = (self.next_slot + torch.arange(n)) % support
         self.support[slots], self.next_slot = z1.detach(), int(slots[-1] + 1) % support
-        plain = contrastive.nt_xent(z1, z2, t)
+        plain = contrastive.nt_xent(z1, z2, self.options.temperature)
         return {"contrastive": (1 - weight) * plain + weight * neighbours}
 
     run.losses = patched_losses

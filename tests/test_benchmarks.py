@@ -210,12 +210,48 @@ def test_cluster_loss_rewards_agreeing_views_and_evenly_used_clusters():
     assert spread > 2 * math.log(4) - 0.5
 
 
+def test_multiview_loss_is_nt_xent_for_two_views_and_averages_every_positive():
+    import torch
+    import torch.nn.functional as F
+
+    from aegmm.contrastive import nt_xent
+
+    probe = benchmark_module("loss_probe")
+    a, b, c = torch.randn(12, 5, generator=torch.Generator().manual_seed(1)).split(4)
+    assert torch.allclose(probe.multiview_loss([a, b], 0.5), nt_xent(a, b, 0.5), atol=1e-6)
+    z = F.normalize(torch.cat([a, b, c]), dim=1)
+    logits = (z @ z.T / 0.5).fill_diagonal_(float("-inf")).log_softmax(1)
+    image = torch.arange(4).repeat(3)
+    expected = torch.stack(
+        [-logits[i, [j for j in range(12) if j != i and image[j] == image[i]]].mean() for i in range(12)]
+    ).mean()
+    assert torch.allclose(probe.multiview_loss([a, b, c], 0.5), expected, atol=1e-5)
+
+
+def test_neighbour_loss_uses_the_nearest_support_vector_as_the_anchor():
+    import torch
+    import torch.nn.functional as F
+
+    probe = benchmark_module("loss_probe")
+    z1, z2 = F.normalize(torch.randn(8, 6, generator=torch.Generator().manual_seed(2)), dim=1).split(4)
+    rows = torch.arange(4)
+    # each view is its own nearest neighbour in a support set holding both: the cross-view half of NT-Xent
+    own = probe.neighbour_loss(z1, z2, torch.cat([z1, z2]), 0.2)
+    expected = 0.5 * (F.cross_entropy(z1 @ z2.T / 0.2, rows) + F.cross_entropy(z2 @ z1.T / 0.2, rows))
+    assert torch.allclose(own, expected, atol=1e-5)
+    # a support set of second views only: each first view's anchor is the second view nearest to it
+    others = probe.neighbour_loss(z1, z2, z2, 0.2)
+    anchors = z2[(z1 @ z2.T).argmax(1)]
+    expected = 0.5 * (F.cross_entropy(anchors @ z2.T / 0.2, rows) + F.cross_entropy(z2 @ z1.T / 0.2, rows))
+    assert torch.allclose(others, expected, atol=1e-5)
+
+
 def test_loss_probe_trains_with_the_patched_loss(shared_data, tmp_path, results_untouched):
     out = cifake_classes_smoke("loss_probe.py", "cluster-head", "3", "0.5", out=tmp_path, methods="aegmm")
     assert "cluster head: K=3, weight 0.5" in out
     report = json.loads((tmp_path / "quality.json").read_text())
     assert [(r["task"], r["method"]) for r in report["runs"] if "metrics" in r] == [("cifar10", "aegmm")]
-    for args in (["decoupled", "--cache", "/tmp/x"], ["cluster-head", "3"], ["focal"]):
+    for args in (["decoupled", "--cache", "/tmp/x"], ["cluster-head", "3"], ["multicrop", "4"], ["focal"]):
         command = [sys.executable, "benchmarks/loss_probe.py", *args]
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert done.returncode != 0 and "usage: loss_probe.py" in done.stderr, done.stderr
