@@ -482,6 +482,10 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
         "denoising/mnist/quality.md",
         "epochs22/quality.md",
         "mixture_speed/gray_recheck/quality.md",
+        "digits_seeds10/quality.md",
+        "digits_seeds10/normalize_none/quality.md",
+        "efficiency_probes/strided60.md",
+        "efficiency_probes/nnclr05.md",
     ],
 )
 def test_report_rebuilds_committed_tables(committed, tmp_path):

@@ -40,7 +40,8 @@ AUTO_EPOCHS_MIXED = 22
 # Denoising follows the kind of image and the collection: a single-channel autoencoder on a small
 # collection (one that auto epochs pass over more than AUTO_EPOCHS times) trains on inputs with
 # Gaussian noise of std AUTO_NOISE added. scikit-learn's digits (1,617 training images, 39 passes):
-# acc 0.936 +- 0.033 with it against 0.895 +- 0.007 without; 8,000 MNIST digits (10 passes):
+# acc 0.936 +- 0.033 with it against 0.895 +- 0.007 without (3 seeds; over 10 seeds 0.904 +- 0.027
+# with it, benchmarks/results/digits_seeds10/NOTES.md); 8,000 MNIST digits (10 passes):
 # 0.903 +- 0.084 against 0.954 +- 0.005 (benchmarks/results/denoising/NOTES.md). Colour and
 # contrastive training add none.
 AUTO_NOISE = 0.1
