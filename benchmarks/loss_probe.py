@@ -189,13 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         contrastive.nt_xent, rest = decoupled_loss, argv[1:]
         print("decoupled contrastive loss", flush=True)
     elif argv[0] in ("multicrop", "nnclr"):
-        try:
-            a, b, rest = int(argv[1]), argv[2], argv[3:]
-            (patch_multicrop if argv[0] == "multicrop" else patch_nnclr)(
-                a, int(b) if argv[0] == "multicrop" else float(b)
-            )
+        multicrop = argv[0] == "multicrop"
+        try:  # multicrop N SIZE: two whole numbers; nnclr SUPPORT WEIGHT: a whole number and a weight
+            a, b, rest = int(argv[1]), (int if multicrop else float)(argv[2]), argv[3:]
         except (IndexError, ValueError):
             raise SystemExit(f"{USAGE}\n{argv[0]} takes two numbers, got {argv[1:3]}") from None
+        (patch_multicrop if multicrop else patch_nnclr)(a, b)
         print(f"{argv[0]}: {a}, {b}", flush=True)
     else:
         raise SystemExit(USAGE)
