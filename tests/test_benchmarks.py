@@ -484,6 +484,7 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
         "mixture_speed/gray_recheck/quality.md",
         "digits_seeds10/quality.md",
         "digits_seeds10/normalize_none/quality.md",
+        "digits_seeds10/latent64/quality.md",
         "efficiency_probes/strided60.md",
         "efficiency_probes/nnclr05.md",
     ],
