@@ -1,0 +1,96 @@
+"""One-off probe (issue 13): how the digits default fails, on the encoders a `quality.py --cache`
+run saved. For every cached default digits run (scikit-learn's 1,797 digits, 39 epochs, noise 0.1,
+5 candidates) it prints the kept mixture's accuracy, the clusters holding more than 60 images of
+two digits, and the digits spread over two clusters (more than 40 images in each). With `--sweep`
+it also fits one UMAP + GMM candidate (seed 0) per encoder for a few UMAP settings.
+
+    python benchmarks/digits_failures.py --cache /tmp/qcache --sweep > results/digits_seeds10/failures.txt
+
+No `--smoke`: it reads only what a full `quality.py` run cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import umap
+from sklearn.mixture import GaussianMixture
+from sklearn.preprocessing import StandardScaler, normalize
+
+from aegmm import load
+from common import agreement, load_digits
+
+SWEEP = {  # name: (UMAP neighbours, dimensions, L2 first)
+    "default (30 neighbours, 10-D, L2)": (30, 10, True),
+    "15 neighbours": (15, 10, True),
+    "60 neighbours": (60, 10, True),
+    "no L2": (30, 10, False),
+    "2-D": (30, 2, True),
+}
+
+
+def cached_runs(cache: Path) -> list[tuple[int, Path]]:
+    """(seed, folder) of each cached default digits run, one per seed."""
+    runs = {}
+    for folder in sorted(cache.glob("*/")):
+        config = json.loads((folder / "run" / "config.json").read_text())
+        train, mixture = config["train"], config["mixture"]
+        default = train["epochs"] == 39 and train["noise"] == 0.1 and mixture["candidates"] == 5
+        digits = config["model"]["channels"] == 1 and config["model"]["latent_dim"] == 32
+        if digits and default and len(np.load(folder / "arrays.npz")["fit_latents"]) == 1797:
+            runs.setdefault(train["seed"], folder)
+    return sorted(runs.items())
+
+
+def one_candidate(latents: np.ndarray, neighbours: int, dim: int, l2: bool) -> np.ndarray:
+    x = StandardScaler().fit_transform(normalize(latents) if l2 else latents)
+    embedded = umap.UMAP(
+        n_components=dim, n_neighbors=neighbours, min_dist=0.0, random_state=0, n_jobs=1
+    ).fit_transform(x)
+    gmm = GaussianMixture(10, covariance_type="full", n_init=20, reg_covar=1e-4, random_state=0)
+    return gmm.fit(embedded).predict(embedded)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cache", type=Path, required=True, help="the --cache folder of quality.py")
+    parser.add_argument("--sweep", action="store_true", help="also fit one candidate per UMAP setting")
+    args = parser.parse_args()
+    digits = load_digits().classes
+    scores: dict[str, list[tuple[float, float]]] = {name: [] for name in SWEEP}
+    for seed, folder in cached_runs(args.cache):
+        mixture = load(folder / "run").mixture_
+        predicted = mixture._training_proba().argmax(1)  # the kept candidate's training labels
+        counts = np.zeros((10, 10), int)  # cluster x digit
+        np.add.at(counts, (predicted, digits), 1)
+        merged = {
+            int(k): np.nonzero(row > 60)[0].tolist() for k, row in enumerate(counts) if (row > 60).sum() > 1
+        }
+        split = [d for d in range(10) if (counts[:, d] > 40).sum() > 1]
+        acc = agreement(digits, predicted)["acc"]
+        print(
+            f"seed {seed} ({folder.name}): acc {acc:.4f}; "
+            f"clusters with two digits {merged}; split digits {split}"
+        )
+        if args.sweep:
+            latents = np.load(folder / "arrays.npz")["fit_latents"]
+            for name, setting in SWEEP.items():
+                a = agreement(digits, one_candidate(latents, *setting))
+                scores[name].append((a["acc"], a["nmi"]))
+                print(f"    one candidate, {name}: acc {a['acc']:.3f}, NMI {a['nmi']:.3f}", flush=True)
+    for name, values in scores.items():
+        if values:
+            v = np.array(values)
+            print(
+                f"{name}: acc {v[:, 0].mean():.3f} ± {v[:, 0].std(ddof=1):.3f}, "
+                f"NMI {v[:, 1].mean():.3f} ± {v[:, 1].std(ddof=1):.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
