@@ -85,10 +85,8 @@ class LatentMixture:
             bic_curve[k] = float(fits[k].bic(reduced))
             seconds[k] = time.perf_counter() - started
         best = min(bic_curve, key=bic_curve.get)
-        if isinstance(reducer, UMAPPlacement):
-            reducer.inputs_ = (
-                None  # a copy of `standard`: fit() gives the kept candidate one, no worker sends it
-            )
+        if isinstance(reducer, UMAPPlacement):  # its copy of `standard` goes: fit() gives the kept
+            reducer.inputs_ = None  # candidate the one array, and no worker sends a copy back
         return Candidate(reducer, fits[best], bic_curve, fits[best].predict(reduced), seconds)
 
     def _subsample(self, latents: np.ndarray) -> np.ndarray:
