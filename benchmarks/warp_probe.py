@@ -3,7 +3,7 @@ invariance to small rotations and crops, learnt through reconstruction, mend the
 partition? (issue 13)
 
     python benchmarks/warp_probe.py 10 0.8 --datasets digits --seeds 1,3,4 --methods aegmm \\
-        --no-default --out /tmp/exp/warp10
+        --out /tmp/exp/warp10
 
 ROTATION CROP_LO: each training input is rotated by up to ROTATION degrees and cropped to an area
 of CROP_LO-1 of the image (aspect 0.8-1.25, never mirrored), through the same affine matrices as
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         rotation, crop_lo, rest = float(argv[0]), float(argv[1]), argv[2:]
         warp_policy(rotation, crop_lo)  # the policy's own checks: rotation 0-180, 0 < CROP_LO <= 1
     except (IndexError, ValueError) as error:
-        raise SystemExit(f"{USAGE}\nexpected ROTATION (degrees) and CROP_LO (0-1], got {argv[:2]}: {error}") from None
+        wanted = "expected ROTATION (degrees) and CROP_LO (0-1]"
+        raise SystemExit(f"{USAGE}\n{wanted}, got {argv[:2]}: {error}") from None
     patch_warp(rotation, crop_lo)
     print(f"warped reconstruction inputs: rotation {rotation} degrees, crop area {crop_lo}-1", flush=True)
     return quality.main(rest)

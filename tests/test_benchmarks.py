@@ -257,6 +257,41 @@ def test_loss_probe_trains_with_the_patched_loss(shared_data, tmp_path, results_
         assert done.returncode != 0 and "usage: loss_probe.py" in done.stderr, done.stderr
 
 
+def test_warp_probe_reconstructs_from_warped_inputs_with_the_background_repeated(monkeypatch):
+    import torch
+
+    import aegmm.train as train
+    from aegmm.config import TrainConfig
+
+    probe = benchmark_module("warp_probe")
+    monkeypatch.setattr(train, "_augment", train._augment)  # the patch below is undone after the test
+    policy = probe.warp_policy(15.0, 0.6)
+    assert not policy.flip and not policy.colour
+    flat = torch.full((4, 1, 16, 16), -0.7)  # a blank page stays blank: no zeros come in at the edges
+    assert torch.allclose(probe.warp(flat, policy, torch.Generator().manual_seed(0)), flat, atol=1e-6)
+    image = torch.zeros(4, 1, 16, 16)
+    image[:, :, 4:12, 7:9] = 1.0  # a stroke
+    probe.patch_warp(15.0, 0.6)
+    quiet = TrainConfig(noise=0.0)
+    warped = train._augment(image, quiet, torch.Generator().manual_seed(1))
+    expected = probe.warp(image, policy, torch.Generator().manual_seed(1))
+    assert torch.equal(warped, expected) and not torch.allclose(warped, image, atol=0.05)
+    noisy = train._augment(image, TrainConfig(noise=0.1), torch.Generator().manual_seed(1))
+    assert 0.05 < (noisy - expected).std() < 0.15  # the denoising noise still comes on top
+
+
+def test_warp_probe_trains_on_the_digits_and_checks_its_arguments(tmp_path, results_untouched):
+    options = ["--smoke", "--out", str(tmp_path), "--datasets", "digits", "--methods", "aegmm"]
+    out = run_script("warp_probe.py", "10", "0.8", *options)
+    assert "rotation 10.0 degrees, crop area 0.8-1" in out
+    report = json.loads((tmp_path / "quality.json").read_text())
+    assert [(r["task"], r["method"]) for r in report["runs"] if "metrics" in r] == [("digits", "aegmm")]
+    for args in (["10"], ["10", "1.5"], ["200", "0.8"], ["10", "0.8", "--cache", "/tmp/x"]):
+        command = [sys.executable, "benchmarks/warp_probe.py", *args]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and "usage: warp_probe.py" in done.stderr, done.stderr
+
+
 def test_quality_seeds_runs_every_method_per_seed_and_reports_mean_and_sd(
     shared_data, tmp_path, results_untouched
 ):
