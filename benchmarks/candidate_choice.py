@@ -14,13 +14,25 @@ keeps, and the held-out accuracy it gets:
   - consensus: the highest mean adjusted Rand index with the other candidates of the window
     (the partition the seeds reproduce most);
   - likelihood: the highest mean log-likelihood of the mixture on its own embedding;
+  - calinski: the highest Calinski-Harabasz index in the standardised latents (for a fixed K: the
+    smallest within-cluster sum of squares, K-Means' objective, in the encoder's own space);
+  - partition_likelihood: the highest mean log-likelihood of the standardised latents under one
+    full-covariance Gaussian per cluster, fitted to the candidate's clusters (the study's model,
+    judged in the encoder's space rather than UMAP's);
   - first: the window's first seed alone (one candidate; what a single fit gets).
+
+    python benchmarks/candidate_choice.py digits --cache /tmp/qcache --out DIR   # DIR/digits_encoderS.npz
+
+digits: writes the latents of every default digits encoder that a `quality.py --cache` run saved
+(`digits_failures.cached_runs`) in the format `fit` reads, all 1,797 digits as both fit and
+held-out images (transductive, as `quality.py` scores the digits).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -30,13 +42,42 @@ import numpy as np
 
 from common import agreement, machine, output_folder
 
-RULES = ("first", "silhouette", "consensus", "likelihood")
+RULES = ("first", "silhouette", "consensus", "likelihood", "calinski", "partition_likelihood")
+REG_COVAR = 1e-4  # added to each cluster's covariance by partition_likelihood (aegmm's GMM setting)
 WINDOWS = (3, 5)
 RIGHT = 0.9  # a held-out accuracy above this counts as a right partition (MNIST: 0.94-0.96 or 0.80-0.87)
 
 
+def partition_likelihood(x: np.ndarray, labels: np.ndarray) -> float:
+    """Mean log-likelihood of x under one full Gaussian per cluster (maximum likelihood, the
+    covariance plus REG_COVAR), each weighted by its cluster's share: a hard-assignment GMM."""
+    total = 0.0
+    for k in np.unique(labels):
+        members = x[labels == k]
+        share = len(members) / len(x)
+        cov = np.atleast_2d(np.cov(members, rowvar=False, bias=True)) + REG_COVAR * np.eye(x.shape[1])
+        _, logdet = np.linalg.slogdet(cov)
+        diff = members - members.mean(0)
+        mahalanobis = np.einsum("ij,ij->i", diff @ np.linalg.inv(cov), diff)
+        total += np.sum(np.log(share) - 0.5 * (x.shape[1] * np.log(2 * np.pi) + logdet + mahalanobis))
+    return float(total / len(x))
+
+
+def digits_latents(cache: Path, out: Path) -> None:
+    from common import load_digits
+    from digits_failures import cached_runs
+
+    classes = load_digits().classes
+    out.mkdir(parents=True, exist_ok=True)
+    for seed, folder in cached_runs(cache):
+        fit = np.load(folder / "arrays.npz")["fit_latents"]
+        np.savez(out / f"digits_encoder{seed}.npz", fit=fit, held_out=fit, fit_labels=classes,
+                 held_out_labels=classes)  # fmt: skip
+        print(f"{out / f'digits_encoder{seed}.npz'}: encoder seed {seed} ({folder.name})", flush=True)
+
+
 def fit_rows(latents: Path, seeds: int, out: Path) -> None:
-    from sklearn.metrics import silhouette_score
+    from sklearn.metrics import calinski_harabasz_score, silhouette_score
 
     from aegmm.config import MixtureConfig
     from aegmm.mixture import LatentMixture
@@ -58,6 +99,8 @@ def fit_rows(latents: Path, seeds: int, out: Path) -> None:
                 "held_out_acc": agreement(data["held_out_labels"], mixture.predict(data["held_out"]))["acc"],
                 "silhouette": float(silhouette_score(standard, labels)),  # standardised latents
                 "likelihood": float(mixture.gmm_.score(embedding)),
+                "calinski": float(calinski_harabasz_score(standard, labels)),
+                "partition_likelihood": partition_likelihood(standard, labels),
                 "seconds": round(time.perf_counter() - t0, 1),
                 "labels": labels.tolist(),
             }
@@ -77,19 +120,19 @@ def choose(window: list[dict], rule: str) -> dict:
     return max(window, key=lambda row: row[rule])
 
 
-def report(paths: list[Path], out: Path, command: str) -> None:
+def report(paths: list[Path], out: Path, command: str, right_above: float = RIGHT) -> None:
     rows = [json.loads(line) for path in paths for line in path.read_text().splitlines()]
     files = sorted({r["latents"] for r in rows})
     results = []
     for size in WINDOWS:
-        for rule in RULES:
+        for rule in (r for r in RULES if r in ("first", "consensus") or all(r in row for row in rows)):
             kept = []
             for name in files:
                 seeds = sorted((r for r in rows if r["latents"] == name), key=lambda r: r["seed"])
                 kept += [choose(seeds[i : i + size], rule) for i in range(len(seeds) - size + 1)]
             if kept:
                 accs = np.array([r["held_out_acc"] for r in kept])
-                right = int((accs > RIGHT).sum())
+                right = int((accs > right_above).sum())
                 results.append(
                     {"candidates": size, "rule": rule, "windows": len(kept), "right": right,
                      "mean": float(accs.mean()), "worst": float(accs.min())}
@@ -103,17 +146,19 @@ def report(paths: list[Path], out: Path, command: str) -> None:
         "",
         "## Each seed (one candidate)",
         "",
-        "| latents | seed | fit acc | held-out acc | silhouette | mean log-likelihood |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| latents | seed | fit acc | held-out acc | silhouette | mean log-likelihood | Calinski-Harabasz "
+        "| partition log-likelihood |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
         f"| {r['latents']} | {r['seed']} | {r['fit_acc']:.4f} | {r['held_out_acc']:.4f} | "
-        f"{r['silhouette']:.4f} | {r['likelihood']:.4f} |"
+        f"{r['silhouette']:.4f} | {r['likelihood']:.4f} | {r.get('calinski', math.nan):.1f} | "
+        f"{r.get('partition_likelihood', math.nan):.4f} |"
         for r in sorted(rows, key=lambda r: (r["latents"], r["seed"]))
     ]
     lines += [
         "",
-        f"## The kept candidate, over every window of consecutive seeds (right: held-out acc > {RIGHT})",
+        f"## The kept candidate, over every window of consecutive seeds (right: acc > {right_above})",
         "",
         "| candidates | rule | windows | right | mean held-out acc | worst |",
         "| ---: | --- | ---: | ---: | ---: | ---: |",
@@ -144,22 +189,28 @@ def smoke(out: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", nargs="?", choices=("fit", "report"), default="report")
+    parser.add_argument("step", nargs="?", choices=("fit", "report", "digits"), default="report")
+    parser.add_argument("--cache", type=Path, help="digits: the --cache folder of a quality.py run")
     parser.add_argument("--latents", type=Path, help="fit: a latents .npz (umap_levers.py encode's format)")
     parser.add_argument("--seeds", type=int, default=10, help="fit: mixture seeds 0..N-1")
     parser.add_argument(
         "--rows", type=Path, nargs="*", default=[], help="report: the fit steps' .jsonl files"
     )
     parser.add_argument("--out", type=Path, default=None, help="fit: the .jsonl; report: a folder")
+    parser.add_argument(
+        "--right", type=float, default=RIGHT, help="report: accuracy above which a partition is right"
+    )
     parser.add_argument("--smoke", action="store_true", help="3 seeds on 400 random 16-D points, then report")
     args = parser.parse_args(argv)
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     if args.smoke:
         smoke(output_folder(args.out, True))
+    elif args.step == "digits":
+        digits_latents(args.cache, args.out)
     elif args.step == "fit":
         fit_rows(args.latents, args.seeds, args.out)
     else:
-        report(args.rows, args.out, command)
+        report(args.rows, args.out, command, args.right)
     return 0
 
 
