@@ -476,7 +476,7 @@ def test_umap_levers_smoke(shared_data, tmp_path, results_untouched):
     assert "## placement" in (tmp_path / "sweep.md").read_text()
 
 
-RULES = ("first", "silhouette", "consensus", "likelihood")
+RULES = ("first", "silhouette", "consensus", "likelihood", "calinski", "partition_likelihood")
 
 
 def test_candidate_choice_smoke(tmp_path, results_untouched):
@@ -484,9 +484,29 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
     rows = [json.loads(line) for line in (tmp_path / "blobs.jsonl").read_text().splitlines()]
     assert [r["seed"] for r in rows] == [0, 1, 2] and all(len(r["labels"]) == 300 for r in rows)
     assert all(finite(r["held_out_acc"], 0, 1) and finite(r["silhouette"], -1, 1) for r in rows)
+    assert all(finite(r["calinski"], 0) and finite(r["partition_likelihood"]) for r in rows)
     kept = json.loads((tmp_path / "candidates.json").read_text())
     assert [(r["candidates"], r["rule"]) for r in kept] == [(3, rule) for rule in RULES]  # 3 seeds: no 5
     assert all(r["windows"] == 1 and 0 <= r["right"] <= 1 for r in kept)
+
+
+def test_partition_likelihood_is_a_hard_assignment_gaussian_log_likelihood():
+    import numpy as np
+    from scipy.stats import multivariate_normal
+
+    probe = benchmark_module("candidate_choice")
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(60, 3)), rng.normal(loc=6.0, size=(40, 3))])
+    truth = np.repeat([0, 1], [60, 40])
+    expected = 0.0
+    for k, share in ((0, 0.6), (1, 0.4)):
+        members = x[truth == k]
+        cov = np.cov(members, rowvar=False, bias=True) + probe.REG_COVAR * np.eye(3)
+        expected += np.sum(np.log(share) + multivariate_normal(members.mean(0), cov).logpdf(members))
+    assert probe.partition_likelihood(x, truth) == pytest.approx(expected / 100, rel=1e-9)
+    mixed = truth.copy()
+    mixed[:30] = 1  # half of one blob joins the other
+    assert probe.partition_likelihood(x, mixed) < probe.partition_likelihood(x, truth) - 0.5
 
 
 @pytest.mark.parametrize(
@@ -520,6 +540,7 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
         "digits_seeds10/quality.md",
         "digits_seeds10/normalize_none/quality.md",
         "digits_seeds10/latent64/quality.md",
+        "digits_levers/warp/quality.md",
         "efficiency_probes/strided60.md",
         "efficiency_probes/nnclr05.md",
     ],
