@@ -292,6 +292,34 @@ def test_warp_probe_trains_on_the_digits_and_checks_its_arguments(tmp_path, resu
         assert done.returncode != 0 and "usage: warp_probe.py" in done.stderr, done.stderr
 
 
+def test_hybrid_probe_shares_gradients_in_hybrid_runs_only(monkeypatch):
+    import aegmm.contrastive as contrastive
+
+    calls = []
+    monkeypatch.setattr(contrastive, "train_contrastive", lambda *args, **options: calls.append(options))
+    probe = benchmark_module("hybrid_probe")
+    probe.patch_shared(0.5)
+    contrastive.train_contrastive("images", mode="hybrid", temperature=0.2)
+    contrastive.train_contrastive("images", mode="simclr", temperature=0.2)
+    assert calls == [
+        {"mode": "hybrid", "temperature": 0.2, "shared_gradients": True, "reconstruction_weight": 0.5},
+        {"mode": "simclr", "temperature": 0.2},
+    ]
+
+
+def test_hybrid_probe_trains_a_shared_hybrid_and_checks_its_weight(tmp_path, results_untouched):
+    options = ["--smoke", "--out", str(tmp_path), "--datasets", "digits", "--methods", "aegmm"]
+    out = run_script("hybrid_probe.py", "1.0", *options, "--no-default", "--variant", "objective=hybrid")
+    assert "hybrid with shared gradients, reconstruction weight 1.0" in out
+    report = json.loads((tmp_path / "quality.json").read_text())
+    rows = [r for r in report["runs"] if "metrics" in r]
+    assert [(r["task"], r["variant"]) for r in rows] == [("digits", "objective=hybrid")]
+    for args in (["-1"], ["nan"], ["one"], ["1.0", "--cache", "/tmp/x"]):
+        command = [sys.executable, "benchmarks/hybrid_probe.py", *args]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and "usage: hybrid_probe.py" in done.stderr, done.stderr
+
+
 def test_quality_seeds_runs_every_method_per_seed_and_reports_mean_and_sd(
     shared_data, tmp_path, results_untouched
 ):
