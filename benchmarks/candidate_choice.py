@@ -22,10 +22,11 @@ keeps, and the held-out accuracy it gets:
   - first: the window's first seed alone (one candidate; what a single fit gets).
 
     python benchmarks/candidate_choice.py digits --cache /tmp/qcache --out DIR   # DIR/digits_encoderS.npz
+    python benchmarks/candidate_choice.py mnist --cache /tmp/qcache --out DIR    # DIR/mnist_encoderS.npz
 
-digits: writes the latents of every default digits encoder that a `quality.py --cache` run saved
-(`digits_failures.cached_runs`) in the format `fit` reads, all 1,797 digits as both fit and
-held-out images (transductive, as `quality.py` scores the digits).
+digits, mnist: write the latents of every default encoder of that data set that a `quality.py
+--cache` run saved, in the format `fit` reads: for the digits all 1,797 as both fit and held-out
+images (transductive, as `quality.py` scores them), for MNIST its 8,000 / 2,000 split.
 """
 
 from __future__ import annotations
@@ -63,17 +64,40 @@ def partition_likelihood(x: np.ndarray, labels: np.ndarray) -> float:
     return float(total / len(x))
 
 
-def digits_latents(cache: Path, out: Path) -> None:
-    from common import load_digits
+def cached_latents(cache: Path, dataset: str, out: Path) -> None:
+    """One latents .npz per default encoder of `dataset` that a `quality.py --cache` run saved: the
+    digits (all 1,797 as fit and held-out) or MNIST (the 8,000 / 2,000 split of `common.load_mnist`)."""
+    from common import load_digits, load_mnist
     from digits_failures import cached_runs
 
-    classes = load_digits().classes
+    if dataset == "digits":
+        classes = load_digits().classes
+        runs, labels = cached_runs(cache), (classes, classes)
+    else:
+        fit, held_out = load_mnist()
+        runs, labels = mnist_runs(cache), (fit.classes, held_out.classes)
     out.mkdir(parents=True, exist_ok=True)
-    for seed, folder in cached_runs(cache):
-        fit = np.load(folder / "arrays.npz")["fit_latents"]
-        np.savez(out / f"digits_encoder{seed}.npz", fit=fit, held_out=fit, fit_labels=classes,
-                 held_out_labels=classes)  # fmt: skip
-        print(f"{out / f'digits_encoder{seed}.npz'}: encoder seed {seed} ({folder.name})", flush=True)
+    for seed, folder in runs:
+        arrays = np.load(folder / "arrays.npz")
+        fit_x = arrays["fit_latents"]
+        held_out_x = fit_x if dataset == "digits" else arrays["score_latents"]
+        path = out / f"{dataset}_encoder{seed}.npz"
+        np.savez(path, fit=fit_x, held_out=held_out_x, fit_labels=labels[0], held_out_labels=labels[1])
+        print(f"{path}: encoder seed {seed} ({folder.name})", flush=True)
+
+
+def mnist_runs(cache: Path) -> list[tuple[int, Path]]:
+    """(seed, folder) of each cached default MNIST run (8,000 fit images, 10 epochs, clean inputs,
+    5 candidates), the first folder by name for a seed cached twice."""
+    runs = {}
+    for folder in sorted(cache.glob("*/")):
+        config = json.loads((folder / "run" / "config.json").read_text())
+        train, model = config["train"], config["model"]
+        default = train["epochs"] == 10 and train["noise"] == 0.0 and config["mixture"]["candidates"] == 5
+        gray = model["channels"] == 1 and model["latent_dim"] == 32
+        if gray and default and len(np.load(folder / "arrays.npz")["fit_latents"]) == 8000:
+            runs.setdefault(train["seed"], folder)
+    return sorted(runs.items())
 
 
 def fit_rows(latents: Path, seeds: int, out: Path) -> None:
@@ -189,8 +213,8 @@ def smoke(out: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", nargs="?", choices=("fit", "report", "digits"), default="report")
-    parser.add_argument("--cache", type=Path, help="digits: the --cache folder of a quality.py run")
+    parser.add_argument("step", nargs="?", choices=("fit", "report", "digits", "mnist"), default="report")
+    parser.add_argument("--cache", type=Path, help="digits, mnist: a quality.py run's --cache folder")
     parser.add_argument("--latents", type=Path, help="fit: a latents .npz (umap_levers.py encode's format)")
     parser.add_argument("--seeds", type=int, default=10, help="fit: mixture seeds 0..N-1")
     parser.add_argument(
@@ -205,8 +229,8 @@ def main(argv=None) -> int:
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     if args.smoke:
         smoke(output_folder(args.out, True))
-    elif args.step == "digits":
-        digits_latents(args.cache, args.out)
+    elif args.step in ("digits", "mnist"):
+        cached_latents(args.cache, args.step, args.out)
     elif args.step == "fit":
         fit_rows(args.latents, args.seeds, args.out)
     else:
