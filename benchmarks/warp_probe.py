@@ -20,6 +20,7 @@ without the probe's own arguments, and the NOTES beside committed results give t
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,24 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aegmm.train as train  # noqa: E402
 import quality  # noqa: E402
-from aegmm.augment import AugmentPolicy, affine_matrices  # noqa: E402
+from aegmm.augment import GRAYSCALE, AugmentPolicy, affine_matrices  # noqa: E402
 
 USAGE = "usage: warp_probe.py ROTATION CROP_LO [quality.py options, without --cache]"
 
 
 def warp_policy(rotation: float, crop_lo: float) -> AugmentPolicy:
-    """Geometry only: rotation up to `rotation` degrees, crops of area crop_lo-1, no mirror, no colour."""
-    return AugmentPolicy(
-        crop_scale=(crop_lo, 1.0),
-        crop_ratio=(0.8, 1.25),
-        flip=False,
-        rotation=rotation,
-        brightness=0.0,
-        contrast=0.0,
-        saturation=0.0,
-        jitter_p=0.0,
-        grayscale_p=0.0,
-    )
+    """The digits' view policy (no mirror, no colour, aspect 0.8-1.25) with rotations up to
+    `rotation` degrees and crops of area crop_lo-1."""
+    return replace(GRAYSCALE, crop_scale=(crop_lo, 1.0), rotation=rotation)
 
 
 def warp(x: Tensor, policy: AugmentPolicy, generator: torch.Generator) -> Tensor:
