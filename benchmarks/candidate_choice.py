@@ -75,7 +75,8 @@ def cached_latents(cache: Path, dataset: str, out: Path) -> None:
         runs, labels = cached_runs(cache), (classes, classes)
     else:
         fit, held_out = load_mnist()
-        runs, labels = mnist_runs(cache), (fit.classes, held_out.classes)
+        runs = cached_runs(cache, epochs=10, noise=0.0, n_fit=8000)  # MNIST's default: clean, 10 epochs
+        labels = fit.classes, held_out.classes
     out.mkdir(parents=True, exist_ok=True)
     for seed, folder in runs:
         arrays = np.load(folder / "arrays.npz")
@@ -84,20 +85,6 @@ def cached_latents(cache: Path, dataset: str, out: Path) -> None:
         path = out / f"{dataset}_encoder{seed}.npz"
         np.savez(path, fit=fit_x, held_out=held_out_x, fit_labels=labels[0], held_out_labels=labels[1])
         print(f"{path}: encoder seed {seed} ({folder.name})", flush=True)
-
-
-def mnist_runs(cache: Path) -> list[tuple[int, Path]]:
-    """(seed, folder) of each cached default MNIST run (8,000 fit images, 10 epochs, clean inputs,
-    5 candidates), the first folder by name for a seed cached twice."""
-    runs = {}
-    for folder in sorted(cache.glob("*/")):
-        config = json.loads((folder / "run" / "config.json").read_text())
-        train, model = config["train"], config["model"]
-        default = train["epochs"] == 10 and train["noise"] == 0.0 and config["mixture"]["candidates"] == 5
-        gray = model["channels"] == 1 and model["latent_dim"] == 32
-        if gray and default and len(np.load(folder / "arrays.npz")["fit_latents"]) == 8000:
-            runs.setdefault(train["seed"], folder)
-    return sorted(runs.items())
 
 
 def fit_rows(latents: Path, seeds: int, out: Path) -> None:

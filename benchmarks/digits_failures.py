@@ -32,15 +32,19 @@ SWEEP = {  # name: (UMAP neighbours, dimensions, L2 first)
 }
 
 
-def cached_runs(cache: Path) -> list[tuple[int, Path]]:
-    """(seed, folder) of each cached default digits run, one per seed."""
+def cached_runs(
+    cache: Path, epochs: int = 39, noise: float = 0.1, n_fit: int = 1797
+) -> list[tuple[int, Path]]:
+    """(seed, folder) of each cached default grayscale run, one per seed (the first folder by name
+    where a seed was cached twice): 32-number latents, 5 candidates, and the given epochs, noise
+    and number of fit images (the digits' default unless told: 39 epochs, noise 0.1, 1,797)."""
     runs = {}
     for folder in sorted(cache.glob("*/")):
         config = json.loads((folder / "run" / "config.json").read_text())
         train, mixture = config["train"], config["mixture"]
-        default = train["epochs"] == 39 and train["noise"] == 0.1 and mixture["candidates"] == 5
-        digits = config["model"]["channels"] == 1 and config["model"]["latent_dim"] == 32
-        if digits and default and len(np.load(folder / "arrays.npz")["fit_latents"]) == 1797:
+        default = train["epochs"] == epochs and train["noise"] == noise and mixture["candidates"] == 5
+        gray = config["model"]["channels"] == 1 and config["model"]["latent_dim"] == 32
+        if gray and default and len(np.load(folder / "arrays.npz")["fit_latents"]) == n_fit:
             runs.setdefault(train["seed"], folder)
     return sorted(runs.items())
 
