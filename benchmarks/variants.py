@@ -264,7 +264,7 @@ def _train(params: dict, fit: np.ndarray, score: np.ndarray, k: int) -> Trained:
     with measure() as reconstructing:
         fit_error = reconstruction_error(clusterer, fit)
         score_error = fit_error if score is fit else reconstruction_error(clusterer, score)
-    history = clusterer.history_
+    history, train = clusterer.history_, clusterer.config_.train
     timings = {
         "fit": fitting.as_dict(),  # train + encode + one mixture: ImageClusterer.fit as a user runs it
         "train_seconds": round(sum(h["seconds"] for h in history), 3),
@@ -273,7 +273,11 @@ def _train(params: dict, fit: np.ndarray, score: np.ndarray, k: int) -> Trained:
         "final_val_loss": round(history[-1]["val_loss"], 5),
         "encode": encoding.as_dict(),
         "reconstruct": reconstructing.as_dict(),
-        "epochs": clusterer.config_.train.epochs,
+        "epochs": train.epochs,  # and the other settings that "auto" resolved for these images
+        "objective": train.objective,
+        "batch_size": train.batch_size,
+        "precision": train.precision,
+        "noise": train.noise,
     }
     return Trained(clusterer, fit_latents, score_latents, fit_error, score_error, timings)
 

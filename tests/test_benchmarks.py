@@ -139,6 +139,10 @@ def test_quality_smoke(shared_data, tmp_path, results_untouched):
             )
         if row["method"] == "aegmm":
             assert finite(row["train"]["fit"]["seconds"], 0) and finite(row["time"]["seconds"], 0)
+            objective = "contrastive" if row["dataset"] == "cifake" else "reconstruction"  # auto by channels
+            resolved = {k: row["train"][k] for k in ("objective", "batch_size", "epochs")}
+            assert resolved == {"objective": objective, "batch_size": 32, "epochs": 1}, row["train"]
+            assert row["train"]["precision"] in ("float32", "bfloat16") and row["train"]["noise"] >= 0
     aegmm_scores = next(r for r in rows if r["method"] == "aegmm" and r["task"] == "real_fake")["scores"]
     assert set(aegmm_scores) == {"nll", "uncertainty", "recon", "high_frequency"}
     assert any(r.get("method") == "clustimage" and "skipped" in r for r in report["runs"])
