@@ -41,10 +41,11 @@ from pathlib import Path
 
 import numpy as np
 
+from aegmm.config import MixtureConfig
 from common import agreement, machine, output_folder
 
 RULES = ("first", "silhouette", "consensus", "likelihood", "calinski", "partition_likelihood")
-REG_COVAR = 1e-4  # added to each cluster's covariance by partition_likelihood (aegmm's GMM setting)
+REG_COVAR = MixtureConfig().reg_covar  # added to each cluster's covariance by partition_likelihood
 WINDOWS = (3, 5)
 RIGHT = 0.9  # a held-out accuracy above this counts as a right partition (MNIST: 0.94-0.96 or 0.80-0.87)
 

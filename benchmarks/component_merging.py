@@ -2,8 +2,9 @@
 digits' merged partition? On the digits default's encoders that a `quality.py --cache` run saved
 (the same ones as `digits_failures.py`), for each encoder and mixture seeds 0..S-1 it embeds the
 latents as aegmm's UMAP candidate does (L2, standardised, UMAP 10-D with 30 neighbours and min_dist
-0), fits a full GaussianMixture with K + EXTRA components (20 EM restarts, aegmm's reg_covar), and
-merges components pairwise until K clusters are left, by one of three rules:
+0), fits a full GaussianMixture with K + EXTRA components (20 EM restarts, aegmm's reg_covar,
+scikit-learn's 100 EM iterations), and merges components pairwise until K clusters are left, by
+one of three rules:
 
 - entropy: the pair whose merging lowers the entropy of the soft memberships most (Baudry et al.,
   "Combining mixture components for clustering", JCGS 2010): the pair the mixture confuses most;
@@ -31,13 +32,13 @@ from sklearn.preprocessing import StandardScaler, normalize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from aegmm.config import MixtureConfig  # noqa: E402
 from aegmm.embedding import umap_embedding  # noqa: E402
 from common import agreement, load_digits  # noqa: E402
 from digits_failures import cached_runs  # noqa: E402
 
 K = 10
-REG_COVAR = 1e-4  # aegmm's GaussianMixture setting (mixture.py)
-RULES = ("entropy", "ward-latent", "ward-umap")
+REG_COVAR = MixtureConfig().reg_covar  # aegmm's; EM iterations stay sklearn's 100 (aegmm: 300)
 
 
 def merge_entropy(proba: np.ndarray, k: int) -> list[list[int]]:
