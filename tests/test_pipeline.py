@@ -67,6 +67,7 @@ def test_predictions_after_load_equal_those_before_saving(fitted, tmp_path):
     resolved["features"] = "bottleneck"  # TINY trains by reconstruction
     resolved["precision"] = "float32"  # reconstruction on CPU, whatever the CPU
     resolved["noise"] = 0.0  # a colour autoencoder trains on clean inputs
+    resolved["members"] = 1  # and as one network
     assert loaded.get_params() == clone(clusterer).get_params() | resolved
     assert loaded.history_ == clusterer.history_
 

@@ -141,6 +141,7 @@ FIT_FIELDS = {
     "objective": (T, None, None),
     "temperature": (T, None, None),
     "view_size": (T, None, at_least(0)),
+    "members": (T, None, count_or_auto),
     "precision": (T, None, None),
     "features": (X, None, None),
     "normalize": (X, None, None),

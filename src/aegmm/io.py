@@ -2,7 +2,7 @@
 
 A run folder holds:
   config.json              every setting, package and format version, a sha256 per file below
-  autoencoder.safetensors  network weights
+  autoencoder.safetensors  network weights (every member's, for an ensemble)
   normalization.json       per-channel mean and std of the training images
   mixture.safetensors      standardiser, reducer and GaussianMixture arrays
   mixture.json             mixture metadata (K, BIC per K tried, convergence)
@@ -19,7 +19,7 @@ import torch
 
 from .config import FORMAT_VERSION, RunConfig
 from .mixture import LatentMixture
-from .nn import AutoEncoder
+from .nn import AutoEncoder, Ensemble
 from .preprocess import Normalizer
 from .storage import (
     read_arrays,
@@ -51,7 +51,7 @@ class SavedRun:
     """What a run folder holds: the settings, the trained network and everything fitted after it."""
 
     config: RunConfig
-    autoencoder: AutoEncoder
+    autoencoder: AutoEncoder | Ensemble
     normalizer: Normalizer
     mixture: LatentMixture
     history: list[dict]
@@ -121,7 +121,10 @@ def _read_normalizer(path: Path, channels: int) -> Normalizer:
 
 def _read_parts(folder: Path, config: RunConfig) -> SavedRun:
     m, x = config.model, config.mixture
-    model = AutoEncoder(m)
+    members = config.train.members
+    if isinstance(members, str) or members < 1:
+        raise ValueError(f"{folder / CONFIG} must name how many members were trained, got {members!r}")
+    model = AutoEncoder(m) if members == 1 else Ensemble.untrained(m, members)
     try:
         model.load_state_dict(read_tensors(folder / WEIGHTS))
     except RuntimeError as exc:

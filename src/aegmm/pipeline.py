@@ -16,6 +16,7 @@ from .config import AUTO_BY_REDUCER, MixtureConfig, ModelConfig, RunConfig, Trai
 from .data import ImageSet, load_images
 from .io import SavedRun, read_run, save_run
 from .mixture import LatentMixture
+from .nn import Ensemble
 from .preprocess import Normalizer, conform_images
 from .progress import say
 from .train import encode, encode_and_reconstruct, resolve_on_device, train_autoencoder
@@ -40,9 +41,25 @@ class Assignments:
 
 
 def _train(images, config: RunConfig, normalizer, checkpoint_dir, resume: bool, progress: bool):
-    """The autoencoder trained with the run's objective: (model on CPU, history)."""
-    train, options = config.train, {}
-    trainer = train_autoencoder
+    """The autoencoder trained with the run's objective, or an Ensemble of `members` of them (each in
+    its own checkpoint folder, member0, member1, ...): (model on CPU, history)."""
+    train, members = config.train, config.train.members
+    if members == 1:
+        return _train_one(images, config.model, train, normalizer, checkpoint_dir, resume, progress)
+    networks, histories = [], []
+    for index in range(members):
+        say(f"training member {index + 1} of {members} (seed {train.seed + index})", enabled=progress)
+        folder = None if checkpoint_dir is None else Path(checkpoint_dir) / f"member{index}"
+        network, history = _train_one(
+            images, config.model, train.member(index), normalizer, folder, resume, progress
+        )
+        networks.append(network)
+        histories.append(history)
+    return Ensemble(networks), mean_history(histories)
+
+
+def _train_one(images, model: ModelConfig, train: TrainConfig, normalizer, checkpoint_dir, resume, progress):
+    trainer, options = train_autoencoder, {}
     if train.objective != "reconstruction":
         from .contrastive import train_contrastive
 
@@ -52,7 +69,7 @@ def _train(images, config: RunConfig, normalizer, checkpoint_dir, resume: bool, 
         options["view_size"] = train.view_size
     return trainer(
         images,
-        config.model,
+        model,
         train,
         normalizer,
         checkpoint_dir=checkpoint_dir,
@@ -60,6 +77,21 @@ def _train(images, config: RunConfig, normalizer, checkpoint_dir, resume: bool, 
         progress=progress,
         **options,
     )
+
+
+def mean_history(histories: list[list[dict]]) -> list[dict]:
+    """One entry per epoch: the members' mean of each number (the sum of their seconds), and each
+    member's training loss."""
+    merged = []
+    for entries in zip(*histories, strict=True):
+        numbers = {k for k, v in entries[0].items() if isinstance(v, int | float) and k != "epoch"}
+        entry = {"epoch": entries[0]["epoch"]}
+        for key in sorted(numbers):
+            values = [e[key] for e in entries]
+            entry[key] = float(np.sum(values) if key == "seconds" else np.mean(values))
+        entry["member_train_loss"] = [e["train_loss"] for e in entries]
+        merged.append(entry)
+    return merged
 
 
 def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
@@ -71,12 +103,13 @@ def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
     automatic = [
         (name, getattr(chosen, name))
         for given, chosen, names in (
-            (config.train, train, ("objective", "batch_size", "epochs", "precision", "noise")),
+            (config.train, train, ("objective", "batch_size", "epochs", "precision", "noise", "members")),
             (config.mixture, mixture, ("reducer", *AUTO_BY_REDUCER["pca"], "features")),
         )
         for name in names
-        if getattr(given, name) == "auto" and (name != "noise" or train.objective == "reconstruction")
-    ]  # noise is said only where it applies: contrastive training ignores it
+        if getattr(given, name) == "auto"
+        and (name not in ("noise", "members") or train.objective == "reconstruction")
+    ]  # noise and members are said only for autoencoders: contrastive training ignores noise
     if automatic:
         kind = "single-channel" if channels == 1 else "colour"
         shown = ", ".join(f"{name} {value}" for name, value in automatic)
@@ -111,6 +144,7 @@ class ImageClusterer(BaseEstimator):
         objective: str = _T.objective,
         temperature: float = _T.temperature,
         view_size: int = _T.view_size,
+        members: int | str = _T.members,
         n_components: int | str = _X.n_components,
         k_range: tuple[int, int] = _X.k_range,
         covariance_type: str = _X.covariance_type,
@@ -136,6 +170,7 @@ class ImageClusterer(BaseEstimator):
         self.n_init, self.candidates, self.reg_covar, self.seed = n_init, candidates, reg_covar, seed
         self.max_fit_samples, self.train_images, self.precision = max_fit_samples, train_images, precision
         self.objective, self.temperature, self.view_size = objective, temperature, view_size
+        self.members = members
         self.device, self.encode_batch_size, self.progress = device, encode_batch_size, progress
 
     def check_params(self) -> None:

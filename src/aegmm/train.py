@@ -362,7 +362,7 @@ def encode(
     With `out` (a .npy path) they are written chunk by chunk to a memory-mapped file instead
     of memory, and that memory map is returned.
     """
-    shape = (len(images), model.config.feature_dim(features))
+    shape = (len(images), model.feature_dim(features))
     if out is None:
         out = np.empty(shape, dtype=np.float32)
     else:
@@ -390,7 +390,7 @@ def encode_and_reconstruct(
         latents.append(h.float().cpu().numpy())
         pixels.append(normalizer.to_pixels(net.decoder(z)).permute(0, 2, 3, 1).cpu().numpy())
     if not latents:
-        return np.zeros((0, model.config.feature_dim(features)), np.float32), np.zeros(
+        return np.zeros((0, model.feature_dim(features)), np.float32), np.zeros(
             (0, *images.shape[1:]), np.float32
         )
     return np.concatenate(latents), np.concatenate(pixels)

@@ -1,5 +1,6 @@
-"""Neural networks: the ResNet-18 autoencoder and its blocks."""
+"""Neural networks: the ResNet-18 autoencoder, its blocks, and an ensemble of autoencoders."""
 
 from .autoencoder import AutoEncoder, Decoder, Encoder
+from .ensemble import Ensemble
 
-__all__ = ["AutoEncoder", "Decoder", "Encoder"]
+__all__ = ["AutoEncoder", "Decoder", "Encoder", "Ensemble"]

@@ -118,6 +118,10 @@ class AutoEncoder(nn.Module):
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
 
+    def feature_dim(self, features: str) -> int:
+        """Numbers per image of the features "bottleneck" (latent_dim) or "pooled"."""
+        return self.config.feature_dim(features)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         z = self.encoder(x)
         return self.decoder(z), z

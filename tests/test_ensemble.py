@@ -1,0 +1,142 @@
+"""Ensembles of autoencoders (TrainConfig.members): the auto rule, exact members, features, files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from aegmm import ImageClusterer, load
+from aegmm.cli import main
+from aegmm.config import AUTO_MEMBERS, RunConfig, TrainConfig
+from aegmm.nn import AutoEncoder, Ensemble
+from conftest import TINY, TINY_ARGS, two_group_images
+
+PAIR = TINY | {"members": 2, "n_init": 3}
+
+
+@pytest.fixture(scope="module")
+def pair():
+    images, labels = two_group_images(48)
+    return ImageClusterer(**PAIR).fit(images), images, labels
+
+
+def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("objective", "channels", "n_train", "expected"),
+    [
+        ("reconstruction", 1, 7200, AUTO_MEMBERS),  # 8,000 MNIST digits less validation: 10 epochs
+        ("reconstruction", 1, 1617, 1),  # scikit-learn's digits: 39 auto epochs, one network
+        ("reconstruction", 3, 7200, 1),
+        ("contrastive", 1, 7200, 1),
+        ("reconstruction", 1, None, "auto"),  # unknown collection: left for later
+    ],
+)
+def test_auto_members_follow_the_kind_of_image_and_the_collection(objective, channels, n_train, expected):
+    resolved = TrainConfig().resolve(channels=channels, objective=objective, n_train=n_train)
+    assert resolved.members == expected
+
+
+def test_members_are_checked_and_a_run_saved_before_them_had_one_network():
+    for bad in (0, -1, "three", 2.5):
+        with pytest.raises(ValueError, match="members must be"):
+            TrainConfig(members=bad)
+    old = RunConfig.from_dict({"train": {"seed": 3}, "mixture": {"features": "bottleneck"}})
+    assert old.train.members == 1 and RunConfig().train.members == "auto"
+
+
+def test_each_member_is_the_one_network_run_of_its_seed(pair):
+    """Member i of the ensemble seeded s trains exactly as a one-network run seeded s + i, so
+    `benchmarks/ensemble_probe.py` may build ensembles from cached one-network runs."""
+    clusterer, images, _ = pair
+    assert isinstance(clusterer.autoencoder_, Ensemble) and clusterer.autoencoder_.members == 2
+    for index in range(2):
+        single = ImageClusterer(**(PAIR | {"members": 1, "seed": index})).fit(images).autoencoder_
+        assert _same(_weights(clusterer.autoencoder_.encoder.members[index]), _weights(single.encoder))
+        assert _same(_weights(clusterer.autoencoder_.decoder.members[index]), _weights(single.decoder))
+
+
+def test_features_are_the_members_unit_vectors_side_by_side(pair):
+    clusterer, images, _ = pair
+    features = clusterer.transform(images)
+    assert features.shape == (48, 2 * TINY["latent_dim"]) == (48, clusterer.config_.feature_dim)
+    halves = np.split(features, 2, axis=1)
+    for half in halves:  # each member's vector at length 1/sqrt(2): every member weighs the same
+        assert np.allclose(np.linalg.norm(half, axis=1), 1 / np.sqrt(2), atol=1e-5)
+    assert not np.allclose(halves[0], halves[1])  # two networks, not one copied
+
+
+def test_the_reconstruction_is_the_members_mean(pair):
+    clusterer, images, _ = pair
+    ensemble = clusterer.autoencoder_.eval()
+    x = clusterer.normalizer_.to_tensor(images[:4], "cpu")
+    with torch.no_grad():
+        each = [AutoEncoder.forward(_as_network(ensemble, i), x)[0] for i in range(2)]
+        mean, z = ensemble(x)
+    assert z.shape == (4, 2 * TINY["latent_dim"])
+    assert torch.allclose(mean, (each[0] + each[1]) / 2, atol=1e-6)
+    assert clusterer.reconstruct(images[:4]).shape == (4, 16, 16, 3)
+
+
+def _as_network(ensemble: Ensemble, index: int) -> AutoEncoder:
+    network = AutoEncoder(ensemble.config)
+    network.encoder, network.decoder = ensemble.encoder.members[index], ensemble.decoder.members[index]
+    return network.eval()
+
+
+def test_history_is_the_members_mean_per_epoch(pair):
+    clusterer, _, _ = pair
+    history = clusterer.history_
+    assert [h["epoch"] for h in history] == [1, 2]
+    for entry in history:
+        assert len(entry["member_train_loss"]) == 2
+        assert entry["train_loss"] == pytest.approx(np.mean(entry["member_train_loss"]))
+
+
+def test_save_and_load_give_the_same_ensemble_and_clusters(pair, tmp_path):
+    clusterer, images, _ = pair
+    clusterer.save(tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["members"] == 2
+    loaded = load(tmp_path / "run", progress=False)
+    assert isinstance(loaded.autoencoder_, Ensemble)
+    assert _same(_weights(loaded.autoencoder_), _weights(clusterer.autoencoder_))
+    assert np.array_equal(loaded.transform(images), clusterer.transform(images))
+    assert np.array_equal(loaded.predict(images), clusterer.predict(images))
+
+
+def test_a_run_saved_with_one_member_less_is_refused(pair, tmp_path):
+    clusterer, _, _ = pair
+    folder = clusterer.save(tmp_path / "run")
+    config = json.loads((folder / "config.json").read_text())
+    config["train"]["members"] = 1
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not match the network"):
+        load(folder, progress=False)
+
+
+def test_an_interrupted_ensemble_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    images, _ = two_group_images(32)
+    full = ImageClusterer(**PAIR).fit(images, checkpoint_dir=tmp_path / "full").autoencoder_
+    ImageClusterer(**(PAIR | {"epochs": 1})).fit(images, checkpoint_dir=tmp_path / "cut")
+    assert {p.name for p in (tmp_path / "cut").iterdir()} == {"member0", "member1"}
+    resumed = ImageClusterer(**PAIR).fit(images, checkpoint_dir=tmp_path / "cut", resume=True).autoencoder_
+    assert _same(_weights(resumed), _weights(full))
+
+
+def test_the_command_line_trains_the_members_it_is_given(tmp_path):
+    images, labels = two_group_images(40)
+    np.savez(tmp_path / "train.npz", images=images, labels=labels)
+    run = tmp_path / "run"
+    assert main(["fit", str(tmp_path / "train.npz"), "--out", str(run), *TINY_ARGS, "--members", "2"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["members"] == 2
+    out = tmp_path / "new.csv"
+    assert main(["assign", str(run), str(tmp_path / "train.npz"), "--out", str(out), "--quiet"]) == 0
+    assert len(out.read_text().splitlines()) == 41
