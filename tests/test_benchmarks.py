@@ -576,6 +576,9 @@ def test_partition_likelihood_is_a_hard_assignment_gaussian_log_likelihood():
         "digits_levers/pooled/quality.md",
         "digits_levers/hybrid_shared/quality.md",
         "mnist_seeds10/quality.md",
+        "ensemble/seeds10_11/quality.md",
+        "ensemble/epochs20/quality.md",
+        "ensemble/end_to_end/quality.md",
         "efficiency_probes/strided60.md",
         "efficiency_probes/nnclr05.md",
     ],
@@ -624,3 +627,18 @@ def test_mixture_speed_smoke(shared_data, tmp_path, results_untouched):
     assert [(row["n"], row["jobs"]) for row in record["rows"]] == [(600, 1), (600, 2)]
     assert all(row["same_labels_as_first_row"] and finite(row["seconds"], 0) for row in record["rows"])
     assert len(record["rows"][0]["agreement"]) == 5 and not list(tmp_path.glob("*.npy"))
+
+
+def test_ensemble_probe_builds_the_features_an_ensemble_run_clusters():
+    """The probe's side-by-side vectors from one-network runs of seeds 0 and 1 are the features of
+    the two-member run seeded 0, so its cached-encoder results stand for `--members 2`."""
+    import numpy as np
+
+    from aegmm import ImageClusterer
+    from conftest import TINY, two_group_images
+
+    probe = benchmark_module("ensemble_probe")
+    images, _ = two_group_images(32)
+    singles = [ImageClusterer(**(TINY | {"seed": s})).fit(images).transform(images) for s in (0, 1)]
+    pair = ImageClusterer(**(TINY | {"members": 2})).fit(images).transform(images)
+    assert np.allclose(probe.side_by_side(singles), pair, atol=1e-6)

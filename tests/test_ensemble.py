@@ -140,3 +140,14 @@ def test_the_command_line_trains_the_members_it_is_given(tmp_path):
     out = tmp_path / "new.csv"
     assert main(["assign", str(run), str(tmp_path / "train.npz"), "--out", str(out), "--quiet"]) == 0
     assert len(out.read_text().splitlines()) == 41
+
+
+def test_fit_says_when_auto_trains_more_than_one_network(capsys):
+    from aegmm.config import ModelConfig
+    from aegmm.pipeline import resolve_auto
+
+    gray = RunConfig(model=ModelConfig(channels=1))
+    assert resolve_auto(gray, 8000, progress=True).train.members == AUTO_MEMBERS
+    assert f"members {AUTO_MEMBERS}" in capsys.readouterr().err
+    assert resolve_auto(gray, 2000, progress=True).train.members == 1
+    assert "members" not in capsys.readouterr().err  # one network: nothing to say

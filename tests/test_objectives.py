@@ -169,7 +169,7 @@ def test_auto_epochs_are_chosen_for_the_collection_said_saved_and_offered_by_the
 def test_training_settings_given_are_kept_and_a_trainer_names_its_own_objective():
     assert TrainConfig(objective="hybrid").resolve(channels=1).batch_size == 256
     assert TrainConfig(batch_size=64).resolve(channels=3) == TrainConfig(
-        objective="contrastive", batch_size=64, noise=0.0
+        objective="contrastive", batch_size=64, noise=0.0, members=1
     )
     assert TrainConfig().resolve(channels=3, objective="reconstruction").batch_size == 128
     with pytest.raises(ValueError, match="batch_size must be a whole number >= 1 or 'auto', got 'many'"):

@@ -108,8 +108,9 @@ def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
         )
         for name in names
         if getattr(given, name) == "auto"
-        and (name not in ("noise", "members") or train.objective == "reconstruction")
-    ]  # noise and members are said only for autoencoders: contrastive training ignores noise
+        and (name != "noise" or train.objective == "reconstruction")
+        and (name != "members" or train.members > 1)
+    ]  # noise is said only where it applies (contrastive training ignores it), members beyond one
     if automatic:
         kind = "single-channel" if channels == 1 else "colour"
         shown = ", ".join(f"{name} {value}" for name, value in automatic)
