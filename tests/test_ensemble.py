@@ -151,3 +151,12 @@ def test_fit_says_when_auto_trains_more_than_one_network(capsys):
     assert f"members {AUTO_MEMBERS}" in capsys.readouterr().err
     assert resolve_auto(gray, 2000, progress=True).train.members == 1
     assert "members" not in capsys.readouterr().err  # one network: nothing to say
+
+
+def test_fit_help_states_the_members_rule():
+    from aegmm.cli import build_parser
+
+    fit = build_parser()._subparsers._group_actions[0].choices["fit"]
+    text = " ".join(fit.format_help().split())
+    assert f"auto: {AUTO_MEMBERS} for a single-channel autoencoder" in text
+    assert "at batch 128), else 1 (default auto)" in text  # the whole comment, up to the default

@@ -144,10 +144,10 @@ class TrainConfig:
     # on (0: the image size; the reconstruction objective has no views); smaller views train
     # faster, the mixture still reads whole images at the image size
     members: int | str = "auto"  # autoencoders trained one after another (seeds seed, seed+1, ...);
-
     # the mixture clusters their vectors side by side, each scaled to unit length; reconstructions
     # are the members' mean. auto: 2 for a single-channel autoencoder on a collection that auto
     # epochs pass over 10 times (at least 6,273 training images at batch 128), else 1
+
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
