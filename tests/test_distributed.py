@@ -30,33 +30,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun(data, out, *extra: str, env: dict | None = None) -> None:
+    """`aegmm fit DATA --out OUT` with the tiny settings in 2 CPU processes under torchrun."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    command += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    command += ["-m", "aegmm", "fit", str(data), "--out", str(out), *ARGS, *extra]
+    env = os.environ | {"OMP_NUM_THREADS": "1"} | (env or {})
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     images, labels = two_group_images(64)
     np.savez(root / "data.npz", images=images, labels=labels)
     (root / "shards").mkdir()
-    env = os.environ | {"AEGMM_SHARD_LOG": str(root / "shards"), "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(_free_port()),
-        "-m",
-        "aegmm",
-        "fit",
-        str(root / "data.npz"),
-        "--out",
-        str(root / "run"),
-        *ARGS,
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    _torchrun(root / "data.npz", root / "run", env={"AEGMM_SHARD_LOG": str(root / "shards")})
     return root, images
 
 
@@ -112,3 +102,12 @@ def test_weights_equal_a_one_process_replay_of_the_same_global_batches(ddp_run):
     reference = _reference_weights(images)
     for name, value in reference.items():
         assert torch.allclose(saved[name].float(), value.float(), atol=1e-5), name
+
+
+def test_a_distributed_ensemble_trains_its_first_member_as_the_distributed_one_network_run(ddp_run):
+    root, images = ddp_run
+    _torchrun(root / "data.npz", root / "pair", "--members", "2")
+    pair, single = aegmm.load(root / "pair", progress=False), aegmm.load(root / "run", progress=False)
+    first = pair.autoencoder_.encoder.members[0].state_dict()
+    assert all(torch.equal(v, first[k]) for k, v in single.autoencoder_.encoder.state_dict().items())
+    assert pair.transform(images).shape == (64, 2 * MODEL.latent_dim)
