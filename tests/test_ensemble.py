@@ -131,7 +131,7 @@ def test_an_interrupted_ensemble_resumes_to_the_weights_of_an_uninterrupted_one(
     assert _same(_weights(resumed), _weights(full))
 
 
-def test_the_command_line_trains_the_members_it_is_given(tmp_path):
+def test_the_command_line_trains_assigns_and_reports_the_members_it_is_given(tmp_path):
     images, labels = two_group_images(40)
     np.savez(tmp_path / "train.npz", images=images, labels=labels)
     run = tmp_path / "run"
@@ -140,6 +140,10 @@ def test_the_command_line_trains_the_members_it_is_given(tmp_path):
     out = tmp_path / "new.csv"
     assert main(["assign", str(run), str(tmp_path / "train.npz"), "--out", str(out), "--quiet"]) == 0
     assert len(out.read_text().splitlines()) == 41
+    report = tmp_path / "report"
+    assert main(["evaluate", str(run), str(tmp_path / "train.npz"), "--out", str(report), "--quiet"]) == 0
+    assert json.loads((report / "metrics.json").read_text())["members"] == 2
+    assert "<td>Autoencoders (--members)</td><td>2 (side by side;" in (report / "report.html").read_text()
 
 
 def test_fit_says_when_auto_trains_more_than_one_network(capsys):

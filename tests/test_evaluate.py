@@ -27,6 +27,7 @@ EVIL = '<b class="x">zero</b>'  # a label name that must be escaped in the repor
 
 REQUIRED = [
     "schema_version",
+    "members",
     "n_images",
     "reconstruction_mse",
     "psnr",

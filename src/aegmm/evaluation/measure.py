@@ -110,6 +110,7 @@ def header(clusterer: ImageClusterer, data: ImageSet, name: str) -> dict:
         "n_images": len(data),
         "skipped": len(data.skipped),
         "objective": clusterer.config_.train.objective,
+        "members": int(clusterer.config_.train.members),
         "k": int(gmm.n_components),
         "covariance_type": str(gmm.covariance_type),
         "n_features": int(gmm.means_.shape[1]),

@@ -143,6 +143,9 @@ def _summary_domains(d: Mapping) -> list[list[str]]:
 
 def _autoencoder(m: Mapping, figures: Mapping) -> str:
     rows = [["Training objective", m.get("objective", "reconstruction")]]
+    if m.get("members", 1) > 1:
+        side = "side by side; reconstructions: their mean; encoded images: the first one's"
+        rows.append(["Autoencoders (--members)", f"{m['members']} ({side})"])
     rows += [["Reconstruction MSE (pixels in [0, 1])", m["reconstruction_mse"]], ["PSNR (dB)", m["psnr"]]]
     return (
         '<h2 id="autoencoder">Autoencoder</h2>'

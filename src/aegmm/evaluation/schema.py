@@ -19,6 +19,7 @@ domains) with enough images each; [auto K] only when the run chose K by BIC on i
     n_features                     int: dimensions of the features
     seconds                        float: wall time of the evaluation
     objective                      str: how the encoder learned: reconstruction, contrastive or hybrid
+    members                        int: autoencoders whose vectors the mixture clusters side by side
     reconstruction_mse             float: MSE of the reconstructions, pixels in [0, 1]; contrastive: null
     psnr                           float: 10 log10(1 / reconstruction_mse) dB (max 100); contrastive: null
     gmm.log_likelihood             float: total log-likelihood of the features, saved mixture
