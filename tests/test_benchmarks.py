@@ -579,6 +579,7 @@ def test_partition_likelihood_is_a_hard_assignment_gaussian_log_likelihood():
         "ensemble/seeds10_11/quality.md",
         "ensemble/epochs20/quality.md",
         "ensemble/end_to_end/quality.md",
+        "ensemble/end_to_end_seed6/quality.md",
         "efficiency_probes/strided60.md",
         "efficiency_probes/nnclr05.md",
     ],
