@@ -573,6 +573,7 @@ def test_partition_likelihood_is_a_hard_assignment_gaussian_log_likelihood():
         "digits_seeds10/normalize_none/quality.md",
         "digits_seeds10/latent64/quality.md",
         "digits_levers/warp/quality.md",
+        "digits_levers/warp25/quality.md",
         "digits_levers/pooled/quality.md",
         "digits_levers/hybrid_shared/quality.md",
         "mnist_seeds10/quality.md",
