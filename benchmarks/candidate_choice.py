@@ -69,17 +69,16 @@ def cached_latents(cache: Path, dataset: str, out: Path) -> None:
     """One latents .npz per default encoder of `dataset` that a `quality.py --cache` run saved: the
     digits (all 1,797 as fit and held-out) or MNIST (the 8,000 / 2,000 split of `common.load_mnist`)."""
     from common import load_digits, load_mnist
-    from digits_failures import cached_runs
+    from digits_failures import DEFAULT_RUNS, cached_runs
 
     if dataset == "digits":
         classes = load_digits().classes
-        runs, labels = cached_runs(cache), (classes, classes)
+        labels = classes, classes
     else:
         fit, held_out = load_mnist()
-        runs = cached_runs(cache, epochs=10, noise=0.0, n_fit=8000)  # MNIST's default: clean, 10 epochs
         labels = fit.classes, held_out.classes
     out.mkdir(parents=True, exist_ok=True)
-    for seed, folder in runs:
+    for seed, folder in cached_runs(cache, *DEFAULT_RUNS[dataset]):
         arrays = np.load(folder / "arrays.npz")
         fit_x = arrays["fit_latents"]
         held_out_x = fit_x if dataset == "digits" else arrays["score_latents"]

@@ -32,6 +32,10 @@ SWEEP = {  # name: (UMAP neighbours, dimensions, L2 first)
 }
 
 
+# the default runs of each grayscale data set that quality.py caches: (epochs, noise, fit images)
+DEFAULT_RUNS = {"digits": (39, 0.1, 1797), "mnist": (10, 0.0, 8000)}
+
+
 def cached_runs(
     cache: Path, epochs: int = 39, noise: float = 0.1, n_fit: int = 1797
 ) -> list[tuple[int, Path]]:

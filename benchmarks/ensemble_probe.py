@@ -31,12 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from aegmm.config import MixtureConfig  # noqa: E402
 from aegmm.mixture import LatentMixture  # noqa: E402
 from common import agreement, load_digits, load_mnist, machine  # noqa: E402
-from digits_failures import cached_runs  # noqa: E402
-
-DEFAULTS = {  # dataset: (epochs, noise, fit images) of its cached default runs
-    "mnist": (10, 0.0, 8000),
-    "digits": (39, 0.1, 1797),
-}
+from digits_failures import DEFAULT_RUNS, cached_runs  # noqa: E402
+from report import mean_sd  # noqa: E402
 
 
 def scored_labels(dataset: str) -> np.ndarray:
@@ -54,13 +50,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cache", type=Path, required=True, help="the --cache folder of quality.py")
-    parser.add_argument("--dataset", choices=sorted(DEFAULTS), required=True)
+    parser.add_argument("--dataset", choices=sorted(DEFAULT_RUNS), required=True)
     parser.add_argument("--members", type=int, default=3, help="encoders per ensemble")
     parser.add_argument("--seeds", default="0,1,2", help="comma list of first-member encoder seeds")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    folders = dict(cached_runs(args.cache, *DEFAULTS[args.dataset]))
+    folders = dict(cached_runs(args.cache, *DEFAULT_RUNS[args.dataset]))
     wanted = {s + i for s in seeds for i in range(args.members)}
     if missing := sorted(wanted - set(folders)):
         parser.error(f"the cache holds no default {args.dataset} encoder for seeds {missing}")
@@ -82,15 +78,13 @@ def main() -> None:
         row["mixture_s"] = round(seconds, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    acc, nmi = (np.array([r[k] for r in rows]) for k in ("acc", "nmi"))
     summary = {
         "command": " ".join(sys.argv),
         "machine": machine(),
         "dataset": args.dataset,
         "members": args.members,
         "rows": rows,
-        "acc": [round(float(acc.mean()), 4), round(float(acc.std(ddof=1)), 4) if len(acc) > 1 else 0.0],
-        "nmi": [round(float(nmi.mean()), 4), round(float(nmi.std(ddof=1)), 4) if len(nmi) > 1 else 0.0],
+        **{k: [round(float(v), 4) for v in mean_sd([r[k] for r in rows])] for k in ("acc", "nmi")},
     }
     (args.out / f"{args.dataset}_members{args.members}.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"{args.dataset}, {args.members} members: acc {summary['acc']}, NMI {summary['nmi']}")

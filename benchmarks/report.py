@@ -98,7 +98,8 @@ def seed_groups(rows: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample sd (0 for one value)."""
     mean = sum(values) / len(values)
     sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
     return mean, sd
@@ -129,9 +130,9 @@ def summary_table(rows: list[dict], task: str) -> list[str]:
             if any(v is None for v in values):
                 cells.append("-")
                 continue
-            mean, sd = _mean_sd(values)
+            mean, sd = mean_sd(values)
             cells.append(f"{mean:.3f} ± {sd:.3f}")
-        cells.append(f"{_mean_sd([_fit_seconds(r) for r in members])[0]:.1f}")
+        cells.append(f"{mean_sd([_fit_seconds(r) for r in members])[0]:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -160,15 +161,15 @@ def averaged(runs: list[dict]) -> list[dict]:
     for task in dict.fromkeys(r["task"] for r in runs):
         for members in seed_groups([r for r in runs if r["task"] == task]).values():
             row = dict(members[0])
-            row["metrics"] = {k: _mean_sd([r["metrics"][k] for r in members])[0] for k in row["metrics"]}
-            row["spread"] = {k: _mean_sd([r["metrics"][k] for r in members])[1] for k in ("acc", "nmi")}
+            row["metrics"] = {k: mean_sd([r["metrics"][k] for r in members])[0] for k in row["metrics"]}
+            row["spread"] = {k: mean_sd([r["metrics"][k] for r in members])[1] for k in ("acc", "nmi")}
             if "scores" in row:
                 row["scores"] = {
-                    name: {k: _mean_sd([r["scores"][name][k] for r in members])[0] for k in value}
+                    name: {k: mean_sd([r["scores"][name][k] for r in members])[0] for k in value}
                     for name, value in row["scores"].items()
                 }
             if "train" in row:
-                fit = _mean_sd([r["train"]["fit"]["seconds"] for r in members])[0]
+                fit = mean_sd([r["train"]["fit"]["seconds"] for r in members])[0]
                 row["train"] = {**row["train"], "fit": {**row["train"]["fit"], "seconds": fit}}
             out.append(row)
     return out

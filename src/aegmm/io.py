@@ -122,7 +122,7 @@ def _read_normalizer(path: Path, channels: int) -> Normalizer:
 def _read_parts(folder: Path, config: RunConfig) -> SavedRun:
     m, x = config.model, config.mixture
     members = config.train.members
-    if isinstance(members, str) or members < 1:
+    if members == "auto":  # TrainConfig refuses any other non-count
         raise ValueError(f"{folder / CONFIG} must name how many members were trained, got {members!r}")
     model = AutoEncoder(m) if members == 1 else Ensemble.untrained(m, members)
     try:
