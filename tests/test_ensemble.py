@@ -131,6 +131,31 @@ def test_an_interrupted_ensemble_resumes_to_the_weights_of_an_uninterrupted_one(
     assert _same(_weights(resumed), _weights(full))
 
 
+def test_a_resume_with_more_members_trains_only_the_new_ones_and_equals_a_fresh_run(tmp_path):
+    images, _ = two_group_images(32)
+    triple = PAIR | {"members": 3}
+    full = ImageClusterer(**triple).fit(images, checkpoint_dir=tmp_path / "full").autoencoder_
+    ImageClusterer(**PAIR).fit(images, checkpoint_dir=tmp_path / "grown")
+    grown = ImageClusterer(**triple).fit(images, checkpoint_dir=tmp_path / "grown", resume=True).autoencoder_
+    assert _same(_weights(grown), _weights(full))
+
+
+@pytest.mark.parametrize(
+    ("saved", "now", "message"),
+    [
+        (1, 2, "holds the checkpoint of one autoencoder, got members 2; resume with --members 1"),
+        (2, 1, r"ensemble \(member0, member1\), got members 1; resume with --members 2 or more"),
+    ],
+)
+def test_a_resume_is_refused_where_the_checkpoints_hold_another_number_of_networks(
+    tmp_path, saved, now, message
+):
+    images, _ = two_group_images(32)
+    ImageClusterer(**(PAIR | {"members": saved, "epochs": 1})).fit(images, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match=message):  # not a silent fresh start beside the checkpoints
+        ImageClusterer(**(PAIR | {"members": now})).fit(images, checkpoint_dir=tmp_path, resume=True)
+
+
 def test_the_command_line_trains_assigns_and_reports_the_members_it_is_given(tmp_path):
     images, labels = two_group_images(40)
     np.savez(tmp_path / "train.npz", images=images, labels=labels)

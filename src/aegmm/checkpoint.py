@@ -90,6 +90,30 @@ def has_checkpoint(folder: Path) -> bool:
     return (Path(folder) / STATE_FILE).is_file()
 
 
+def member_folder(folder: Path, index: int) -> Path:
+    """Where member `index` of an ensemble keeps its checkpoint (TrainConfig.members > 1)."""
+    return Path(folder) / f"member{index}"
+
+
+def check_resume_layout(folder: Path, members: int) -> None:
+    """Refuse a resume whose checkpoints were written by a run with another number of networks:
+    one autoencoder checkpoints into `folder` itself, an ensemble into member0, member1, ...;
+    without this check the run would find nothing to resume and silently train from scratch.
+    An ensemble may resume with more or fewer members: each member is its own one-network run."""
+    single = has_checkpoint(folder)
+    saved = sorted(p.name for p in Path(folder).glob("member*") if has_checkpoint(p))
+    if members == 1 and saved and not single:
+        raise ValueError(
+            f"cannot resume from {folder}: it holds the checkpoints of an ensemble ({', '.join(saved)}), "
+            f"got members 1; resume with --members {len(saved)} or more, or start over with --force"
+        )
+    if members > 1 and single:
+        raise ValueError(
+            f"cannot resume from {folder}: it holds the checkpoint of one autoencoder, got members "
+            f"{members}; resume with --members 1, or start over with --force"
+        )
+
+
 def load_checkpoint(
     folder: Path,
     model: nn.Module,

@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from . import distributed
+from .checkpoint import check_resume_layout, member_folder
 from .config import AUTO_BY_REDUCER, MixtureConfig, ModelConfig, RunConfig, TrainConfig
 from .data import ImageSet, load_images
 from .io import SavedRun, read_run, save_run
@@ -44,12 +45,14 @@ def _train(images, config: RunConfig, normalizer, checkpoint_dir, resume: bool, 
     """The autoencoder trained with the run's objective, or an Ensemble of `members` of them (each in
     its own checkpoint folder, member0, member1, ...): (model on CPU, history)."""
     train, members = config.train, config.train.members
+    if resume and checkpoint_dir is not None:
+        check_resume_layout(checkpoint_dir, members)
     if members == 1:
         return _train_one(images, config.model, train, normalizer, checkpoint_dir, resume, progress)
     networks, histories = [], []
     for index in range(members):
         say(f"training member {index + 1} of {members} (seed {train.seed + index})", enabled=progress)
-        folder = None if checkpoint_dir is None else Path(checkpoint_dir) / f"member{index}"
+        folder = None if checkpoint_dir is None else member_folder(checkpoint_dir, index)
         network, history = _train_one(
             images, config.model, train.member(index), normalizer, folder, resume, progress
         )
