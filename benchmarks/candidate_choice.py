@@ -19,14 +19,18 @@ keeps, and the held-out accuracy it gets:
   - partition_likelihood: the highest mean log-likelihood of the standardised latents under one
     full-covariance Gaussian per cluster, fitted to the candidate's clusters (the study's model,
     judged in the encoder's space rather than UMAP's);
+  - balance: the most equal cluster sizes (the highest entropy of the clusters' shares);
   - first: the window's first seed alone (one candidate; what a single fit gets).
 
     python benchmarks/candidate_choice.py digits --cache /tmp/qcache --out DIR   # DIR/digits_encoderS.npz
     python benchmarks/candidate_choice.py mnist --cache /tmp/qcache --out DIR    # DIR/mnist_encoderS.npz
+    python benchmarks/candidate_choice.py tail --out DIR    # DIR/tail_encoderS.npz from DIR/digits_encoderS
 
 digits, mnist: write the latents of every default encoder of that data set that a `quality.py
 --cache` run saved, in the format `fit` reads: for the digits all 1,797 as both fit and held-out
 images (transductive, as `quality.py` scores them), for MNIST its 8,000 / 2,000 split.
+tail: long-tailed subsets of those digits latents (170 of one digit down to 30 of another), to see
+what a rule that prefers equal clusters costs where the groups are unequal.
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ import numpy as np
 from aegmm.config import MixtureConfig
 from common import agreement, machine, output_folder
 
-RULES = ("first", "silhouette", "consensus", "likelihood", "calinski", "partition_likelihood")
+RULES = ("first", "silhouette", "consensus", "likelihood", "calinski", "partition_likelihood", "balance")
+LABEL_RULES = ("first", "consensus", "balance")  # rules that need only the rows' labels
+TAIL_SIZES = (170, 140, 115, 95, 78, 64, 52, 43, 36, 30)  # tail: digits per class, largest first
 REG_COVAR = MixtureConfig().reg_covar  # added to each cluster's covariance by partition_likelihood
 WINDOWS = (3, 5)
 RIGHT = 0.9  # a held-out accuracy above this counts as a right partition (MNIST: 0.94-0.96 or 0.80-0.87)
@@ -63,6 +69,31 @@ def partition_likelihood(x: np.ndarray, labels: np.ndarray) -> float:
         mahalanobis = np.einsum("ij,ij->i", diff @ np.linalg.inv(cov), diff)
         total += np.sum(np.log(share) - 0.5 * (x.shape[1] * np.log(2 * np.pi) + logdet + mahalanobis))
     return float(total / len(x))
+
+
+def size_entropy(labels: np.ndarray) -> float:
+    """Entropy of the clusters' shares of the images: log K for K equal clusters, less the more
+    unequal they are (the `balance` rule keeps the candidate with the most equal clusters)."""
+    shares = np.unique(labels, return_counts=True)[1] / len(labels)
+    return float(-(shares * np.log(shares)).sum())
+
+
+def long_tailed(folder: Path) -> None:
+    """tail: from every digits_encoderS.npz of `folder`, a tail_encoderS.npz holding TAIL_SIZES
+    digits of each class (the classes in a random order per encoder, seed S; 823 images, fit and
+    held-out alike): does a rule that prefers equal clusters cost accuracy where groups are not?"""
+    for path in sorted(folder.glob("digits_encoder*.npz")):
+        seed = int(path.stem.removeprefix("digits_encoder"))
+        data = np.load(path)
+        classes = data["fit_labels"]
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(10)
+        keep = np.sort(np.concatenate([
+            rng.choice(np.nonzero(classes == c)[0], size, replace=False) for size, c in zip(TAIL_SIZES, order)
+        ]))  # fmt: skip
+        x, y = data["fit"][keep], classes[keep]
+        np.savez(folder / f"tail_encoder{seed}.npz", fit=x, held_out=x, fit_labels=y, held_out_labels=y)
+        print(f"{folder / f'tail_encoder{seed}.npz'}: {len(keep)} digits of encoder seed {seed}", flush=True)
 
 
 def cached_latents(cache: Path, dataset: str, out: Path) -> None:
@@ -128,6 +159,8 @@ def choose(window: list[dict], rule: str) -> dict:
     if rule == "consensus":  # aegmm's own rule
         mean_ari = agreement({i: np.asarray(row["labels"]) for i, row in enumerate(window)})
         return window[max(mean_ari, key=mean_ari.get)]
+    if rule == "balance":
+        return max(window, key=lambda row: size_entropy(np.asarray(row["labels"])))
     return max(window, key=lambda row: row[rule])
 
 
@@ -136,7 +169,7 @@ def report(paths: list[Path], out: Path, command: str, right_above: float = RIGH
     files = sorted({r["latents"] for r in rows})
     results = []
     for size in WINDOWS:
-        for rule in (r for r in RULES if r in ("first", "consensus") or all(r in row for row in rows)):
+        for rule in (r for r in RULES if r in LABEL_RULES or all(r in row for row in rows)):
             kept = []
             for name in files:
                 seeds = sorted((r for r in rows if r["latents"] == name), key=lambda r: r["seed"])
@@ -200,7 +233,8 @@ def smoke(out: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", nargs="?", choices=("fit", "report", "digits", "mnist"), default="report")
+    steps = ("fit", "report", "digits", "mnist", "tail")
+    parser.add_argument("step", nargs="?", choices=steps, default="report")
     parser.add_argument("--cache", type=Path, help="digits, mnist: a quality.py run's --cache folder")
     parser.add_argument("--latents", type=Path, help="fit: a latents .npz (umap_levers.py encode's format)")
     parser.add_argument("--seeds", type=int, default=10, help="fit: mixture seeds 0..N-1")
@@ -218,6 +252,8 @@ def main(argv=None) -> int:
         smoke(output_folder(args.out, True))
     elif args.step in ("digits", "mnist"):
         cached_latents(args.cache, args.step, args.out)
+    elif args.step == "tail":
+        long_tailed(args.out)
     elif args.step == "fit":
         fit_rows(args.latents, args.seeds, args.out)
     else:

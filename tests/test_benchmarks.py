@@ -508,7 +508,7 @@ def test_umap_levers_smoke(shared_data, tmp_path, results_untouched):
     assert "## placement" in (tmp_path / "sweep.md").read_text()
 
 
-RULES = ("first", "silhouette", "consensus", "likelihood", "calinski", "partition_likelihood")
+RULES = ("first", "silhouette", "consensus", "likelihood", "calinski", "partition_likelihood", "balance")
 
 
 def test_candidate_choice_smoke(tmp_path, results_untouched):
@@ -520,6 +520,33 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
     kept = json.loads((tmp_path / "candidates.json").read_text())
     assert [(r["candidates"], r["rule"]) for r in kept] == [(3, rule) for rule in RULES]  # 3 seeds: no 5
     assert all(r["windows"] == 1 and 0 <= r["right"] <= 1 for r in kept)
+
+
+def test_the_balance_rule_keeps_the_candidate_with_the_most_equal_clusters():
+    import numpy as np
+
+    probe = benchmark_module("candidate_choice")
+    equal, merged = np.repeat([0, 1, 2], 4), np.repeat([0, 1, 2], [8, 2, 2])
+    assert probe.size_entropy(equal) == pytest.approx(np.log(3))
+    assert probe.size_entropy(merged) < probe.size_entropy(equal)
+    window = [{"labels": merged.tolist()}, {"labels": equal.tolist()}, {"labels": [0] * 12}]
+    assert probe.choose(window, "balance") is window[1]
+
+
+def test_the_tail_step_keeps_each_digit_in_its_long_tailed_share(tmp_path):
+    import numpy as np
+
+    probe = benchmark_module("candidate_choice")
+    labels = np.repeat(np.arange(10), 180)
+    latents = np.random.default_rng(0).normal(size=(1800, 4)).astype(np.float32)
+    np.savez(tmp_path / "digits_encoder3.npz", fit=latents, held_out=latents, fit_labels=labels,
+             held_out_labels=labels)  # fmt: skip
+    probe.long_tailed(tmp_path)
+    tail = np.load(tmp_path / "tail_encoder3.npz")
+    assert sorted(np.bincount(tail["fit_labels"]), reverse=True) == list(probe.TAIL_SIZES)
+    assert np.array_equal(tail["fit"], tail["held_out"]) and len(np.unique(tail["fit"], axis=0)) == 823
+    rows = {tuple(r) for r in latents[labels == 0]}  # every kept vector keeps its own digit
+    assert all((tuple(x) in rows) == (y == 0) for x, y in zip(tail["fit"], tail["fit_labels"]))
 
 
 def test_partition_likelihood_is_a_hard_assignment_gaussian_log_likelihood():
