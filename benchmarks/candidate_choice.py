@@ -19,12 +19,14 @@ keeps, and the held-out accuracy it gets:
   - partition_likelihood: the highest mean log-likelihood of the standardised latents under one
     full-covariance Gaussian per cluster, fitted to the candidate's clusters (the study's model,
     judged in the encoder's space rather than UMAP's);
-  - balance: the most equal cluster sizes (the highest entropy of the clusters' shares);
+  - balance: the most equal cluster sizes (aegmm's `--candidate-rule balance`: the highest
+    entropy of the clusters' shares);
   - first: the window's first seed alone (one candidate; what a single fit gets).
 
     python benchmarks/candidate_choice.py digits --cache /tmp/qcache --out DIR   # DIR/digits_encoderS.npz
     python benchmarks/candidate_choice.py mnist --cache /tmp/qcache --out DIR    # DIR/mnist_encoderS.npz
     python benchmarks/candidate_choice.py tail --out DIR    # DIR/tail_encoderS.npz from DIR/digits_encoderS
+    python benchmarks/candidate_choice.py cifake --cache /tmp/qcache --out DIR   # DIR/cifake_encoderS.npz
 
 digits, mnist: write the latents of every default encoder of that data set that a `quality.py
 --cache` run saved, in the format `fit` reads: for the digits all 1,797 as both fit and held-out
@@ -48,6 +50,7 @@ import numpy as np
 from aegmm.config import MixtureConfig
 from common import agreement, machine, output_folder
 
+K = 10  # clusters of every fit (the digits, MNIST and CIFAR classes)
 RULES = ("first", "silhouette", "consensus", "likelihood", "calinski", "partition_likelihood", "balance")
 LABEL_RULES = ("first", "consensus", "balance")  # rules that need only the rows' labels
 TAIL_SIZES = (170, 140, 115, 95, 78, 64, 52, 43, 36, 30)  # tail: digits per class, largest first
@@ -69,13 +72,6 @@ def partition_likelihood(x: np.ndarray, labels: np.ndarray) -> float:
         mahalanobis = np.einsum("ij,ij->i", diff @ np.linalg.inv(cov), diff)
         total += np.sum(np.log(share) - 0.5 * (x.shape[1] * np.log(2 * np.pi) + logdet + mahalanobis))
     return float(total / len(x))
-
-
-def size_entropy(labels: np.ndarray) -> float:
-    """Entropy of the clusters' shares of the images: log K for K equal clusters, less the more
-    unequal they are (the `balance` rule keeps the candidate with the most equal clusters)."""
-    shares = np.unique(labels, return_counts=True)[1] / len(labels)
-    return float(-(shares * np.log(shares)).sum())
 
 
 def long_tailed(folder: Path) -> None:
@@ -118,7 +114,33 @@ def cached_latents(cache: Path, dataset: str, out: Path) -> None:
         print(f"{path}: encoder seed {seed} ({folder.name})", flush=True)
 
 
-def fit_rows(latents: Path, seeds: int, out: Path) -> None:
+def cifake_latents(cache: Path, out: Path, epochs: int = 22) -> None:
+    """cifake: one latents .npz per cached CIFAKE default encoder (contrastive, small stem, `epochs`
+    epochs, pooled features, 5 candidates): the 16,000 / 4,000 split of `common.split_cifake`."""
+    from common import load_cifake, split_cifake
+
+    fit, held_out = split_cifake(load_cifake())
+    out.mkdir(parents=True, exist_ok=True)
+    for folder in sorted(cache.glob("*/")):
+        config = json.loads((folder / "run" / "config.json").read_text())
+        model, train, mixture = config["model"], config["train"], config["mixture"]
+        default = (model["channels"], model["stem"], train.get("objective"), train["epochs"]) == (
+            3,
+            "small",
+            "contrastive",
+            epochs,
+        ) and (mixture["features"], mixture["candidates"]) == ("pooled", 5)
+        if default:
+            arrays = np.load(folder / "arrays.npz")
+            path = out / f"cifake_encoder{train['seed']}.npz"
+            np.savez(path, fit=arrays["fit_latents"], held_out=arrays["score_latents"],
+                     fit_labels=fit.classes, held_out_labels=held_out.classes)  # fmt: skip
+            print(f"{path}: encoder seed {train['seed']} ({folder.name})", flush=True)
+
+
+def fit_rows(latents: Path, seeds: int, out: Path, normalize: str = "auto", scores: bool = True) -> None:
+    """One JSON line per mixture seed; without `scores` only the accuracies and labels (the
+    silhouette alone takes minutes on 16,000 CIFAKE features)."""
     from sklearn.metrics import calinski_harabasz_score, silhouette_score
 
     from aegmm.config import MixtureConfig
@@ -129,38 +151,41 @@ def fit_rows(latents: Path, seeds: int, out: Path) -> None:
     with out.open("w") as lines:
         for seed in range(seeds):
             t0 = time.perf_counter()
-            config = MixtureConfig(n_components=10, reducer="umap", seed=seed, candidates=1).resolve()
+            config = MixtureConfig(
+                n_components=K, reducer="umap", seed=seed, candidates=1, normalize=normalize
+            ).resolve()
             mixture = LatentMixture(config).fit(data["fit"])
             labels = mixture.predict(data["fit"])
             standard = mixture.pipeline_[:-2].transform(data["fit"].astype(np.float64))
             embedding = mixture.pipeline_.named_steps["reduce"].embedding_
             row = {
                 "latents": latents.name,
+                "normalize": config.normalize,
                 "seed": seed,
                 "fit_acc": agreement(data["fit_labels"], labels)["acc"],
                 "held_out_acc": agreement(data["held_out_labels"], mixture.predict(data["held_out"]))["acc"],
-                "silhouette": float(silhouette_score(standard, labels)),  # standardised latents
-                "likelihood": float(mixture.gmm_.score(embedding)),
-                "calinski": float(calinski_harabasz_score(standard, labels)),
-                "partition_likelihood": partition_likelihood(standard, labels),
-                "seconds": round(time.perf_counter() - t0, 1),
-                "labels": labels.tolist(),
             }
+            if scores:
+                row["silhouette"] = float(silhouette_score(standard, labels))  # standardised latents
+                row["likelihood"] = float(mixture.gmm_.score(embedding))
+                row["calinski"] = float(calinski_harabasz_score(standard, labels))
+                row["partition_likelihood"] = partition_likelihood(standard, labels)
+            row |= {"seconds": round(time.perf_counter() - t0, 1), "labels": labels.tolist()}
             lines.write(json.dumps(row) + "\n")
             lines.flush()
             print({k: v for k, v in row.items() if k != "labels"}, flush=True)
 
 
 def choose(window: list[dict], rule: str) -> dict:
-    from aegmm.mixture import agreement
+    from aegmm.candidates import agreement, evenness
 
     if rule == "first":
         return window[0]
     if rule == "consensus":  # aegmm's own rule
         mean_ari = agreement({i: np.asarray(row["labels"]) for i, row in enumerate(window)})
         return window[max(mean_ari, key=mean_ari.get)]
-    if rule == "balance":
-        return max(window, key=lambda row: size_entropy(np.asarray(row["labels"])))
+    if rule == "balance":  # aegmm's --candidate-rule balance
+        return max(window, key=lambda row: evenness(np.asarray(row["labels"]), K))
     return max(window, key=lambda row: row[rule])
 
 
@@ -196,8 +221,8 @@ def report(paths: list[Path], out: Path, command: str, right_above: float = RIGH
     ]
     lines += [
         f"| {r['latents']} | {r['seed']} | {r['fit_acc']:.4f} | {r['held_out_acc']:.4f} | "
-        f"{r['silhouette']:.4f} | {r['likelihood']:.4f} | {r.get('calinski', math.nan):.1f} | "
-        f"{r.get('partition_likelihood', math.nan):.4f} |"
+        f"{r.get('silhouette', math.nan):.4f} | {r.get('likelihood', math.nan):.4f} | "
+        f"{r.get('calinski', math.nan):.1f} | {r.get('partition_likelihood', math.nan):.4f} |"
         for r in sorted(rows, key=lambda r: (r["latents"], r["seed"]))
     ]
     lines += [
@@ -233,11 +258,15 @@ def smoke(out: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    steps = ("fit", "report", "digits", "mnist", "tail")
+    steps = ("fit", "report", "digits", "mnist", "tail", "cifake")
     parser.add_argument("step", nargs="?", choices=steps, default="report")
     parser.add_argument("--cache", type=Path, help="digits, mnist: a quality.py run's --cache folder")
     parser.add_argument("--latents", type=Path, help="fit: a latents .npz (umap_levers.py encode's format)")
     parser.add_argument("--seeds", type=int, default=10, help="fit: mixture seeds 0..N-1")
+    parser.add_argument("--no-scores", action="store_true", help="fit: accuracies and labels only")
+    parser.add_argument(
+        "--normalize", default="auto", help="fit: the mixture's normalize setting (auto: L2 under UMAP)"
+    )
     parser.add_argument(
         "--rows", type=Path, nargs="*", default=[], help="report: the fit steps' .jsonl files"
     )
@@ -254,8 +283,10 @@ def main(argv=None) -> int:
         cached_latents(args.cache, args.step, args.out)
     elif args.step == "tail":
         long_tailed(args.out)
+    elif args.step == "cifake":
+        cifake_latents(args.cache, args.out)
     elif args.step == "fit":
-        fit_rows(args.latents, args.seeds, args.out)
+        fit_rows(args.latents, args.seeds, args.out, args.normalize, not args.no_scores)
     else:
         report(args.rows, args.out, command, args.right)
     return 0

@@ -2,9 +2,13 @@
 run saved. For every cached default digits run (scikit-learn's 1,797 digits, 39 epochs, noise 0.1,
 5 candidates) it prints the kept mixture's accuracy, the clusters holding more than 60 images of
 two digits, and the digits spread over two clusters (more than 40 images in each). With `--sweep`
-it also fits one UMAP + GMM candidate (seed 0) per encoder for a few UMAP settings.
+it also fits one UMAP + GMM candidate (seed 0) per encoder for a few UMAP settings. With
+`--purity` it prints instead how pure each digit's 10 nearest neighbours are, in the standardised
+pixels and in each encoder's latents (with and without L2), and the share of the 8s' neighbours
+that are 1s: is the merge already in the encoder's neighbourhoods, or only in the partition?
 
     python benchmarks/digits_failures.py --cache /tmp/qcache --sweep > results/digits_seeds10/failures.txt
+    python benchmarks/digits_failures.py --cache /tmp/qcache --purity > results/candidate_balance/purity.txt
 
 No `--smoke`: it reads only what a full `quality.py` run cached.
 """
@@ -62,13 +66,44 @@ def one_candidate(latents: np.ndarray, neighbours: int, dim: int, l2: bool) -> n
     return gmm.fit(embedded).predict(embedded)
 
 
+def neighbour_purity(x: np.ndarray, digits: np.ndarray, k: int = 10) -> tuple[np.ndarray, float]:
+    """(each digit's mean share of same-digit images among its k nearest neighbours, the share of
+    the 8s' neighbours that are 1s), Euclidean distances in x."""
+    from sklearn.neighbors import NearestNeighbors
+
+    neighbours = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)[:, 1:]
+    same = (digits[neighbours] == digits[:, None]).mean(1)
+    per_digit = np.array([same[digits == d].mean() for d in range(10)])
+    return per_digit, float((digits[neighbours[digits == 8]] == 1).mean())
+
+
+def print_purity(cache: Path) -> None:
+    data = load_digits()
+    pixels = data.images.reshape(len(data.classes), -1).astype(np.float64)
+    rows = [("pixels, standardised", pixels)]
+    for seed, folder in cached_runs(cache):
+        latents = np.load(folder / "arrays.npz")["fit_latents"]
+        rows += [
+            (f"encoder {seed}, L2 + standardised", normalize(latents)),
+            (f"encoder {seed}, standardised", latents),
+        ]
+    print("10-nearest-neighbour purity per digit 0-9 (all | per digit | share of 8s' neighbours that are 1s)")
+    for name, x in rows:
+        per_digit, eights_to_ones = neighbour_purity(StandardScaler().fit_transform(x), data.classes)
+        digits = " ".join(f"{v:.2f}" for v in per_digit)
+        print(f"{name:34s} {per_digit.mean():.3f} | {digits} | {eights_to_ones:.3f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cache", type=Path, required=True, help="the --cache folder of quality.py")
     parser.add_argument("--sweep", action="store_true", help="also fit one candidate per UMAP setting")
+    parser.add_argument("--purity", action="store_true", help="only the nearest neighbours' purity")
     args = parser.parse_args()
+    if args.purity:
+        return print_purity(args.cache)
     digits = load_digits().classes
     scores: dict[str, list[tuple[float, float]]] = {name: [] for name in SWEEP}
     for seed, folder in cached_runs(args.cache):

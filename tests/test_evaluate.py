@@ -145,10 +145,14 @@ def test_metrics_keys_are_the_documented_schema(evaluated):
 
 def test_the_report_shows_the_agreement_of_each_candidate_mixture(evaluated, run_dir):
     _, metrics, html = evaluated
-    kept = load(run_dir, progress=False).mixture_.agreement_
+    mixture = load(run_dir, progress=False).mixture_
+    kept, even = mixture.agreement_, mixture.evenness_
     tried = metrics["gmm"]["training_candidates"]
-    assert tried == {"seed": [0, 1], "agreement": [kept[0], kept[1]]} and 0 < kept[0] <= 1
-    assert "agree most" in html and "<th>seed</th>" in html
+    assert tried == {
+        "rule": "agreement", "seed": [0, 1], "agreement": [kept[0], kept[1]], "evenness": [even[0], even[1]]
+    }  # fmt: skip
+    assert 0 < kept[0] <= 1 and all(0 < v <= 1 for v in even.values())
+    assert "agree most" in html and "<th>seed</th>" in html and "evenness of the cluster sizes" in html
 
 
 def test_gmm_bic_equals_sklearn_on_the_model_features(evaluated, run_dir, digits):

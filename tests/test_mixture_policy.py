@@ -124,6 +124,7 @@ def test_a_single_channel_collection_is_clustered_with_umap_and_the_run_records_
         loaded.mixture_.agreement_ == clusterer.mixture_.agreement_
         and len(clusterer.mixture_.agreement_) == 5
     )
+    assert loaded.mixture_.evenness_ == clusterer.mixture_.evenness_ and len(loaded.mixture_.evenness_) == 5
     np.testing.assert_array_equal(loaded.predict(images[::50]), clusterer.predict(images[::50]))
 
 
@@ -154,6 +155,55 @@ def test_candidates_keep_the_partition_the_others_agree_with_most():
     best = max(agreement, key=agreement.get)
     assert accuracy(chosen) > 0.98 and agreement[best] > agreement[start]
     np.testing.assert_array_equal(chosen.predict(latents), alone[best].predict(latents))  # the same fit
+
+
+def test_the_balance_rule_keeps_the_candidate_with_the_most_equal_clusters():
+    from aegmm.candidates import evenness
+    from aegmm.evaluation.metrics import cluster_accuracy
+
+    latents, labels = grid_of_blobs()
+    one = dict(n_components=8, reducer="none", n_init=1)
+    alone = {seed: LatentMixture(MixtureConfig(**one, seed=seed)).fit(latents) for seed in range(8)}
+    sizes = {seed: evenness(m.predict(latents), 8) for seed, m in alone.items()}
+    assert len({round(v, 6) for v in sizes.values()}) > 1  # the seeds' partitions differ in balance
+    chosen = LatentMixture(MixtureConfig(**one, candidates=8, candidate_rule="balance")).fit(latents)
+    assert chosen.evenness_ == pytest.approx(sizes)
+    best = max(sizes, key=sizes.get)
+    np.testing.assert_array_equal(chosen.predict(latents), alone[best].predict(latents))
+    assert cluster_accuracy(labels, chosen.predict(latents)) > 0.98  # eight equal groups: kept right
+
+
+def test_evenness_is_one_for_equal_clusters_and_less_for_unequal_or_empty_ones():
+    from aegmm.candidates import evenness
+
+    assert evenness(np.repeat([0, 1, 2], 5), 3) == pytest.approx(1.0)
+    assert evenness(np.repeat([0, 1, 2], [13, 1, 1]), 3) < evenness(np.repeat([0, 1, 2], [7, 4, 4]), 3) < 1
+    assert evenness(np.repeat([0, 1], 5), 3) == pytest.approx(np.log(2) / np.log(3))  # one cluster empty
+    assert evenness(np.zeros(4, int), 1) == 1.0
+
+
+def test_the_command_line_keeps_a_candidate_by_balance_and_the_report_says_so(tmp_path):
+    import json
+
+    from aegmm.cli import main
+    from conftest import TINY_ARGS, two_group_images
+
+    images, labels = two_group_images(40)
+    np.savez(tmp_path / "train.npz", images=images, labels=labels)
+    run, report = tmp_path / "run", tmp_path / "report"
+    rule = ["--candidates", "3", "--candidate-rule", "balance"]
+    assert main(["fit", str(tmp_path / "train.npz"), "--out", str(run), *TINY_ARGS, *rule]) == 0
+    assert json.loads((run / "config.json").read_text())["mixture"]["candidate_rule"] == "balance"
+    assert main(["evaluate", str(run), str(tmp_path / "train.npz"), "--out", str(report), "--quiet"]) == 0
+    tried = json.loads((report / "metrics.json").read_text())["gmm"]["training_candidates"]
+    assert tried["rule"] == "balance" and len(tried["evenness"]) == 3
+    html = (report / "report.html").read_text()
+    assert "are the most equal in size" in html and "evenness of the cluster sizes" in html
+
+
+def test_an_unknown_candidate_rule_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="candidate_rule must be 'agreement' or 'balance', got 'size'"):
+        MixtureConfig(candidate_rule="size")
 
 
 def test_candidates_fitted_in_worker_processes_equal_those_fitted_here(monkeypatch):

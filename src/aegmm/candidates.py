@@ -1,5 +1,6 @@
-"""The mixture's candidates: one fit per seed, side by side in worker processes, and the
-agreement between their clusters that picks one (``LatentMixture`` in mixture.py)."""
+"""The mixture's candidates: one fit per seed, side by side in worker processes, and the two
+rules that pick one (``LatentMixture`` in mixture.py): the agreement between their clusters, or
+how equal their clusters' sizes are."""
 
 from __future__ import annotations
 
@@ -66,3 +67,13 @@ def agreement(labels: dict[int, np.ndarray]) -> dict[int, float]:
         return {}
     pairs = {(a, b): adjusted_rand_score(labels[a], labels[b]) for a in labels for b in labels if a < b}
     return {seed: float(np.mean([value for pair, value in pairs.items() if seed in pair])) for seed in labels}
+
+
+def evenness(clusters: np.ndarray, k: int) -> float:
+    """How equal the sizes of K clusters are: the entropy of their shares of the points over
+    log K; 1 for equal sizes, less the more unequal they are (an empty cluster adds nothing)."""
+    if k < 2:
+        return 1.0
+    shares = np.bincount(clusters, minlength=k) / len(clusters)
+    shares = shares[shares > 0]
+    return float(-(shares * np.log(shares)).sum() / np.log(k))

@@ -148,6 +148,7 @@ FIT_FIELDS = {
     "reducer": (X, None, None),
     "reduced_dim": (X, None, count_or_auto),
     "candidates": (X, None, count_or_auto),
+    "candidate_rule": (X, None, None),
     "covariance_type": (X, "--covariance", None),
     "seed": (T, None, int),  # the clusterer's one seed: training's and the mixture's
 }

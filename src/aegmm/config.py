@@ -14,6 +14,7 @@ COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")  # MixtureConfig.covari
 REDUCERS = ("auto", "none", "pca", "umap")  # MixtureConfig.reducer
 NORMALIZATIONS = ("auto", "none", "l2")  # MixtureConfig.normalize
 FEATURES = ("bottleneck", "pooled")  # MixtureConfig.features, besides auto
+CANDIDATE_RULES = ("agreement", "balance")  # MixtureConfig.candidate_rule
 PLANES = (64, 128, 256, 512)  # channels of ResNet-18's four stages at width 1.0
 # What "auto" becomes when a run is fitted (TrainConfig.resolve, MixtureConfig.resolve; the run
 # saves the result). The objective follows the kind of image (README "Defaults and why"): colour
@@ -68,6 +69,7 @@ CHOICES = {
     "reducer": REDUCERS,
     "normalize": NORMALIZATIONS,
     "features": ("auto", *FEATURES),
+    "candidate_rule": CANDIDATE_RULES,
 }
 
 
@@ -279,6 +281,9 @@ class MixtureConfig:
     candidates: int | str = "auto"  # fits of the reduction and mixture, seeds seed, seed+1, ...; the
     # one whose clusters agree most with the others' (mean adjusted Rand index) is kept; auto: 5 with
     # umap, else 1
+    candidate_rule: str = "agreement"  # which candidate is kept: agreement (the clusters the other
+    # candidates agree with most) or balance (the most equal cluster sizes: for collections whose
+    # groups are about equally large, where it keeps right partitions that agreement misses)
     reg_covar: float = 1e-4  # added to covariance diagonals for stability
     max_iter: int = 300  # EM iterations per restart
     seed: int = 0  # seeds the reducer and EM
@@ -307,6 +312,8 @@ class MixtureConfig:
             )
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be 'auto', 'none' or 'l2', got {self.normalize!r}")
+        if self.candidate_rule not in CANDIDATE_RULES:
+            raise ValueError(f"candidate_rule must be 'agreement' or 'balance', got {self.candidate_rule!r}")
         if self.reducer not in REDUCERS:
             raise ValueError(f"reducer must be 'auto', 'none', 'pca' or 'umap', got {self.reducer!r}")
         for name in ("reduced_dim", "n_init", "candidates"):

@@ -13,7 +13,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
-from .candidates import Candidate, agreement, fit_side_by_side
+from .candidates import Candidate, agreement, evenness, fit_side_by_side
 from .config import MixtureConfig
 from .embedding import UMAPPlacement
 from .progress import say
@@ -30,8 +30,9 @@ class LatentMixture:
 
     The reducer is PCA(whiten=True), ``UMAPPlacement`` or nothing ("passthrough"). Each candidate
     (``config.candidates``, one seed each) fits its own reducer; the K to fit (or each K tried
-    under "auto") reuses that reducer and the lowest BIC wins; then the candidate the others agree
-    with most is kept. The fitted pipeline is ``pipeline_``; it is saved and rebuilt from arrays,
+    under "auto") reuses that reducer and the lowest BIC wins; then one candidate is kept by
+    ``config.candidate_rule``: the one the others agree with most, or the one with the most equal
+    cluster sizes. The fitted pipeline is ``pipeline_``; it is saved and rebuilt from arrays,
     never pickled.
     """
 
@@ -44,10 +45,11 @@ class LatentMixture:
         """Fit on the latents, or on a random subsample of max_fit_samples of them.
 
         Each candidate (``config.candidates`` of them, seeds seed, seed+1, ...) fits its own reducer
-        and mixture; with more than one, the candidate whose clusters agree most with the others'
-        (mean adjusted Rand index of their training labels, ``agreement_``) is kept: the partition
-        the seeds reproduce. With ``progress``, one line per K tried (under "auto") and per
-        candidate, and the choices, go to stderr.
+        and mixture; with more than one, the rule ``config.candidate_rule`` keeps one: "agreement",
+        the candidate whose clusters agree most with the others' (mean adjusted Rand index of their
+        training labels, ``agreement_``), the partition the seeds reproduce; or "balance", the one
+        whose training clusters are the most equal in size (``evenness_``). With ``progress``, one
+        line per K tried (under "auto") and per candidate, and the choices, go to stderr.
         """
         latents = _check_latents(self._subsample(latents))
         normalizer = _normalizer(self.config, latents.shape[1])
@@ -61,10 +63,20 @@ class LatentMixture:
         for candidate in fitted.values():
             candidate.say_bic(progress)
         self.agreement_ = agreement({seed: candidate.labels for seed, candidate in fitted.items()})
+        self.evenness_ = {}
+        if len(fitted) > 1:
+            self.evenness_ = {seed: evenness(c.labels, c.gmm.n_components) for seed, c in fitted.items()}
         for seed, value in self.agreement_.items():
-            say(f"  candidate seed {seed}: mean ARI with the others {value:.3f}", enabled=progress)
-        chosen = max(fitted, key=lambda seed: self.agreement_.get(seed, 0.0))  # one candidate: itself
-        say(f"kept candidate seed {chosen} (the most agreement)", enabled=progress and len(fitted) > 1)
+            say(
+                f"  candidate seed {seed}: mean ARI with the others {value:.3f}, "
+                f"cluster sizes' evenness {self.evenness_[seed]:.3f}",
+                enabled=progress,
+            )
+        rule = self.config.candidate_rule
+        scores = self.agreement_ if rule == "agreement" else self.evenness_
+        chosen = max(fitted, key=lambda seed: scores.get(seed, 0.0))  # one candidate: itself
+        why = "the most agreement" if rule == "agreement" else "the most equal cluster sizes"
+        say(f"kept candidate seed {chosen} ({why})", enabled=progress and len(fitted) > 1)
         reducer, gmm, self.bic_curve_ = fitted[chosen][:3]
         if isinstance(reducer, UMAPPlacement):
             reducer.inputs_ = np.asarray(standard, dtype=np.float32)  # the points every candidate placed
@@ -209,6 +221,7 @@ class LatentMixture:
             "n_components": int(self.gmm_.n_components),
             "bic_curve": {str(k): v for k, v in self.bic_curve_.items()},
             "agreement": {str(seed): v for seed, v in self.agreement_.items()},
+            "evenness": {str(seed): v for seed, v in self.evenness_.items()},
             "converged": bool(self.gmm_.converged_),
             "n_iter": int(self.gmm_.n_iter_),
             "lower_bound": float(self.gmm_.lower_bound_),
@@ -221,6 +234,7 @@ class LatentMixture:
         mixture = cls(config)
         mixture.bic_curve_ = {int(k): float(v) for k, v in meta["bic_curve"].items()}
         mixture.agreement_ = {int(seed): float(v) for seed, v in meta.get("agreement", {}).items()}
+        mixture.evenness_ = {int(seed): float(v) for seed, v in meta.get("evenness", {}).items()}
         normalizer = _normalizer(config, len(arrays["center"]))
         scaler = _restore_scaler(arrays["center"], arrays["scale"])
         reducer, gmm = _restore_reducer(arrays, config), restore_gmm(arrays, meta, config)

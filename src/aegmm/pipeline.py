@@ -157,6 +157,7 @@ class ImageClusterer(BaseEstimator):
         reduced_dim: int | str = _X.reduced_dim,
         n_init: int | str = _X.n_init,
         candidates: int | str = _X.candidates,
+        candidate_rule: str = _X.candidate_rule,
         reg_covar: float = _X.reg_covar,
         max_fit_samples: int = _X.max_fit_samples,
         features: str = _X.features,
@@ -174,7 +175,7 @@ class ImageClusterer(BaseEstimator):
         self.n_init, self.candidates, self.reg_covar, self.seed = n_init, candidates, reg_covar, seed
         self.max_fit_samples, self.train_images, self.precision = max_fit_samples, train_images, precision
         self.objective, self.temperature, self.view_size = objective, temperature, view_size
-        self.members = members
+        self.members, self.candidate_rule = members, candidate_rule
         self.device, self.encode_batch_size, self.progress = device, encode_batch_size, progress
 
     def check_params(self) -> None:

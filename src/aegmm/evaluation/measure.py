@@ -166,7 +166,11 @@ def _mixture(s: Scored, fitted: LatentMixture, log) -> Evaluation:
         metrics["training_bic_curve"] = {"k": ks, "bic": [fitted.bic_curve_[k] for k in ks]}
     if len(fitted.agreement_) > 1:
         seeds = sorted(fitted.agreement_)
-        metrics["training_candidates"] = {"seed": seeds, "agreement": [fitted.agreement_[x] for x in seeds]}
+        tried = {"rule": fitted.config.candidate_rule, "seed": seeds}
+        tried["agreement"] = [fitted.agreement_[x] for x in seeds]
+        if fitted.evenness_:  # runs saved before the balance rule recorded no evenness
+            tried["evenness"] = [fitted.evenness_[x] for x in seeds]
+        metrics["training_candidates"] = tried
     figure = plots.information_criteria(metrics["information_curve"], s.k)
     return _part({"gmm": metrics}, {"information_criteria": figure})
 

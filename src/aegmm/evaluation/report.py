@@ -181,11 +181,17 @@ def _mixture(m: Mapping, figures: Mapping) -> str:
         html += _table(["K", *map(str, curve["k"])], [["BIC", *curve["bic"]]])
     if "training_candidates" in g:
         tried = g["training_candidates"]
-        html += _p(
-            "The mixture was fitted once per seed below (reducer and EM); the one whose clusters of the "
-            "training images agree most with the others' (mean adjusted Rand index) was kept:"
+        kept = (
+            "the one whose clusters of the training images are the most equal in size (evenness 1: equal)"
+            if tried.get("rule") == "balance"
+            else "the one whose clusters of the training images agree most with the others' (mean "
+            "adjusted Rand index)"
         )
-        html += _table(["seed", *map(str, tried["seed"])], [["agreement", *tried["agreement"]]])
+        html += _p(f"The mixture was fitted once per seed below (reducer and EM); {kept} was kept:")
+        rows = [["agreement", *tried["agreement"]]]
+        if "evenness" in tried:
+            rows.append(["evenness of the cluster sizes", *tried["evenness"]])
+        html += _table(["seed", *map(str, tried["seed"])], rows)
     return html + _figure(figures, "information_criteria")
 
 

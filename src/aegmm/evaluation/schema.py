@@ -41,7 +41,11 @@ domains) with enough images each; [auto K] only when the run chose K by BIC on i
     gmm.training_bic_curve.k       list of int: [auto K] K values tried when fitting the run
     gmm.training_bic_curve.bic     list of floats: [auto K] their BIC on the training images
     gmm.training_candidates.seed   list of int: [candidates > 1] seeds of the mixtures fitted
-    gmm.training_candidates.agreement  list of floats: each one's mean ARI with the others (max kept)
+    gmm.training_candidates.rule       "agreement" or "balance": which rule kept one (--candidate-rule)
+    gmm.training_candidates.agreement  list of floats: each one's mean ARI with the others (max kept
+                                       under agreement)
+    gmm.training_candidates.evenness   list of floats: each one's cluster sizes' evenness, 1 for equal
+                                       sizes (max kept under balance; absent in runs saved before it)
     kmeans.log_likelihood          float: K-Means (same K, same features) as a likelihood model
     kmeans.mean_log_likelihood     float: the same per image
     kmeans.bic                     float: its BIC (formulas: likelihood.KMEANS_FORMULAS)
