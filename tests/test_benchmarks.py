@@ -520,6 +520,10 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
     kept = json.loads((tmp_path / "candidates.json").read_text())
     assert [(r["candidates"], r["rule"]) for r in kept] == [(3, rule) for rule in RULES]  # 3 seeds: no 5
     assert all(r["windows"] == 1 and 0 <= r["right"] <= 1 for r in kept)
+    by_rule = {r["rule"]: r for r in kept}  # one window of 3: the first window is that window's choice
+    assert by_rule["first"]["first_window"] == [rows[0]["held_out_acc"]]
+    assert all(r["first_window"] == [r["mean"]] for r in kept)
+    assert "## The first window of each file" in (tmp_path / "candidates.md").read_text()
 
 
 def test_the_balance_rule_keeps_the_candidate_with_the_most_equal_clusters():
