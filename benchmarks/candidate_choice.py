@@ -191,6 +191,8 @@ def choose(window: list[dict], rule: str) -> dict:
 
 
 def report(paths: list[Path], out: Path, command: str, right_above: float = RIGHT) -> None:
+    from aegmm.candidates import evenness
+
     rows = [json.loads(line) for path in paths for line in path.read_text().splitlines()]
     files = sorted({r["latents"] for r in rows})
     results = []
@@ -220,12 +222,13 @@ def report(paths: list[Path], out: Path, command: str, right_above: float = RIGH
         "",
         "## Each seed (one candidate)",
         "",
-        "| latents | seed | fit acc | held-out acc | silhouette | mean log-likelihood | Calinski-Harabasz "
-        "| partition log-likelihood |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| latents | seed | fit acc | held-out acc | evenness | silhouette | mean log-likelihood | "
+        "Calinski-Harabasz | partition log-likelihood |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
         f"| {r['latents']} | {r['seed']} | {r['fit_acc']:.4f} | {r['held_out_acc']:.4f} | "
+        f"{evenness(np.asarray(r['labels']), K):.4f} | "
         f"{r.get('silhouette', math.nan):.4f} | {r.get('likelihood', math.nan):.4f} | "
         f"{r.get('calinski', math.nan):.1f} | {r.get('partition_likelihood', math.nan):.4f} |"
         for r in sorted(rows, key=lambda r: (r["latents"], r["seed"]))

@@ -87,11 +87,18 @@ def print_purity(cache: Path) -> None:
             (f"encoder {seed}, L2 + standardised", normalize(latents)),
             (f"encoder {seed}, standardised", latents),
         ]
-    print("10-nearest-neighbour purity per digit 0-9 (all | per digit | share of 8s' neighbours that are 1s)")
+    print(
+        "10-nearest-neighbour purity per digit 0-9 (all | per digit | share of 8s' neighbours that "
+        "are 1s | the 1s' and the 8s' mean vector length ± sd, before standardising)"
+    )
     for name, x in rows:
         per_digit, eights_to_ones = neighbour_purity(StandardScaler().fit_transform(x), data.classes)
         digits = " ".join(f"{v:.2f}" for v in per_digit)
-        print(f"{name:34s} {per_digit.mean():.3f} | {digits} | {eights_to_ones:.3f}", flush=True)
+        norms = np.linalg.norm(x, axis=1)
+        lengths = " / ".join(
+            f"{norms[data.classes == d].mean():.2f} ± {norms[data.classes == d].std():.2f}" for d in (1, 8)
+        )
+        print(f"{name:34s} {per_digit.mean():.3f} | {digits} | {eights_to_ones:.3f} | {lengths}", flush=True)
 
 
 def main() -> None:
