@@ -278,12 +278,12 @@ class MixtureConfig:
     reduced_dim: int | str = "auto"  # output size of the reducer (at most the latent size); auto: 10
     # with umap, else 20
     n_init: int | str = "auto"  # EM restarts, the best is kept; auto: 20 with umap, else 3
-    candidates: int | str = "auto"  # fits of the reduction and mixture, seeds seed, seed+1, ...; the
-    # one whose clusters agree most with the others' (mean adjusted Rand index) is kept; auto: 5 with
-    # umap, else 1
+    candidates: int | str = "auto"  # fits of the reduction and mixture, seeds seed, seed+1, ...; one
+    # is kept by candidate_rule; auto: 5 with umap, else 1
     candidate_rule: str = "agreement"  # which candidate is kept: agreement (the clusters the other
-    # candidates agree with most) or balance (the most equal cluster sizes: for collections whose
-    # groups are about equally large, where it keeps right partitions that agreement misses)
+    # candidates agree with most, by mean adjusted Rand index) or balance (the most equal cluster
+    # sizes, each candidate judged for its own K: for collections whose groups are about equally
+    # large, where it keeps right partitions that agreement misses)
     reg_covar: float = 1e-4  # added to covariance diagonals for stability
     max_iter: int = 300  # EM iterations per restart
     seed: int = 0  # seeds the reducer and EM
