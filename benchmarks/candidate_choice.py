@@ -190,11 +190,22 @@ def choose(window: list[dict], rule: str) -> dict:
     return max(window, key=lambda row: row[rule])
 
 
-def report(paths: list[Path], out: Path, command: str, right_above: float = RIGHT) -> None:
+def report(
+    paths: list[Path], out: Path, command: str, right_above: float = RIGHT, latents: Path | None = None
+) -> None:
+    """candidates.md and candidates.json in `out`. With `latents`, the folder of the rows' latents
+    files, the first windows also get the NMI of the kept training clusters with the true classes
+    (the fit images' NMI: on the digits, fitted and scored alike, the scored NMI)."""
+    from sklearn.metrics import normalized_mutual_info_score
+
     from aegmm.candidates import evenness
 
     rows = [json.loads(line) for path in paths for line in path.read_text().splitlines()]
     files = sorted({r["latents"] for r in rows})
+    truth = {name: np.load(latents / name)["fit_labels"] for name in files} if latents else {}
+    for r in rows:
+        if r["latents"] in truth:
+            r["fit_nmi"] = float(normalized_mutual_info_score(truth[r["latents"]], r["labels"]))
     results = []
     for size in WINDOWS:
         for rule in (r for r in RULES if r in LABEL_RULES or all(r in row for row in rows)):
@@ -213,6 +224,8 @@ def report(paths: list[Path], out: Path, command: str, right_above: float = RIGH
                      "mean": float(accs.mean()), "worst": float(accs.min()),
                      "first_window": [float(a) for a in firsts]}
                 )  # fmt: skip
+                if truth:
+                    results[-1]["first_window_fit_nmi"] = [r["fit_nmi"] for r in first]
     lines = [
         "# Choosing among the grayscale mixture's candidates",
         "",
@@ -256,7 +269,10 @@ def report(paths: list[Path], out: Path, command: str, right_above: float = RIGH
         mean, sd = mean_sd(r["first_window"])
         each = " ".join(f"{a:.3f}" for a in r["first_window"])
         files = len(r["first_window"])
-        lines.append(f"| {r['candidates']} | {r['rule']} | {files} | {mean:.3f} ± {sd:.3f} | {each} |")
+        nmi = ""
+        if "first_window_fit_nmi" in r:
+            nmi = " NMI (fit) {:.3f} ± {:.3f}".format(*mean_sd(r["first_window_fit_nmi"]))
+        lines.append(f"| {r['candidates']} | {r['rule']} | {files} | {mean:.3f} ± {sd:.3f}{nmi} | {each} |")
     out.mkdir(parents=True, exist_ok=True)
     (out / "candidates.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "candidates.md").write_text("\n".join(lines) + "\n")
@@ -281,7 +297,11 @@ def main(argv=None) -> int:
     steps = ("fit", "report", "digits", "mnist", "tail", "cifake")
     parser.add_argument("step", nargs="?", choices=steps, default="report")
     parser.add_argument("--cache", type=Path, help="digits, mnist: a quality.py run's --cache folder")
-    parser.add_argument("--latents", type=Path, help="fit: a latents .npz (umap_levers.py encode's format)")
+    parser.add_argument(
+        "--latents",
+        type=Path,
+        help="fit: a latents .npz (umap_levers.py encode's format); report: their folder, for NMI",
+    )
     parser.add_argument("--seeds", type=int, default=10, help="fit: mixture seeds 0..N-1")
     parser.add_argument("--no-scores", action="store_true", help="fit: accuracies and labels only")
     parser.add_argument(
@@ -308,7 +328,7 @@ def main(argv=None) -> int:
     elif args.step == "fit":
         fit_rows(args.latents, args.seeds, args.out, args.normalize, not args.no_scores)
     else:
-        report(args.rows, args.out, command, args.right)
+        report(args.rows, args.out, command, args.right, args.latents)
     return 0
 
 
