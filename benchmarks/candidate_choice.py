@@ -289,7 +289,7 @@ def smoke(out: Path) -> None:
         np.savez(latents, fit=points[:300], held_out=points[300:], fit_labels=labels[:300],
                  held_out_labels=labels[300:])  # fmt: skip
         fit_rows(latents, 3, out / "blobs.jsonl")
-    report([out / "blobs.jsonl"], out, "candidate_choice.py --smoke")
+        report([out / "blobs.jsonl"], out, "candidate_choice.py --smoke", latents=Path(scratch))
 
 
 def main(argv=None) -> int:

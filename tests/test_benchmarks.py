@@ -523,6 +523,9 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
     by_rule = {r["rule"]: r for r in kept}  # one window of 3: the first window is that window's choice
     assert by_rule["first"]["first_window"] == [rows[0]["held_out_acc"]]
     assert all(r["first_window"] == [r["mean"]] for r in kept)
+    assert all(
+        len(r["first_window_fit_nmi"]) == 1 and finite(r["first_window_fit_nmi"][0], 0, 1) for r in kept
+    )
     assert "## The first window of each file" in (tmp_path / "candidates.md").read_text()
 
 
