@@ -600,6 +600,7 @@ def test_partition_likelihood_is_a_hard_assignment_gaussian_log_likelihood():
         "denoising/quality.md",
         "denoising/mnist/quality.md",
         "epochs22/quality.md",
+        "epochs50/quality.md",
         "mixture_speed/gray_recheck/quality.md",
         "digits_seeds10/quality.md",
         "digits_seeds10/normalize_none/quality.md",

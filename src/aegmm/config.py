@@ -280,10 +280,8 @@ class MixtureConfig:
     n_init: int | str = "auto"  # EM restarts, the best is kept; auto: 20 with umap, else 3
     candidates: int | str = "auto"  # fits of the reduction and mixture, seeds seed, seed+1, ...; one
     # is kept by candidate_rule; auto: 5 with umap, else 1
-    candidate_rule: str = "agreement"  # which candidate is kept: agreement (the clusters the other
-    # candidates agree with most, by mean adjusted Rand index) or balance (the most equal cluster
-    # sizes, each candidate judged for its own K: for collections whose groups are about equally
-    # large, where it keeps right partitions that agreement misses)
+    candidate_rule: str = "agreement"  # which candidate is kept: agreement (by mean adjusted Rand
+    # index with the others) or balance (the most equal cluster sizes: for about equal groups)
     reg_covar: float = 1e-4  # added to covariance diagonals for stability
     max_iter: int = 300  # EM iterations per restart
     seed: int = 0  # seeds the reducer and EM
