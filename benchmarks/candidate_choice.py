@@ -33,6 +33,8 @@ digits, mnist: write the latents of every default encoder of that data set that 
 images (transductive, as `quality.py` scores them), for MNIST its 8,000 / 2,000 split.
 tail: long-tailed subsets of those digits latents (170 of one digit down to 30 of another), to see
 what a rule that prefers equal clusters costs where the groups are unequal.
+cifake: the same for the cached CIFAKE default encoders (contrastive, 22 epochs, pooled features),
+with the 16,000 / 4,000 split of `quality.py`.
 """
 
 from __future__ import annotations
@@ -125,13 +127,9 @@ def cifake_latents(cache: Path, out: Path, epochs: int = 22) -> None:
     for folder in sorted(cache.glob("*/")):
         config = json.loads((folder / "run" / "config.json").read_text())
         model, train, mixture = config["model"], config["train"], config["mixture"]
-        default = (model["channels"], model["stem"], train.get("objective"), train["epochs"]) == (
-            3,
-            "small",
-            "contrastive",
-            epochs,
-        ) and (mixture["features"], mixture["candidates"]) == ("pooled", 5)
-        if default:
+        network = (model["channels"], model["stem"], train.get("objective"), train["epochs"])
+        clusters = (mixture["features"], mixture["candidates"])
+        if network == (3, "small", "contrastive", epochs) and clusters == ("pooled", 5):
             arrays = np.load(folder / "arrays.npz")
             path = out / f"cifake_encoder{train['seed']}.npz"
             np.savez(path, fit=arrays["fit_latents"], held_out=arrays["score_latents"],
