@@ -142,7 +142,6 @@ def fit_rows(latents: Path, seeds: int, out: Path, normalize: str = "auto", scor
     silhouette alone takes minutes on 16,000 CIFAKE features)."""
     from sklearn.metrics import calinski_harabasz_score, silhouette_score
 
-    from aegmm.config import MixtureConfig
     from aegmm.mixture import LatentMixture
 
     data = np.load(latents)

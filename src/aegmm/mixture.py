@@ -63,7 +63,7 @@ class LatentMixture:
         for candidate in fitted.values():
             candidate.say_bic(progress)
         self.agreement_ = agreement({seed: candidate.labels for seed, candidate in fitted.items()})
-        self.evenness_ = {}
+        self.evenness_ = {}  # like agreement_: empty for one candidate
         if len(fitted) > 1:
             self.evenness_ = {seed: evenness(c.labels, c.gmm.n_components) for seed, c in fitted.items()}
         for seed, value in self.agreement_.items():
@@ -72,10 +72,11 @@ class LatentMixture:
                 f"cluster sizes' evenness {self.evenness_[seed]:.3f}",
                 enabled=progress,
             )
-        rule = self.config.candidate_rule
-        scores = self.agreement_ if rule == "agreement" else self.evenness_
+        scores, why = {
+            "agreement": (self.agreement_, "the most agreement"),
+            "balance": (self.evenness_, "the most equal cluster sizes"),
+        }[self.config.candidate_rule]
         chosen = max(fitted, key=lambda seed: scores.get(seed, 0.0))  # one candidate: itself
-        why = "the most agreement" if rule == "agreement" else "the most equal cluster sizes"
         say(f"kept candidate seed {chosen} ({why})", enabled=progress and len(fitted) > 1)
         reducer, gmm, self.bic_curve_ = fitted[chosen][:3]
         if isinstance(reducer, UMAPPlacement):
