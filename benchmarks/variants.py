@@ -53,6 +53,8 @@ TRAIN_KEYS = (
     "objective",
     "temperature",
     "view_size",
+    "train_images",
+    "members",
 )
 MIXTURE_KEYS = (
     "covariance_type",
