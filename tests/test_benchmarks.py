@@ -95,7 +95,11 @@ def test_variants_read_numbers_and_auto_as_the_settings_take_them():
         ("noise", 0.0),
     )
     assert variants.parse_variant("noise=auto,candidates=auto").train == (("noise", "auto"),)
-    for given in ("noise=0", "noise=0.1", "noise=auto"):  # every one a setting TrainConfig takes
+    assert variants.parse_variant("train_images=3000,members=1").train == (
+        ("members", 1),
+        ("train_images", 3000),
+    )
+    for given in ("noise=0", "noise=0.1", "noise=auto", "members=2", "members=auto", "train_images=300"):
         variants.TrainConfig(**dict(variants.parse_variant(given).train))
 
 
