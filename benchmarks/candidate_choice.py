@@ -302,7 +302,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=10, help="fit: mixture seeds 0..N-1")
     parser.add_argument("--no-scores", action="store_true", help="fit: accuracies and labels only")
     parser.add_argument(
-        "--normalize", default="auto", help="fit: the mixture's normalize setting (auto: l2+length under UMAP)"
+        "--normalize", default="auto", help="fit: the mixture's normalize setting (auto: L2 under UMAP)"
     )
     parser.add_argument(
         "--rows", type=Path, nargs="*", default=[], help="report: the fit steps' .jsonl files"

@@ -8,7 +8,6 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
-from sklearn.metrics import adjusted_rand_score
 from sklearn.pipeline import Pipeline
 
 import aegmm
@@ -66,9 +65,7 @@ def test_fit_run_and_assign_run_work_from_python(image_folder, tmp_path):
     assert done.lines == [f"gallery written to {tmp_path / 'gallery.png'}"]
 
 
-@pytest.mark.parametrize(
-    "reducer,normalize", [("pca", "none"), ("none", "none"), ("pca", "l2"), ("none", "l2+length")]
-)
+@pytest.mark.parametrize("reducer,normalize", [("pca", "none"), ("none", "none"), ("pca", "l2")])
 def test_the_mixture_is_a_pipeline_saved_and_rebuilt_from_arrays(reducer, normalize):
     rng = np.random.default_rng(0)
     latents = np.concatenate([rng.normal(0, 1, (60, 6)), rng.normal(4, 1, (60, 6))])
@@ -82,8 +79,7 @@ def test_the_mixture_is_a_pipeline_saved_and_rebuilt_from_arrays(reducer, normal
     np.testing.assert_array_equal(log_likelihood, mixture.score_samples(latents))
     rebuilt = LatentMixture.from_arrays(*mixture.to_arrays(), config)
     np.testing.assert_array_equal(rebuilt.score_samples(latents), mixture.score_samples(latents))
-    assert rebuilt.features(latents).shape[1] == (3 if reducer == "pca" else 6 + (normalize == "l2+length"))
-    assert rebuilt.input_dim_ == mixture.input_dim_ == 6
+    assert rebuilt.features(latents).shape[1] == (3 if reducer == "pca" else 6)
 
 
 def test_l2_normalisation_ignores_each_vectors_length():
@@ -98,28 +94,5 @@ def test_l2_normalisation_ignores_each_vectors_length():
     assert LatentMixture(MixtureConfig(n_components=2, reducer="none")).fit(directions * lengths).features(
         directions
     ).std() != pytest.approx(mixture.features(directions).std())
-    with pytest.raises(ValueError, match="normalize must be one of auto, none, l2, l2\\+length, got 'l1'"):
+    with pytest.raises(ValueError, match="normalize must be 'auto', 'none' or 'l2', got 'l1'"):
         MixtureConfig(normalize="l1")
-
-
-def test_l2_plus_length_keeps_what_unit_length_throws_away():
-    """Two groups in one direction at different lengths (the digits' 1s and 8s): unit length
-    merges them, l2+length keeps them apart; one scale for every vector changes nothing."""
-    rng = np.random.default_rng(2)
-    directions = rng.normal((3, 1, 0), 0.3, (100, 3))
-    lengths = np.repeat([1.0, 4.0], 50)[:, None] * rng.uniform(0.9, 1.1, (100, 1))
-    latents, truth = (
-        directions / np.linalg.norm(directions, axis=1, keepdims=True) * lengths,
-        np.repeat([0, 1], 50),
-    )
-    found = {}
-    for normalize in ("l2", "l2+length"):
-        config = MixtureConfig(n_components=2, reducer="none", normalize=normalize)
-        mixture = LatentMixture(config).fit(latents)
-        found[normalize] = adjusted_rand_score(truth, mixture.predict(latents))
-    assert found["l2+length"] == 1.0 and found["l2"] < 0.5
-    assert mixture.features(latents).shape == (100, 4)  # the direction's 3 numbers and the log length
-    rescaled = LatentMixture(mixture.config).fit(
-        latents * 7.0
-    )  # the log length moves by log 7; standardising undoes it
-    np.testing.assert_allclose(rescaled.features(latents * 7.0), mixture.features(latents), atol=1e-9)

@@ -15,7 +15,7 @@ from aegmm.config import UMAP_MIN_IMAGES, MixtureConfig
 from aegmm.mixture import LatentMixture
 from conftest import TINY
 
-UMAP_SETTINGS = {"reducer": "umap", "normalize": "l2+length", "reduced_dim": 10, "n_init": 20, "candidates": 5}
+UMAP_SETTINGS = {"reducer": "umap", "normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 5}
 PCA_SETTINGS = {"reducer": "pca", "normalize": "none", "reduced_dim": 20, "n_init": 3, "candidates": 1}
 
 

@@ -12,7 +12,7 @@ OBJECTIVES = ("reconstruction", "contrastive", "hybrid")  # TrainConfig.objectiv
 STEMS = ("small", "strided", "standard")  # ModelConfig.stem
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")  # MixtureConfig.covariance_type (sklearn's)
 REDUCERS = ("auto", "none", "pca", "umap")  # MixtureConfig.reducer
-NORMALIZATIONS = ("auto", "none", "l2", "l2+length")  # MixtureConfig.normalize
+NORMALIZATIONS = ("auto", "none", "l2")  # MixtureConfig.normalize
 FEATURES = ("bottleneck", "pooled")  # MixtureConfig.features, besides auto
 CANDIDATE_RULES = ("agreement", "balance")  # MixtureConfig.candidate_rule
 PLANES = (64, 128, 256, 512)  # channels of ResNet-18's four stages at width 1.0
@@ -56,7 +56,7 @@ AUTO_MEMBERS = 2
 # settings follow the reducer.
 UMAP_MIN_IMAGES = 1000
 AUTO_BY_REDUCER = {
-    "umap": {"normalize": "l2+length", "reduced_dim": 10, "n_init": 20, "candidates": 5},
+    "umap": {"normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 5},
     "pca": {"normalize": "none", "reduced_dim": 20, "n_init": 3, "candidates": 1},
     "none": {"normalize": "none", "reduced_dim": 20, "n_init": 3, "candidates": 1},
 }
@@ -272,7 +272,7 @@ class MixtureConfig:
     k_range: tuple[int, int] = (2, 15)  # with n_components auto: the smallest and largest K tried
     covariance_type: str = "full"  # covariance of each mixture component (scikit-learn's names)
     normalize: str = "auto"  # l2: each latent vector scaled to unit length before standardising;
-    # l2+length: the same, plus its log length as one more number; auto: l2+length with umap, else none
+    # auto: l2 with umap, else none
     reducer: str = "auto"  # reduction after standardising, before the mixture; auto: umap for
     # 1,000 or more images, unless they are colour images trained by reconstruction, else pca
     reduced_dim: int | str = "auto"  # output size of the reducer (at most the latent size); auto: 10
@@ -309,7 +309,7 @@ class MixtureConfig:
                 f"covariance_type must be one of full, tied, diag, spherical, got {self.covariance_type!r}"
             )
         if self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
+            raise ValueError(f"normalize must be 'auto', 'none' or 'l2', got {self.normalize!r}")
         if self.candidate_rule not in CANDIDATE_RULES:
             raise ValueError(f"candidate_rule must be 'agreement' or 'balance', got {self.candidate_rule!r}")
         if self.reducer not in REDUCERS:

@@ -136,9 +136,9 @@ def _read_parts(folder: Path, config: RunConfig) -> SavedRun:
     meta = read_json(folder / MIXTURE_META)
     try:
         mixture = LatentMixture.from_arrays(read_arrays(folder / MIXTURE_ARRAYS), meta, x)
-        if mixture.input_dim_ != config.feature_dim:
+        if mixture.center_.shape != (config.feature_dim,):
             dims = f"{config.feature_dim} dimensions ({x.features} features)"
-            raise ValueError(f"expected {dims}, got {mixture.input_dim_}")
+            raise ValueError(f"expected {dims}, got {mixture.center_.shape}")
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise ValueError(f"{folder / MIXTURE_ARRAYS} does not hold a valid mixture ({exc})") from None
     return SavedRun(config, model.eval(), normalizer, mixture, read_json(folder / HISTORY))

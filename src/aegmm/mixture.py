@@ -1,4 +1,4 @@
-"""Clustering latent vectors: Pipeline((L2 (+ length),) StandardScaler, PCA or UMAP, GaussianMixture)."""
+"""Clustering latent vectors: Pipeline((L2,) StandardScaler, PCA or UMAP, GaussianMixture)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
+from sklearn.preprocessing import Normalizer, StandardScaler
 
 from .candidates import Candidate, agreement, evenness, fit_side_by_side
 from .config import MixtureConfig
@@ -21,15 +21,12 @@ from .progress import say
 GMM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 BATCH = 100_000  # latents scored at once: memory does not grow with the number of images
 PCA_MIN_VARIANCE = 1e-12  # whitening divides by at least sqrt(1e-12): rank-deficient latents stay finite
-EXTRA_COLUMNS = {"l2+length": 1}  # numbers a normalizer adds to each latent vector
-SHORTEST = 1e-12  # a zero vector stays zero, its log length finite
 
 
 class LatentMixture:
     """scikit-learn's Pipeline(normalizer, StandardScaler, reducer, GaussianMixture) on training latents.
 
-    The normalizer is sklearn's Normalizer (normalize="l2": each vector to unit length), that plus
-    the vector's log length as one more number ("l2+length"), or nothing.
+    The normalizer is sklearn's Normalizer (normalize="l2": each vector to unit length) or nothing.
 
     The reducer is PCA(whiten=True), ``UMAPPlacement`` or nothing ("passthrough"). Each candidate
     (``config.candidates``, one seed each) fits its own reducer; the K to fit (or each K tried
@@ -160,11 +157,6 @@ class LatentMixture:
         return self.pipeline_[-1]
 
     @property
-    def input_dim_(self) -> int:
-        """Numbers per latent vector the mixture takes (before its normalizer adds any)."""
-        return len(self.center_) - EXTRA_COLUMNS.get(self.config.normalize, 0)
-
-    @property
     def center_(self) -> np.ndarray:
         return self.pipeline_.named_steps["scale"].mean_
 
@@ -244,7 +236,7 @@ class LatentMixture:
         mixture.bic_curve_ = {int(k): float(v) for k, v in meta["bic_curve"].items()}
         mixture.agreement_ = {int(seed): float(v) for seed, v in meta.get("agreement", {}).items()}
         mixture.evenness_ = {int(seed): float(v) for seed, v in meta.get("evenness", {}).items()}
-        normalizer = _normalizer(config, len(arrays["center"]) - EXTRA_COLUMNS.get(config.normalize, 0))
+        normalizer = _normalizer(config, len(arrays["center"]))
         scaler = _restore_scaler(arrays["center"], arrays["scale"])
         reducer, gmm = _restore_reducer(arrays, config), restore_gmm(arrays, meta, config)
         mixture.pipeline_ = _pipeline(normalizer, scaler, reducer, gmm)
@@ -264,19 +256,10 @@ def _reduced(reducer, standard: np.ndarray) -> np.ndarray:
 
 
 def _normalizer(config: MixtureConfig, n_features: int):
-    """Stateless: sklearn's Normalizer (unit L2 length) for normalize="l2", it and the log length
-    for "l2+length", else "passthrough"."""
+    """sklearn's Normalizer (unit L2 length; stateless) for normalize="l2", else "passthrough"."""
     if config.normalize == "none":
         return "passthrough"
-    if config.normalize == "l2+length":
-        return FunctionTransformer(unit_and_log_length).fit(np.zeros((1, n_features)))
     return Normalizer(norm="l2").fit(np.zeros((1, n_features)))
-
-
-def unit_and_log_length(latents: np.ndarray) -> np.ndarray:
-    """(N, D) -> (N, D + 1): each vector scaled to unit length, then the log of its length."""
-    lengths = np.maximum(np.linalg.norm(latents, axis=1, keepdims=True), SHORTEST)
-    return np.hstack([latents / lengths, np.log(lengths)])
 
 
 def _fit_scaler(latents: np.ndarray) -> StandardScaler:
