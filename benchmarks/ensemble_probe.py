@@ -12,7 +12,9 @@ of scikit-learn's digits (transductive). One member is the default itself, refit
         --seeds 0,1,2,3,4,5,6,7,8,9 --out OUT
 
 It reads the encoders a full `quality.py --cache` run saved: the MNIST default (10 epochs, clean
-inputs) or the digits default (39 epochs, noise 0.1), for every seed up to s+M-1. No `--smoke`.
+inputs), the digits default (39 epochs, noise 0.1) or `mnist3k`, the MNIST default trained on
+3,000 of its fit digits (`--variant train_images=3000`: 23 epochs, noise 0.1), for every seed up
+to s+M-1. No `--smoke`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from report import mean_sd  # noqa: E402
 
 def scored_labels(dataset: str) -> np.ndarray:
     """The labels of the images `quality.py` scores on this dataset."""
-    return load_mnist(8000, 2000, seed=0)[1].classes if dataset == "mnist" else load_digits().classes
+    return load_mnist(8000, 2000, seed=0)[1].classes if dataset.startswith("mnist") else load_digits().classes
 
 
 def side_by_side(latents: list[np.ndarray]) -> np.ndarray:
