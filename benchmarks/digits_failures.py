@@ -36,9 +36,9 @@ SWEEP = {  # name: (UMAP neighbours, dimensions, L2 first)
 }
 
 
-# the default runs of each grayscale data set that quality.py caches: (epochs, noise, fit images)
-# (epochs, noise, fit images) of each default run; mnist3k: the MNIST default trained on 3,000 of
-# its 8,000 fit digits (quality.py --variant train_images=3000: 23 epochs, noise 0.1, one network)
+# the default runs of each grayscale data set that quality.py caches: (epochs, noise, fit images);
+# mnist3k: the MNIST default trained on 3,000 of its 8,000 fit digits (quality.py --variant
+# train_images=3000: 23 epochs, noise 0.1, one network)
 DEFAULT_RUNS = {"digits": (39, 0.1, 1797), "mnist": (10, 0.0, 8000), "mnist3k": (23, 0.1, 8000)}
 
 

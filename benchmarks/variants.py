@@ -68,14 +68,8 @@ MIXTURE_KEYS = (
     "features",
 )
 EXTRA_KEYS = ("recon_feature", "recon_only")
-COUNT_OR_AUTO = (
-    "reduced_dim",
-    "n_init",
-    "candidates",
-    "batch_size",
-    "epochs",
-    "members",
-)  # a whole number, or auto
+# settings that take a whole number, or auto
+COUNT_OR_AUTO = ("reduced_dim", "n_init", "candidates", "batch_size", "epochs", "members")
 AMOUNT_OR_AUTO = ("noise",)  # a number, or auto
 _DEFAULTS = {
     name: p.default for name, p in inspect.signature(ImageClusterer).parameters.items() if name != "self"
