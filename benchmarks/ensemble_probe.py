@@ -39,7 +39,7 @@ from report import mean_sd  # noqa: E402
 
 def scored_labels(dataset: str) -> np.ndarray:
     """The labels of the images `quality.py` scores on this dataset."""
-    return load_mnist(8000, 2000, seed=0)[1].classes if dataset.startswith("mnist") else load_digits().classes
+    return load_digits().classes if dataset == "digits" else load_mnist(8000, 2000, seed=0)[1].classes
 
 
 def side_by_side(latents: list[np.ndarray]) -> np.ndarray:

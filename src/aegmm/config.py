@@ -281,7 +281,7 @@ class MixtureConfig:
     candidates: int | str = "auto"  # fits of the reduction and mixture, seeds seed, seed+1, ...; one
     # is kept by candidate_rule; auto: 5 with umap, else 1
     candidate_rule: str = "agreement"  # which candidate is kept: agreement (by mean adjusted Rand
-    # index with the others) or balance (the most equal cluster sizes: for about equal groups)
+    # index with the others) or balance (the most equal cluster sizes, each for its own K: even groups)
     reg_covar: float = 1e-4  # added to covariance diagonals for stability
     max_iter: int = 300  # EM iterations per restart
     seed: int = 0  # seeds the reducer and EM
