@@ -25,12 +25,16 @@ keeps, and the held-out accuracy it gets:
 
     python benchmarks/candidate_choice.py digits --cache /tmp/qcache --out DIR   # DIR/digits_encoderS.npz
     python benchmarks/candidate_choice.py mnist --cache /tmp/qcache --out DIR    # DIR/mnist_encoderS.npz
+    python benchmarks/candidate_choice.py mnist3k --cache /tmp/qcache --out DIR  # DIR/mnist3k_encoderS.npz
+    python benchmarks/candidate_choice.py pairs --latents DIR --out DIR2   # DIR2/NAME_{unit,raw}_pairS.npz
     python benchmarks/candidate_choice.py tail --out DIR    # DIR/tail_encoderS.npz from DIR/digits_encoderS
     python benchmarks/candidate_choice.py cifake --cache /tmp/qcache --out DIR   # DIR/cifake_encoderS.npz
 
-digits, mnist: write the latents of every default encoder of that data set that a `quality.py
---cache` run saved, in the format `fit` reads: for the digits all 1,797 as both fit and held-out
-images (transductive, as `quality.py` scores them), for MNIST its 8,000 / 2,000 split.
+digits, mnist, mnist3k: write the latents of every default encoder of that data set that a
+`quality.py --cache` run saved, in the format `fit` reads: for the digits all 1,797 as both fit and
+held-out images (transductive, as `quality.py` scores them), for MNIST its 8,000 / 2,000 split
+(mnist3k: the MNIST default trained on 3,000 of the fit digits, `--variant train_images=3000`).
+pairs: two consecutive encoders side by side, with and without unit length (see side_by_side).
 tail: long-tailed subsets of those digits latents (170 of one digit down to 30 of another), to see
 what a rule that prefers equal clusters costs where the groups are unequal.
 cifake: the same for the cached CIFAKE default encoders (contrastive, 22 epochs, pooled features),
@@ -93,6 +97,38 @@ def long_tailed(folder: Path) -> None:
         x, y = data["fit"][keep], classes[keep]
         np.savez(folder / f"tail_encoder{seed}.npz", fit=x, held_out=x, fit_labels=y, held_out_labels=y)
         print(f"{folder / f'tail_encoder{seed}.npz'}: {len(keep)} digits of encoder seed {seed}", flush=True)
+
+
+def side_by_side(folder: Path, out: Path) -> None:
+    """pairs: for every NAME_encoderS.npz of `folder` whose encoder S+1 is there too, the two
+    encoders' latents side by side, as `--members 2` gives the mixture (NAME_unit_pairS.npz: each
+    vector scaled to unit length) and without that scaling (NAME_raw_pairS.npz: each encoder's
+    vectors divided by their mean length on the fit images, a scale the mixture's standardising
+    undoes; fit them with --normalize none); both divided by sqrt(2)."""
+    from sklearn.preprocessing import normalize
+
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(folder.glob("*_encoder*.npz")):
+        name, seed = path.stem.rsplit("_encoder", 1)
+        second = folder / f"{name}_encoder{int(seed) + 1}.npz"
+        if not second.is_file():
+            continue
+        members = [np.load(path), np.load(second)]
+        labels = {key: members[0][key] for key in ("fit_labels", "held_out_labels")}
+        assert all(np.array_equal(members[1][key], value) for key, value in labels.items())
+        for scale in ("unit", "raw"):
+            arrays = {}
+            for key in ("fit", "held_out"):
+                parts = [m[key].astype(np.float64) for m in members]
+                if scale == "unit":
+                    parts = [normalize(x) for x in parts]
+                else:
+                    lengths = [np.linalg.norm(m["fit"].astype(np.float64), axis=1).mean() for m in members]
+                    parts = [x / length for x, length in zip(parts, lengths, strict=True)]
+                arrays[key] = (np.hstack(parts) / np.sqrt(2)).astype(np.float32)
+            target = out / f"{name}_{scale}_pair{seed}.npz"
+            np.savez(target, **arrays, **labels)
+            print(f"{target}: encoders {seed} and {int(seed) + 1} side by side", flush=True)
 
 
 def cached_latents(cache: Path, dataset: str, out: Path) -> None:
@@ -291,13 +327,13 @@ def smoke(out: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    steps = ("fit", "report", "digits", "mnist", "tail", "cifake")
+    steps = ("fit", "report", "digits", "mnist", "mnist3k", "tail", "cifake", "pairs")
     parser.add_argument("step", nargs="?", choices=steps, default="report")
-    parser.add_argument("--cache", type=Path, help="digits, mnist: a quality.py run's --cache folder")
+    parser.add_argument("--cache", type=Path, help="digits, mnist(3k): a quality.py run's --cache folder")
     parser.add_argument(
         "--latents",
         type=Path,
-        help="fit: a latents .npz (umap_levers.py encode's format); report: their folder, for NMI",
+        help="fit: a latents .npz (umap_levers.py encode's format); report, pairs: their folder",
     )
     parser.add_argument("--seeds", type=int, default=10, help="fit: mixture seeds 0..N-1")
     parser.add_argument("--no-scores", action="store_true", help="fit: accuracies and labels only")
@@ -316,8 +352,10 @@ def main(argv=None) -> int:
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     if args.smoke:
         smoke(output_folder(args.out, True))
-    elif args.step in ("digits", "mnist"):
+    elif args.step in ("digits", "mnist", "mnist3k"):
         cached_latents(args.cache, args.step, args.out)
+    elif args.step == "pairs":
+        side_by_side(args.latents, args.out)
     elif args.step == "tail":
         long_tailed(args.out)
     elif args.step == "cifake":

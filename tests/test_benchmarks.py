@@ -558,6 +558,28 @@ def test_the_tail_step_keeps_each_digit_in_its_long_tailed_share(tmp_path):
     assert all((tuple(x) in rows) == (y == 0) for x, y in zip(tail["fit"], tail["fit_labels"]))
 
 
+def test_the_pairs_step_puts_consecutive_encoders_side_by_side_with_and_without_unit_length(tmp_path):
+    import numpy as np
+
+    probe = benchmark_module("candidate_choice")
+    rng = np.random.default_rng(0)
+    labels = np.arange(6) % 3
+    latents = {s: rng.normal(scale=s + 1.0, size=(6, 4)).astype(np.float32) for s in (4, 5)}
+    for s, x in latents.items():
+        np.savez(tmp_path / f"mnist_encoder{s}.npz", fit=x, held_out=x[:2], fit_labels=labels,
+                 held_out_labels=labels[:2])  # fmt: skip
+    probe.side_by_side(tmp_path, tmp_path / "out")
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["mnist_raw_pair4.npz", "mnist_unit_pair4.npz"]  # encoder 5 has no partner
+    unit, raw = (np.load(tmp_path / "out" / f"mnist_{k}_pair4.npz") for k in ("unit", "raw"))
+    halves = unit["fit"][:, :4], unit["fit"][:, 4:]
+    assert all(np.allclose(np.linalg.norm(h, axis=1), 2**-0.5) for h in halves)  # each member weighs the same
+    lengths = [np.linalg.norm(latents[s], axis=1) for s in (4, 5)]
+    assert np.allclose(raw["fit"][:, :4], latents[4] / lengths[0].mean() / 2**0.5)  # lengths kept
+    assert np.allclose(raw["held_out"][:, 4:], latents[5][:2] / lengths[1].mean() / 2**0.5)
+    assert np.array_equal(raw["held_out_labels"], labels[:2])
+
+
 def test_partition_likelihood_is_a_hard_assignment_gaussian_log_likelihood():
     import numpy as np
     from scipy.stats import multivariate_normal
