@@ -8,8 +8,16 @@ import torch
 
 from aegmm import ImageClusterer, load
 from aegmm.cli import main
-from aegmm.config import AUTO_MEMBERS, RunConfig, TrainConfig
+from aegmm.config import (
+    AUTO_MEMBERS,
+    AUTO_MEMBERS_MIN_TRAIN,
+    UMAP_MIN_IMAGES,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
 from aegmm.nn import AutoEncoder, Ensemble
+from aegmm.pipeline import resolve_auto
 from conftest import TINY, TINY_ARGS, two_group_images
 
 PAIR = TINY | {"members": 2, "n_init": 3}
@@ -32,8 +40,10 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 @pytest.mark.parametrize(
     ("objective", "channels", "n_train", "expected"),
     [
-        ("reconstruction", 1, 7200, AUTO_MEMBERS),  # 8,000 MNIST digits less validation: 10 epochs
-        ("reconstruction", 1, 1617, 1),  # scikit-learn's digits: 39 auto epochs, one network
+        ("reconstruction", 1, 7200, AUTO_MEMBERS),  # 8,000 MNIST digits less validation
+        ("reconstruction", 1, 1617, AUTO_MEMBERS),  # scikit-learn's digits less validation
+        ("reconstruction", 1, AUTO_MEMBERS_MIN_TRAIN, AUTO_MEMBERS),  # 1,000 images: UMAP's smallest
+        ("reconstruction", 1, AUTO_MEMBERS_MIN_TRAIN - 1, 1),  # the mixture runs PCA: one network
         ("reconstruction", 3, 7200, 1),
         ("contrastive", 1, 7200, 1),
         ("reconstruction", 1, None, "auto"),  # unknown collection: left for later
@@ -42,6 +52,13 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def test_auto_members_follow_the_kind_of_image_and_the_collection(objective, channels, n_train, expected):
     resolved = TrainConfig().resolve(channels=channels, objective=objective, n_train=n_train)
     assert resolved.members == expected
+
+
+@pytest.mark.parametrize("n_images", [UMAP_MIN_IMAGES - 1, UMAP_MIN_IMAGES, 20_000])
+def test_a_grayscale_collection_trains_two_members_exactly_where_its_mixture_runs_umap(n_images):
+    config = resolve_auto(RunConfig(model=ModelConfig(channels=1)), n_images, progress=False)
+    assert (config.train.members == AUTO_MEMBERS) == (config.mixture.reducer == "umap")
+    assert config.train.members in (1, AUTO_MEMBERS)
 
 
 def test_members_are_checked_and_a_run_saved_before_them_had_one_network():
@@ -172,13 +189,10 @@ def test_the_command_line_trains_assigns_and_reports_the_members_it_is_given(tmp
 
 
 def test_fit_says_when_auto_trains_more_than_one_network(capsys):
-    from aegmm.config import ModelConfig
-    from aegmm.pipeline import resolve_auto
-
     gray = RunConfig(model=ModelConfig(channels=1))
     assert resolve_auto(gray, 8000, progress=True).train.members == AUTO_MEMBERS
     assert f"members {AUTO_MEMBERS}" in capsys.readouterr().err
-    assert resolve_auto(gray, 2000, progress=True).train.members == 1
+    assert resolve_auto(gray, UMAP_MIN_IMAGES - 1, progress=True).train.members == 1
     assert "members" not in capsys.readouterr().err  # one network: nothing to say
 
 
@@ -188,4 +202,4 @@ def test_fit_help_states_the_members_rule():
     fit = build_parser()._subparsers._group_actions[0].choices["fit"]
     text = " ".join(fit.format_help().split())
     assert f"auto: {AUTO_MEMBERS} for a single-channel autoencoder" in text
-    assert "at batch 128), else 1 (default auto)" in text  # the whole comment, up to the default
+    assert "on 900+ training images, else 1 (default auto)" in text  # the whole comment, up to the default

@@ -46,11 +46,12 @@ AUTO_EPOCHS_MIXED = 22
 # 0.903 +- 0.084 against 0.954 +- 0.005 (benchmarks/results/denoising/NOTES.md). Colour and
 # contrastive training add none.
 AUTO_NOISE = 0.1
-# Members follow the same split: a single-channel autoencoder on a collection too large for noise
-# trains AUTO_MEMBERS networks side by side (nn.Ensemble). 8,000 MNIST digits, 10 seeds: 0.957 +-
-# 0.003 against 0.921 +- 0.062 for one network; scikit-learn's digits lost with them
-# (benchmarks/results/ensemble/NOTES.md). Other images keep one network.
-AUTO_MEMBERS = 2
+# Members follow the reducer: a single-channel autoencoder on AUTO_MEMBERS_MIN_TRAIN+ training images
+# (UMAP_MIN_IMAGES less the default validation share) trains AUTO_MEMBERS networks side by side
+# (nn.Ensemble). 8,000 MNIST digits, 10 seeds: 0.957 +- 0.003 against 0.921 +- 0.062 for one network
+# (benchmarks/results/ensemble/NOTES.md); MNIST trained on 3,000: 0.951 +- 0.001 against 0.854 +-
+# 0.083 (small_mnist/NOTES.md); digits 0.891 +- 0.005 against 0.905 +- 0.028 (ensemble/NOTES.md).
+AUTO_MEMBERS, AUTO_MEMBERS_MIN_TRAIN = 2, 900
 # The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images,
 # unless they are a colour autoencoder's latents (there PCA clusters better); the other mixture
 # settings follow the reducer.
@@ -147,8 +148,7 @@ class TrainConfig:
     # faster, the mixture still reads whole images at the image size
     members: int | str = "auto"  # autoencoders trained one after another (seeds seed, seed+1, ...);
     # the mixture clusters their vectors side by side, each scaled to unit length; reconstructions
-    # are the members' mean. auto: 2 for a single-channel autoencoder on a collection that auto
-    # epochs pass over 10 times (at least 6,273 training images at batch 128), else 1
+    # are the members' mean. auto: 2 for a single-channel autoencoder on 900+ training images, else 1
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -204,9 +204,7 @@ class TrainConfig:
             mixed = chosen != "reconstruction" and precision in ("bfloat16", "float16")
             epochs = auto_epochs(n_train, batch_size, AUTO_EPOCHS_MIXED if mixed else AUTO_EPOCHS)
         noise = auto_noise(chosen, channels, n_train, batch_size) if self.noise == "auto" else self.noise
-        members = (
-            auto_members(chosen, channels, n_train, batch_size) if self.members == "auto" else self.members
-        )
+        members = auto_members(chosen, channels, n_train) if self.members == "auto" else self.members
         resolved = {"objective": chosen, "batch_size": batch_size, "precision": precision, "epochs": epochs}
         return replace(self, **resolved, noise=noise, members=members)
 
@@ -245,15 +243,15 @@ def auto_noise(objective: str, channels: int, n_train: int | None, batch_size: i
     return AUTO_NOISE if auto_epochs(n_train, batch_size) > AUTO_EPOCHS else 0.0
 
 
-def auto_members(objective: str, channels: int, n_train: int | None, batch_size: int) -> int | str:
+def auto_members(objective: str, channels: int, n_train: int | None) -> int | str:
     """How many autoencoders "auto" trains (TrainConfig.members): AUTO_MEMBERS for a single-channel
-    autoencoder on a collection that auto epochs pass over exactly AUTO_EPOCHS times, else 1; "auto"
-    while a single-channel autoencoder's `n_train` is unknown."""
+    autoencoder on AUTO_MEMBERS_MIN_TRAIN or more training images, else 1; "auto" while a
+    single-channel autoencoder's `n_train` is unknown."""
     if objective != "reconstruction" or channels != 1:
         return 1
     if n_train is None:
         return "auto"
-    return AUTO_MEMBERS if auto_epochs(n_train, batch_size) == AUTO_EPOCHS else 1
+    return AUTO_MEMBERS if n_train >= AUTO_MEMBERS_MIN_TRAIN else 1
 
 
 def auto_precision(objective: str, device_type: str, native_bf16: bool) -> str:
