@@ -173,9 +173,11 @@ def cifake_latents(cache: Path, out: Path, epochs: int = 22) -> None:
             print(f"{path}: encoder seed {train['seed']} ({folder.name})", flush=True)
 
 
-def fit_rows(latents: Path, seeds: int, out: Path, normalize: str = "auto", scores: bool = True) -> None:
-    """One JSON line per mixture seed; without `scores` only the accuracies and labels (the
-    silhouette alone takes minutes on 16,000 CIFAKE features)."""
+def fit_rows(
+    latents: Path, seeds: int, out: Path, normalize: str = "auto", scores: bool = True, first: int = 0
+) -> None:
+    """One JSON line per mixture seed (first .. first + seeds - 1); without `scores` only the
+    accuracies and labels (the silhouette alone takes minutes on 16,000 CIFAKE features)."""
     from sklearn.metrics import calinski_harabasz_score, silhouette_score
 
     from aegmm.mixture import LatentMixture
@@ -183,7 +185,7 @@ def fit_rows(latents: Path, seeds: int, out: Path, normalize: str = "auto", scor
     data = np.load(latents)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as lines:
-        for seed in range(seeds):
+        for seed in range(first, first + seeds):
             t0 = time.perf_counter()
             config = MixtureConfig(
                 n_components=K, reducer="umap", seed=seed, candidates=1, normalize=normalize
@@ -224,7 +226,12 @@ def choose(window: list[dict], rule: str) -> dict:
 
 
 def report(
-    paths: list[Path], out: Path, command: str, right_above: float = RIGHT, latents: Path | None = None
+    paths: list[Path],
+    out: Path,
+    command: str,
+    right_above: float = RIGHT,
+    latents: Path | None = None,
+    windows: tuple[int, ...] = WINDOWS,
 ) -> None:
     """candidates.md and candidates.json in `out`. With `latents`, the folder of the rows' latents
     files, the first windows also get the NMI of the kept training clusters with the true classes
@@ -240,14 +247,14 @@ def report(
         if r["latents"] in truth:
             r["fit_nmi"] = float(normalized_mutual_info_score(truth[r["latents"]], r["labels"]))
     results = []
-    for size in WINDOWS:
+    for size in windows:
         for rule in (r for r in RULES if r in LABEL_RULES or all(r in row for row in rows)):
             kept, first = [], []  # every window; the first window of each file (seeds 0..size-1)
             for name in files:
                 seeds = sorted((r for r in rows if r["latents"] == name), key=lambda r: r["seed"])
-                windows = [choose(seeds[i : i + size], rule) for i in range(len(seeds) - size + 1)]
-                kept += windows
-                first += windows[:1]
+                chosen = [choose(seeds[i : i + size], rule) for i in range(len(seeds) - size + 1)]
+                kept += chosen
+                first += chosen[:1]
             if kept:
                 accs = np.array([r["held_out_acc"] for r in kept])
                 right = int((accs > right_above).sum())
@@ -335,7 +342,8 @@ def main(argv=None) -> int:
         type=Path,
         help="fit: a latents .npz (umap_levers.py encode's format); report, pairs: their folder",
     )
-    parser.add_argument("--seeds", type=int, default=10, help="fit: mixture seeds 0..N-1")
+    parser.add_argument("--seeds", type=int, default=10, help="fit: N mixture seeds, from --first")
+    parser.add_argument("--first", type=int, default=0, help="fit: the first mixture seed")
     parser.add_argument("--no-scores", action="store_true", help="fit: accuracies and labels only")
     parser.add_argument(
         "--normalize", default="auto", help="fit: the mixture's normalize setting (auto: L2 under UMAP)"
@@ -346,6 +354,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="fit: the .jsonl; report: a folder")
     parser.add_argument(
         "--right", type=float, default=RIGHT, help="report: accuracy above which a partition is right"
+    )
+    parser.add_argument(
+        "--windows", default="3,5", help="report: comma list of candidate counts C (windows of C seeds)"
     )
     parser.add_argument("--smoke", action="store_true", help="3 seeds on 400 random 16-D points, then report")
     args = parser.parse_args(argv)
@@ -361,9 +372,10 @@ def main(argv=None) -> int:
     elif args.step == "cifake":
         cifake_latents(args.cache, args.out)
     elif args.step == "fit":
-        fit_rows(args.latents, args.seeds, args.out, args.normalize, not args.no_scores)
+        fit_rows(args.latents, args.seeds, args.out, args.normalize, not args.no_scores, args.first)
     else:
-        report(args.rows, args.out, command, args.right, args.latents)
+        windows = tuple(int(c) for c in args.windows.split(","))
+        report(args.rows, args.out, command, args.right, args.latents, windows)
     return 0
 
 
