@@ -111,6 +111,7 @@ def test_a_single_channel_collection_is_clustered_with_umap_and_the_run_records_
     images[n // 2 :] += 150  # two brightness groups
     options = TINY | {"image_size": 8, "epochs": 1, "batch_size": 128, "n_components": 2, "progress": True}
     options.pop("reduced_dim"), options.pop("n_init")  # every mixture setting auto
+    options["members"] = 1  # one network's 8 latent numbers (auto would train two: test_ensemble.py)
     clusterer = ImageClusterer(**options).fit(images)
     assert settings(clusterer.config_.mixture) == UMAP_SETTINGS
     said = capsys.readouterr().err
