@@ -34,7 +34,7 @@ digits, mnist, mnist3k: write the latents of every default encoder of that data 
 `quality.py --cache` run saved, in the format `fit` reads: for the digits all 1,797 as both fit and
 held-out images (transductive, as `quality.py` scores them), for MNIST its 8,000 / 2,000 split
 (mnist3k: the MNIST default trained on 3,000 of the fit digits, `--variant train_images=3000`).
-pairs: two consecutive encoders side by side, with and without unit length (see side_by_side).
+pairs: two consecutive encoders side by side, with and without unit length (see write_pairs).
 tail: long-tailed subsets of those digits latents (170 of one digit down to 30 of another), to see
 what a rule that prefers equal clusters costs where the groups are unequal.
 cifake: the same for the cached CIFAKE default encoders (contrastive, 22 epochs, pooled features),
@@ -99,12 +99,13 @@ def long_tailed(folder: Path) -> None:
         print(f"{folder / f'tail_encoder{seed}.npz'}: {len(keep)} digits of encoder seed {seed}", flush=True)
 
 
-def side_by_side(folder: Path, out: Path) -> None:
+def write_pairs(folder: Path, out: Path) -> None:
     """pairs: for every NAME_encoderS.npz of `folder` whose encoder S+1 is there too, the two
     encoders' latents side by side, as `--members 2` gives the mixture (NAME_unit_pairS.npz: each
     vector scaled to unit length) and without that scaling (NAME_raw_pairS.npz: each encoder's
     vectors divided by their mean length on the fit images, a scale the mixture's standardising
-    undoes; fit them with --normalize none); both divided by sqrt(2)."""
+    undoes; fit them with --normalize none); both divided by sqrt(2). (`ensemble_probe.side_by_side`
+    is the unit scaling in float32; this one works in float64, as the committed pair files were.)"""
     from sklearn.preprocessing import normalize
 
     out.mkdir(parents=True, exist_ok=True)
@@ -116,15 +117,12 @@ def side_by_side(folder: Path, out: Path) -> None:
         members = [np.load(path), np.load(second)]
         labels = {key: members[0][key] for key in ("fit_labels", "held_out_labels")}
         assert all(np.array_equal(members[1][key], value) for key, value in labels.items())
-        for scale in ("unit", "raw"):
+        lengths = [np.linalg.norm(m["fit"].astype(np.float64), axis=1).mean() for m in members]
+        scalings = {"unit": lambda x, _: normalize(x), "raw": lambda x, length: x / length}
+        for scale, scaled in scalings.items():
             arrays = {}
             for key in ("fit", "held_out"):
-                parts = [m[key].astype(np.float64) for m in members]
-                if scale == "unit":
-                    parts = [normalize(x) for x in parts]
-                else:
-                    lengths = [np.linalg.norm(m["fit"].astype(np.float64), axis=1).mean() for m in members]
-                    parts = [x / length for x, length in zip(parts, lengths, strict=True)]
+                parts = [scaled(m[key].astype(np.float64), n) for m, n in zip(members, lengths, strict=True)]
                 arrays[key] = (np.hstack(parts) / np.sqrt(2)).astype(np.float32)
             target = out / f"{name}_{scale}_pair{seed}.npz"
             np.savez(target, **arrays, **labels)
@@ -366,7 +364,7 @@ def main(argv=None) -> int:
     elif args.step in ("digits", "mnist", "mnist3k"):
         cached_latents(args.cache, args.step, args.out)
     elif args.step == "pairs":
-        side_by_side(args.latents, args.out)
+        write_pairs(args.latents, args.out)
     elif args.step == "tail":
         long_tailed(args.out)
     elif args.step == "cifake":

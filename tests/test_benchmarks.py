@@ -568,7 +568,7 @@ def test_the_pairs_step_puts_consecutive_encoders_side_by_side_with_and_without_
     for s, x in latents.items():
         np.savez(tmp_path / f"mnist_encoder{s}.npz", fit=x, held_out=x[:2], fit_labels=labels,
                  held_out_labels=labels[:2])  # fmt: skip
-    probe.side_by_side(tmp_path, tmp_path / "out")
+    probe.write_pairs(tmp_path, tmp_path / "out")
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["mnist_raw_pair4.npz", "mnist_unit_pair4.npz"]  # encoder 5 has no partner
     unit, raw = (np.load(tmp_path / "out" / f"mnist_{k}_pair4.npz") for k in ("unit", "raw"))
