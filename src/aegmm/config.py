@@ -47,12 +47,10 @@ AUTO_EPOCHS_MIXED = 22
 # contrastive training add none.
 AUTO_NOISE = 0.1
 # Members follow the reducer: a single-channel autoencoder on AUTO_MEMBERS_MIN_TRAIN+ training images
-# (UMAP_MIN_IMAGES less the default validation share) trains AUTO_MEMBERS networks side by side
-# (nn.Ensemble). 8,000 MNIST digits, 10 seeds: 0.957 +- 0.003 against 0.921 +- 0.062 for one network
-# (benchmarks/results/ensemble/NOTES.md); MNIST trained on 3,000: right on 18 of 24 windows of five
-# mixture seeds (mean 0.913) against 11 of 30 (0.859) (member_pairs/NOTES.md); digits 0.891 +-
-# 0.005 against 0.905 +- 0.028 (ensemble/NOTES.md), 0.897 +- 0.010 end to end (digits_members/).
-AUTO_MEMBERS, AUTO_MEMBERS_MIN_TRAIN = 2, 900
+# (UMAP's smallest collection) trains AUTO_MEMBERS networks side by side (nn.Ensemble). MNIST 8,000:
+# 0.957 +- 0.003 against 0.921 +- 0.062 for one (benchmarks/results/ensemble/NOTES.md); 3,000: 18 of
+# 24 windows right, one 11 of 30 (member_pairs/); digits 0.897 +- 0.010, one 0.905 (digits_members/).
+AUTO_MEMBERS = 2
 # The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images,
 # unless they are a colour autoencoder's latents (there PCA clusters better); the other mixture
 # settings follow the reducer.
@@ -224,6 +222,9 @@ def split_sizes(n: int, val_fraction: float, limit: int = 0) -> tuple[int, int]:
     m = limit if 0 < limit < n else n
     n_val = int(round(m * val_fraction)) if m >= 4 else 0
     return m - n_val, n_val
+
+
+AUTO_MEMBERS_MIN_TRAIN = split_sizes(UMAP_MIN_IMAGES, TrainConfig.val_fraction)[0]  # 900
 
 
 def auto_epochs(n_train: int, batch_size: int, base: int = AUTO_EPOCHS) -> int:
