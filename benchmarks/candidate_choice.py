@@ -89,14 +89,19 @@ def long_tailed(folder: Path) -> None:
         seed = int(path.stem.removeprefix("digits_encoder"))
         data = np.load(path)
         classes = data["fit_labels"]
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(10)
-        keep = np.sort(np.concatenate([
-            rng.choice(np.nonzero(classes == c)[0], size, replace=False) for size, c in zip(TAIL_SIZES, order)
-        ]))  # fmt: skip
+        keep = tail_indices(classes, seed)
         x, y = data["fit"][keep], classes[keep]
         np.savez(folder / f"tail_encoder{seed}.npz", fit=x, held_out=x, fit_labels=y, held_out_labels=y)
         print(f"{folder / f'tail_encoder{seed}.npz'}: {len(keep)} digits of encoder seed {seed}", flush=True)
+
+
+def tail_indices(classes: np.ndarray, seed: int) -> np.ndarray:
+    """Sorted indices of TAIL_SIZES images of each class, the classes in a random order (seed)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(10)
+    return np.sort(np.concatenate([
+        rng.choice(np.nonzero(classes == c)[0], size, replace=False) for size, c in zip(TAIL_SIZES, order)
+    ]))  # fmt: skip
 
 
 def write_pairs(folder: Path, out: Path) -> None:

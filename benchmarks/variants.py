@@ -203,7 +203,10 @@ def train(
     folder = None
     if cache is not None:
         trained_by = sorted(variant.train) + sorted((base or {}).items())
-        key = json.dumps([trained_by, resolved_training(params, fit), _digest(fit), _digest(score)])
+        training = resolved_training(params, fit)
+        if training["members"] > 1:  # the cached latents: the members' vectors as they are, not unit scaled
+            trained_by.append("members side by side unscaled")
+        key = json.dumps([trained_by, training, _digest(fit), _digest(score)])
         folder = cache / hashlib.sha256(key.encode()).hexdigest()[:16]
         if (folder / "arrays.npz").exists():
             cached = _load_cached(folder, score is fit)

@@ -94,5 +94,5 @@ def test_l2_normalisation_ignores_each_vectors_length():
     assert LatentMixture(MixtureConfig(n_components=2, reducer="none")).fit(directions * lengths).features(
         directions
     ).std() != pytest.approx(mixture.features(directions).std())
-    with pytest.raises(ValueError, match="normalize must be 'auto', 'none' or 'l2', got 'l1'"):
+    with pytest.raises(ValueError, match="normalize must be one of auto, none, l2, both, got 'l1'"):
         MixtureConfig(normalize="l1")

@@ -696,10 +696,30 @@ def test_ensemble_probe_builds_the_features_an_ensemble_run_clusters():
     import numpy as np
 
     from aegmm import ImageClusterer
+    from aegmm.scaling import normalizer
     from conftest import TINY, two_group_images
 
     probe = benchmark_module("ensemble_probe")
     images, _ = two_group_images(32)
     singles = [ImageClusterer(**(TINY | {"seed": s})).fit(images).transform(images) for s in (0, 1)]
     pair = ImageClusterer(**(TINY | {"members": 2})).fit(images).transform(images)
-    assert np.allclose(probe.side_by_side(singles), pair, atol=1e-6)
+    assert np.allclose(np.hstack(singles), pair, atol=1e-6)  # the members' vectors as they are
+    unit = normalizer("l2", 2, pair.shape[1]).transform(pair)  # what the mixture's l2 makes of them
+    assert np.allclose(probe.side_by_side(singles), unit, atol=1e-6)
+
+
+def test_scalings_fits_both_settings_on_each_pair_of_encoders_side_by_side(tmp_path, results_untouched):
+    import numpy as np
+
+    run_script("scalings.py", "--smoke", "--out", str(tmp_path))
+    rows = [json.loads(line) for line in (tmp_path / "toy.jsonl").read_text().splitlines()]
+    assert [(r["pair"], r["normalize"]) for r in rows] == [(0, "both"), (0, "l2")]  # encoder 1: no partner
+    assert all(finite(r["acc"], 0, 1) and finite(r["nmi"], 0, 1) for r in rows)
+    assert rows[1]["scaling"] == "l2" and rows[0]["scaling"] in ("l2", "none")
+    assert rows[0]["kept"] in range(10) and rows[1]["kept"] in range(5)  # both: seeds 0-4 l2, 5-9 none
+    assert "| toy | both | 1 |" in (tmp_path / "scalings.md").read_text()
+    probe = benchmark_module("scalings")
+    pair = probe.pair_latents(tmp_path, "toy", 0, tail=False)
+    members = [np.load(tmp_path / f"toy_encoder{s}.npz")["fit"] for s in (0, 1)]
+    assert np.array_equal(pair["fit"], np.hstack(members))
+    assert probe.pair_latents(tmp_path, "toy", 1, tail=False) is None

@@ -18,6 +18,7 @@ from aegmm.config import (
 )
 from aegmm.nn import AutoEncoder, Ensemble
 from aegmm.pipeline import resolve_auto
+from aegmm.scaling import normalizer
 from conftest import TINY, TINY_ARGS, two_group_images
 
 PAIR = TINY | {"members": 2, "n_init": 3}
@@ -27,6 +28,13 @@ PAIR = TINY | {"members": 2, "n_init": 3}
 def pair():
     images, labels = two_group_images(48)
     return ImageClusterer(**PAIR).fit(images), images, labels
+
+
+@pytest.fixture(scope="module")
+def singles(pair):
+    """One-network runs seeded 0 and 1: the pair's members, trained alone."""
+    images = pair[1]
+    return [ImageClusterer(**(PAIR | {"members": 1, "seed": index})).fit(images) for index in range(2)]
 
 
 def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -66,28 +74,36 @@ def test_members_are_checked_and_a_run_saved_before_them_had_one_network():
         with pytest.raises(ValueError, match="members must be"):
             TrainConfig(members=bad)
     old = RunConfig.from_dict({"train": {"seed": 3}, "mixture": {"features": "bottleneck"}})
-    assert old.train.members == 1 and RunConfig().train.members == "auto"
+    assert old.train.members == 1 and RunConfig().train.members == "auto" and old.mixture.parts == 1
+    # saved when the ensemble scaled each member to unit length itself: the mixture's l2 does it now
+    saved = {"train": {"members": 2}, "mixture": {"features": "bottleneck", "normalize": "none"}}
+    two = RunConfig.from_dict(saved)
+    assert (two.mixture.parts, two.mixture.normalize) == (2, "l2")
 
 
-def test_each_member_is_the_one_network_run_of_its_seed(pair):
+def test_each_member_is_the_one_network_run_of_its_seed(pair, singles):
     """Member i of the ensemble seeded s trains exactly as a one-network run seeded s + i, so
     `benchmarks/ensemble_probe.py` may build ensembles from cached one-network runs."""
     clusterer, images, _ = pair
     assert isinstance(clusterer.autoencoder_, Ensemble) and clusterer.autoencoder_.members == 2
     for index in range(2):
-        single = ImageClusterer(**(PAIR | {"members": 1, "seed": index})).fit(images).autoencoder_
+        single = singles[index].autoencoder_
         assert _same(_weights(clusterer.autoencoder_.encoder.members[index]), _weights(single.encoder))
         assert _same(_weights(clusterer.autoencoder_.decoder.members[index]), _weights(single.decoder))
 
 
-def test_features_are_the_members_unit_vectors_side_by_side(pair):
+def test_features_are_the_members_vectors_side_by_side_and_the_mixture_weighs_each_the_same(pair, singles):
     clusterer, images, _ = pair
     features = clusterer.transform(images)
     assert features.shape == (48, 2 * TINY["latent_dim"]) == (48, clusterer.config_.feature_dim)
     halves = np.split(features, 2, axis=1)
-    for half in halves:  # each member's vector at length 1/sqrt(2): every member weighs the same
-        assert np.allclose(np.linalg.norm(half, axis=1), 1 / np.sqrt(2), atol=1e-5)
+    for half, single in zip(halves, singles, strict=True):  # each member's own vectors, lengths kept
+        np.testing.assert_allclose(half, single.transform(images), atol=1e-6)
     assert not np.allclose(halves[0], halves[1])  # two networks, not one copied
+    parts = clusterer.config_.mixture.parts
+    assert parts == 2  # the mixture's l2 puts each member's vector at length 1/sqrt(2)
+    scaled = np.split(normalizer("l2", parts, features.shape[1]).transform(features), 2, axis=1)
+    assert all(np.allclose(np.linalg.norm(h, axis=1), 1 / np.sqrt(2)) for h in scaled)
 
 
 def test_the_reconstruction_is_the_members_mean(pair):

@@ -94,7 +94,14 @@ def digits() -> ImageSet:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, digits) -> Path:
     clusterer = ImageClusterer(
-        image_size=8, width=0.125, latent_dim=8, epochs=1, n_components=3, candidates=2, progress=False
+        image_size=8,
+        width=0.125,
+        latent_dim=8,
+        epochs=1,
+        n_components=3,
+        candidates=2,
+        normalize="both",
+        progress=False,
     ).fit(digits)
     return clusterer.save(tmp_path_factory.mktemp("run") / "run")
 
@@ -148,11 +155,15 @@ def test_the_report_shows_the_agreement_of_each_candidate_mixture(evaluated, run
     mixture = load(run_dir, progress=False).mixture_
     kept, even = mixture.agreement_, mixture.evenness_
     tried = metrics["gmm"]["training_candidates"]
+    seeds = [0, 1, 2, 3]  # two candidates under each scaling (normalize both)
     assert tried == {
-        "rule": "agreement", "seed": [0, 1], "agreement": [kept[0], kept[1]], "evenness": [even[0], even[1]]
+        "rule": "agreement", "seed": seeds, "agreement": [kept[s] for s in seeds],
+        "evenness": [even[s] for s in seeds], "scaling": ["l2", "l2", "none", "none"], "kept": mixture.kept_,
     }  # fmt: skip
     assert 0 < kept[0] <= 1 and all(0 < v <= 1 for v in even.values())
+    assert mixture.candidate_scalings_[mixture.kept_] == mixture.scaling_
     assert "agree most" in html and "<th>seed</th>" in html and "evenness of the cluster sizes" in html
+    assert f"more equal cluster sizes was kept: seed {mixture.kept_}." in html and "<td>none</td>" in html
 
 
 def test_gmm_bic_equals_sklearn_on_the_model_features(evaluated, run_dir, digits):

@@ -16,6 +16,7 @@ from aegmm.mixture import LatentMixture
 from conftest import TINY
 
 UMAP_SETTINGS = {"reducer": "umap", "normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 5}
+GRAY_SETTINGS = UMAP_SETTINGS | {"normalize": "both"}  # an autoencoder's single-channel latents
 PCA_SETTINGS = {"reducer": "pca", "normalize": "none", "reduced_dim": 20, "n_init": 3, "candidates": 1}
 
 
@@ -26,7 +27,8 @@ def settings(config: MixtureConfig) -> dict:
 @pytest.mark.parametrize(
     "channels,n_images,objective,expected",
     [
-        (1, UMAP_MIN_IMAGES, "reconstruction", UMAP_SETTINGS),
+        (1, UMAP_MIN_IMAGES, "reconstruction", GRAY_SETTINGS),
+        (1, UMAP_MIN_IMAGES, "contrastive", UMAP_SETTINGS),  # contrastive features: directions
         (1, UMAP_MIN_IMAGES - 1, "reconstruction", PCA_SETTINGS),  # too few for UMAP's neighbourhoods
         (3, 10**6, "reconstruction", PCA_SETTINGS),  # a colour autoencoder's latents
         (3, UMAP_MIN_IMAGES, "contrastive", UMAP_SETTINGS),
@@ -49,6 +51,7 @@ def test_settings_given_are_kept_and_the_rest_follow_the_reducer():
     assert settings(chosen) == UMAP_SETTINGS | {"n_init": 2}
     chosen = MixtureConfig(reduced_dim=5, normalize="none").resolve(channels=1, n_images=5000)
     assert settings(chosen) == UMAP_SETTINGS | {"reduced_dim": 5, "normalize": "none"}
+    assert MixtureConfig(reducer="umap").resolve(channels=3, n_images=5000).normalize == "l2"  # colour
     assert settings(MixtureConfig(reducer="none").resolve(channels=1, n_images=5000))["reduced_dim"] == 20
 
 
@@ -113,19 +116,23 @@ def test_a_single_channel_collection_is_clustered_with_umap_and_the_run_records_
     options.pop("reduced_dim"), options.pop("n_init")  # every mixture setting auto
     options["members"] = 1  # one network's 8 latent numbers (auto would train two: test_ensemble.py)
     clusterer = ImageClusterer(**options).fit(images)
-    assert settings(clusterer.config_.mixture) == UMAP_SETTINGS
+    assert settings(clusterer.config_.mixture) == GRAY_SETTINGS
     said = capsys.readouterr().err
-    chosen = "precision float32, noise 0.1, reducer umap, normalize l2"
+    chosen = "precision float32, noise 0.1, reducer umap, normalize both"
     assert f"settings for 1,000 single-channel images: {chosen}" in said
+    assert "candidate seed 9 (none): mean ARI with the others" in said and "the none candidates' pick" in said
     assert clusterer.mixture_.gmm_.means_.shape == (2, 8)  # 10 dimensions asked, 8 latent numbers
     clusterer.save(tmp_path / "run")
     loaded = aegmm.load(tmp_path / "run", progress=False)
     assert loaded.reducer == "umap" and loaded.n_init == 20 and loaded.candidates == 5
     assert (
         loaded.mixture_.agreement_ == clusterer.mixture_.agreement_
-        and len(clusterer.mixture_.agreement_) == 5
+        and len(clusterer.mixture_.agreement_) == 10  # five candidates under each scaling
     )
-    assert loaded.mixture_.evenness_ == clusterer.mixture_.evenness_ and len(loaded.mixture_.evenness_) == 5
+    assert loaded.mixture_.evenness_ == clusterer.mixture_.evenness_ and len(loaded.mixture_.evenness_) == 10
+    assert loaded.mixture_.scaling_ == clusterer.mixture_.scaling_
+    scalings = dict.fromkeys(range(5), "l2") | dict.fromkeys(range(5, 10), "none")
+    assert loaded.mixture_.candidate_scalings_ == scalings
     np.testing.assert_array_equal(loaded.predict(images[::50]), clusterer.predict(images[::50]))
 
 
@@ -228,3 +235,52 @@ def test_candidates_fitted_in_worker_processes_equal_those_fitted_here(monkeypat
     for name in ("means_", "covariances_", "weights_"):
         np.testing.assert_array_equal(getattr(there.gmm_, name), getattr(here.gmm_, name))
     np.testing.assert_array_equal(there.predict(latents), here.predict(latents))
+
+
+def groups_told_apart_by_length(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three groups of 200 in 2-D: two in one direction at lengths 1 and 3, the third at length 2
+    in two tight bunches 20 degrees apart. Directions alone show three other groups."""
+    rng = np.random.default_rng(seed)
+    angles = np.radians(np.r_[np.zeros(400), np.full(100, 90.0), np.full(100, 110.0)])
+    lengths = np.r_[np.ones(200), np.full(200, 3.0), np.full(200, 2.0)]
+    angles += rng.normal(0, 0.03, 600)
+    points = lengths[:, None] * np.c_[np.cos(angles), np.sin(angles)] * rng.normal(1, 0.03, (600, 1))
+    return points, np.repeat(np.arange(3), 200)
+
+
+def test_both_scalings_keep_the_more_even_of_each_scalings_choice():
+    from aegmm.candidates import evenness
+    from aegmm.evaluation.metrics import cluster_accuracy
+
+    points, labels = groups_told_apart_by_length()
+    one = dict(n_components=3, reducer="none", n_init=3, candidates=3)
+    by_direction = LatentMixture(MixtureConfig(**one, normalize="l2")).fit(points)
+    by_length = LatentMixture(MixtureConfig(**one, normalize="none", seed=3)).fit(points)
+    assert cluster_accuracy(labels, by_direction.predict(points)) < 0.9  # the lengths' groups merged
+    assert cluster_accuracy(labels, by_length.predict(points)) > 0.99
+    both = LatentMixture(MixtureConfig(**one, normalize="both")).fit(points)
+    assert both.candidate_scalings_ == {0: "l2", 1: "l2", 2: "l2", 3: "none", 4: "none", 5: "none"}
+    assert both.agreement_ == by_direction.agreement_ | by_length.agreement_  # each within its own
+    assert both.scaling_ == "none" and both.pipeline_.named_steps["normalize"] == "passthrough"
+    assert evenness(by_length.predict(points), 3) > evenness(by_direction.predict(points), 3)
+    np.testing.assert_array_equal(both.predict(points), by_length.predict(points))
+    rebuilt = LatentMixture.from_arrays(*both.to_arrays(), both.config)
+    assert rebuilt.scaling_ == "none"
+    np.testing.assert_array_equal(rebuilt.predict(points), both.predict(points))
+
+
+def test_l2_scales_each_members_part_to_the_same_length_and_one_part_as_sklearn_does():
+    from sklearn.preprocessing import Normalizer
+
+    from aegmm.scaling import UnitParts
+
+    x = np.random.default_rng(0).normal(size=(20, 6)) * np.arange(1, 21)[:, None]
+    x[0, :3] = 0  # a zero part stays zero
+    halves = np.split(UnitParts(2).fit(x).transform(x), 2, axis=1)
+    assert np.allclose(np.linalg.norm(halves[1], axis=1), 1 / np.sqrt(2))
+    assert np.allclose(np.linalg.norm(halves[0][1:], axis=1), 1 / np.sqrt(2)) and not halves[0][0].any()
+    np.testing.assert_array_equal(UnitParts(1).fit(x).transform(x), Normalizer().fit(x).transform(x))
+    with pytest.raises(ValueError, match="6 numbers per vector do not split into 4 equal parts"):
+        UnitParts(4).fit(x)
+    with pytest.raises(ValueError, match="parts must be a whole number >= 1, got 0"):
+        MixtureConfig(parts=0)

@@ -12,7 +12,7 @@ OBJECTIVES = ("reconstruction", "contrastive", "hybrid")  # TrainConfig.objectiv
 STEMS = ("small", "strided", "standard")  # ModelConfig.stem
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")  # MixtureConfig.covariance_type (sklearn's)
 REDUCERS = ("auto", "none", "pca", "umap")  # MixtureConfig.reducer
-NORMALIZATIONS = ("auto", "none", "l2")  # MixtureConfig.normalize
+NORMALIZATIONS = ("auto", "none", "l2", "both")  # MixtureConfig.normalize
 FEATURES = ("bottleneck", "pooled")  # MixtureConfig.features, besides auto
 CANDIDATE_RULES = ("agreement", "balance")  # MixtureConfig.candidate_rule
 PLANES = (64, 128, 256, 512)  # channels of ResNet-18's four stages at width 1.0
@@ -31,20 +31,15 @@ AUTO_FEATURES = {"reconstruction": "bottleneck", "contrastive": "pooled", "hybri
 # or 16,000 CIFAKE images get 10 epochs (~570 steps); scikit-learn's 1,797 digits (13 steps an
 # epoch at batch 128) get 39 (benchmarks/results/small_collections/NOTES.md).
 AUTO_EPOCHS, AUTO_MIN_STEPS, AUTO_MAX_EPOCHS = 10, 500, 50
-# Contrastive training in mixed precision gets AUTO_EPOCHS_MIXED passes instead: on a CPU with
-# bfloat16 instructions its epochs take about 0.6x as long (benchmarks/results/bf16_default/NOTES.md),
-# and since the mixture's candidates run in worker processes 22 of them keep the 16,000-image CIFAKE
-# fit within 15 minutes: 673-685 s measured on an AMD EPYC, about 800 s estimated from measured parts
-# on the slower Intel Xeon of bf16_default (benchmarks/results/epochs22/NOTES.md).
-# The reconstruction objective keeps AUTO_EPOCHS.
+# Contrastive training in mixed precision gets AUTO_EPOCHS_MIXED passes: its epochs take about 0.6x
+# as long on a CPU with bfloat16 instructions (benchmarks/results/bf16_default/NOTES.md), and 22 keep
+# the 16,000-image CIFAKE fit within 15 minutes: 673-685 s on an AMD EPYC (results/epochs22/NOTES.md).
 AUTO_EPOCHS_MIXED = 22
-# Denoising follows the kind of image and the collection: a single-channel autoencoder on a small
-# collection (one that auto epochs pass over more than AUTO_EPOCHS times) trains on inputs with
-# Gaussian noise of std AUTO_NOISE added. scikit-learn's digits (1,617 training images, 39 passes):
-# acc 0.936 +- 0.033 with it against 0.895 +- 0.007 without (3 seeds; over 10 seeds 0.904 +- 0.027
-# with it, benchmarks/results/digits_seeds10/NOTES.md); 8,000 MNIST digits (10 passes):
-# 0.903 +- 0.084 against 0.954 +- 0.005 (benchmarks/results/denoising/NOTES.md). Colour and
-# contrastive training add none.
+# Denoising follows the kind of image and the collection: a single-channel autoencoder that auto
+# epochs pass over more than AUTO_EPOCHS times trains on inputs plus Gaussian noise of std AUTO_NOISE.
+# Digits (1,617 training images, 39 passes), 3 seeds: 0.936 +- 0.033 with it, 0.895 +- 0.007 without
+# (10 seeds with it: 0.904 +- 0.027, results/digits_seeds10/); 8,000 MNIST (10 passes): 0.903 +- 0.084
+# with it, 0.954 +- 0.005 without (benchmarks/results/denoising/NOTES.md). Colour, contrastive: none.
 AUTO_NOISE = 0.1
 # Members follow the reducer: a single-channel autoencoder on AUTO_MEMBERS_MIN_TRAIN+ training images
 # (UMAP's smallest collection) trains AUTO_MEMBERS networks side by side (nn.Ensemble). MNIST 8,000:
@@ -146,8 +141,8 @@ class TrainConfig:
     # on (0: the image size; the reconstruction objective has no views); smaller views train
     # faster, the mixture still reads whole images at the image size
     members: int | str = "auto"  # autoencoders trained one after another (seeds seed, seed+1, ...);
-    # the mixture clusters their vectors side by side, each scaled to unit length; reconstructions
-    # are the members' mean. auto: 2 for a single-channel autoencoder on 900+ training images, else 1
+    # the mixture clusters their vectors side by side (MixtureConfig.parts); reconstructions are the
+    # members' mean. auto: 2 for a single-channel autoencoder on 900+ training images, else 1
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -271,8 +266,9 @@ class MixtureConfig:
     n_components: int | str = 10  # number of clusters K, or auto: the lowest BIC over k_range
     k_range: tuple[int, int] = (2, 15)  # with n_components auto: the smallest and largest K tried
     covariance_type: str = "full"  # covariance of each mixture component (scikit-learn's names)
-    normalize: str = "auto"  # l2: each latent vector scaled to unit length before standardising;
-    # auto: l2 with umap, else none
+    normalize: str = "auto"  # l2: each latent vector (each member's part) scaled to unit length
+    # before standardising; both: candidates under l2 and none, the more even kept (scaling.py);
+    # auto: both with umap on a single-channel autoencoder, l2 with other umap, else none
     reducer: str = "auto"  # reduction after standardising, before the mixture; auto: umap for
     # 1,000 or more images, unless they are colour images trained by reconstruction, else pca
     reduced_dim: int | str = "auto"  # output size of the reducer (at most the latent size); auto: 10
@@ -282,6 +278,7 @@ class MixtureConfig:
     # is kept by candidate_rule; auto: 5 with umap, else 1
     candidate_rule: str = "agreement"  # which candidate is kept: agreement (by mean adjusted Rand
     # index with the others) or balance (the most equal cluster sizes, each for its own K: even groups)
+    parts: int = 1  # members' vectors side by side in each latent vector (set from members)
     reg_covar: float = 1e-4  # added to covariance diagonals for stability
     max_iter: int = 300  # EM iterations per restart
     seed: int = 0  # seeds the reducer and EM
@@ -309,7 +306,9 @@ class MixtureConfig:
                 f"covariance_type must be one of full, tied, diag, spherical, got {self.covariance_type!r}"
             )
         if self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be 'auto', 'none' or 'l2', got {self.normalize!r}")
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
+        if type(self.parts) is not int or self.parts < 1:
+            raise ValueError(f"parts must be a whole number >= 1, got {self.parts!r}")
         if self.candidate_rule not in CANDIDATE_RULES:
             raise ValueError(f"candidate_rule must be 'agreement' or 'balance', got {self.candidate_rule!r}")
         if self.reducer not in REDUCERS:
@@ -320,18 +319,20 @@ class MixtureConfig:
                 raise ValueError(f"{name} must be a whole number >= 1 or 'auto', got {value!r}")
 
     def resolve(
-        self, *, channels: int | None = None, n_images: int = 0, objective: str = "reconstruction"
+        self, *, channels: int | None = None, n_images: int = 0, objective: str = "reconstruction", parts=1
     ) -> MixtureConfig:
         """This config with every "auto" replaced by its value for these images and the features
-        the `objective` trained (unknown kind of image: pca)."""
+        the `objective` trained (unknown kind of image: pca), for vectors of `parts` members."""
         features = resolve_features(self.features, objective)
         reducer = self.reducer
         if reducer == "auto":
             umap = channels == 1 or (channels is not None and objective != "reconstruction")
             reducer = "umap" if umap and n_images >= UMAP_MIN_IMAGES else "pca"
-        chosen = {"reducer": reducer, "features": features}
+        chosen = {"reducer": reducer, "features": features, "parts": parts}
         for name, value in AUTO_BY_REDUCER[reducer].items():
             chosen[name] = value if getattr(self, name) == "auto" else getattr(self, name)
+        if self.normalize == "auto" and reducer == "umap" and channels == 1 and objective == "reconstruction":
+            chosen["normalize"] = "both"
         return replace(self, **chosen)
 
 
@@ -370,6 +371,10 @@ class RunConfig:
             parts["mixture"] = replace(parts["mixture"], features="bottleneck")
         if "train" in saved and "members" not in saved["train"]:
             parts["train"] = replace(parts["train"], members=1)  # saved before ensembles: one network
+        members = parts["train"].members
+        if "parts" not in saved.get("mixture", {"parts": 1}) and isinstance(members, int) and members > 1:
+            # saved when the ensemble scaled each member to unit length itself: the mixture does it now
+            parts["mixture"] = replace(parts["mixture"], parts=members, normalize="l2")
         return cls(**parts)
 
 

@@ -11,14 +11,22 @@ from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import Normalizer, StandardScaler
+from sklearn.preprocessing import StandardScaler
 
 from .candidates import Candidate, agreement, evenness, fit_side_by_side
 from .config import MixtureConfig
 from .embedding import UMAPPlacement
+from .mixture_arrays import (
+    GMM_ARRAYS,
+    check_arrays,
+    reducer_arrays,
+    restore_gmm,
+    restore_reducer,
+    restore_scaler,
+)
 from .progress import say
+from .scaling import SCALINGS, normalizer, normalizers
 
-GMM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 BATCH = 100_000  # latents scored at once: memory does not grow with the number of images
 PCA_MIN_VARIANCE = 1e-12  # whitening divides by at least sqrt(1e-12): rank-deficient latents stay finite
 
@@ -26,7 +34,8 @@ PCA_MIN_VARIANCE = 1e-12  # whitening divides by at least sqrt(1e-12): rank-defi
 class LatentMixture:
     """scikit-learn's Pipeline(normalizer, StandardScaler, reducer, GaussianMixture) on training latents.
 
-    The normalizer is sklearn's Normalizer (normalize="l2": each vector to unit length) or nothing.
+    The normalizer scales each vector (or each member's part of it) to unit length, or is nothing
+    (normalize "l2" or "none"; scaling.py); normalize="both" fits candidates under each.
 
     The reducer is PCA(whiten=True), ``UMAPPlacement`` or nothing ("passthrough"). Each candidate
     (``config.candidates``, one seed each) fits its own reducer; the K to fit (or each K tried
@@ -48,41 +57,63 @@ class LatentMixture:
         and mixture; with more than one, the rule ``config.candidate_rule`` keeps one: "agreement",
         the candidate whose clusters agree most with the others' (mean adjusted Rand index of their
         training labels, ``agreement_``), the partition the seeds reproduce; or "balance", the one
-        whose training clusters are the most equal in size (``evenness_``). With ``progress``, one
-        line per K tried (under "auto") and per candidate, and the choices, go to stderr.
+        whose training clusters are the most equal in size (``evenness_``). Under normalize="both"
+        the candidates are fitted under each scaling of scaling.py (l2 on the seeds from ``seed``,
+        none on the next ``candidates`` seeds; ``candidate_scalings_``): the rule keeps one of each
+        scaling's, agreement counting only the candidates of its own scaling, and of the two the
+        more even is kept (``scaling_``). With ``progress``, one line per K tried (under "auto")
+        and per candidate, and the choices, go to stderr.
         """
         latents = _check_latents(self._subsample(latents))
-        normalizer = _normalizer(self.config, latents.shape[1])
-        if normalizer != "passthrough":
-            latents = normalizer.transform(latents)
-        scaler = _fit_scaler(latents)
-        standard = scaler.transform(latents)
-        self._candidate_ks(_count_distinct(standard))  # fewer distinct points than K: a clear error now
-        seeds = range(self.config.seed, self.config.seed + self.config.candidates)
-        fitted = dict(zip(seeds, fit_side_by_side(self._fit_candidate, standard, seeds, n_jobs), strict=True))
-        for candidate in fitted.values():
-            candidate.say_bic(progress)
-        self.agreement_ = agreement({seed: candidate.labels for seed, candidate in fitted.items()})
+        cfg, groups = self.config, {}
+        tried = normalizers(cfg.normalize, cfg.parts, latents.shape[1])
+        for index, (name, scaling) in enumerate(tried.items()):
+            seeds = range(cfg.seed + index * cfg.candidates, cfg.seed + (index + 1) * cfg.candidates)
+            groups[name] = self._fit_scaling(latents, scaling, seeds, progress, n_jobs)
+        fits = {name: group[-1] for name, group in groups.items()}  # each scaling's {seed: Candidate}
+        self.candidate_scalings_ = {seed: name for name, own in fits.items() for seed in own}
+        fitted = {seed: candidate for own in fits.values() for seed, candidate in own.items()}
+        self.agreement_ = {}  # each candidate's with its own scaling's others: empty for one
+        for own in fits.values():
+            self.agreement_ |= agreement({seed: candidate.labels for seed, candidate in own.items()})
         self.evenness_ = {}  # like agreement_: empty for one candidate
         if len(fitted) > 1:
             self.evenness_ = {seed: evenness(c.labels, c.gmm.n_components) for seed, c in fitted.items()}
-        for seed, value in self.agreement_.items():
-            say(
-                f"  candidate seed {seed}: mean ARI with the others {value:.3f}, "
-                f"cluster sizes' evenness {self.evenness_[seed]:.3f}",
-                enabled=progress,
-            )
+        for seed, even in self.evenness_.items():
+            ari = f"mean ARI with the others {self.agreement_[seed]:.3f}, " if seed in self.agreement_ else ""
+            tag = f" ({self.candidate_scalings_[seed]})" if len(groups) > 1 else ""
+            say(f"  candidate seed {seed}{tag}: {ari}cluster sizes' evenness {even:.3f}", enabled=progress)
         scores, why = {
             "agreement": (self.agreement_, "the most agreement"),
             "balance": (self.evenness_, "the most equal cluster sizes"),
-        }[self.config.candidate_rule]
-        chosen = max(fitted, key=lambda seed: scores.get(seed, 0.0))  # one candidate: itself
+        }[cfg.candidate_rule]
+        kept = {name: max(own, key=lambda seed: scores.get(seed, 0.0)) for name, own in fits.items()}
+        self.scaling_ = max(kept, key=lambda name: self.evenness_.get(kept[name], 0.0))  # ties: l2
+        chosen = self.kept_ = kept[self.scaling_]
+        for name, seed in kept.items():
+            if name != self.scaling_:  # normalize="both": the other scaling's pick, less even
+                why += f" among the {self.scaling_} candidates; evenness {self.evenness_[chosen]:.3f}"
+                why += f" against {self.evenness_[seed]:.3f} for seed {seed}, the {name} candidates' pick"
         say(f"kept candidate seed {chosen} ({why})", enabled=progress and len(fitted) > 1)
-        reducer, gmm, self.bic_curve_ = fitted[chosen][:3]
+        scaling, scaler, standard, group = groups[self.scaling_]
+        reducer, gmm, self.bic_curve_ = group[chosen][:3]
         if isinstance(reducer, UMAPPlacement):
             reducer.inputs_ = np.asarray(standard, dtype=np.float32)  # the points every candidate placed
-        self.pipeline_ = _pipeline(normalizer, scaler, reducer, gmm)
+        self.pipeline_ = _pipeline(scaling, scaler, reducer, gmm)
         return self
+
+    def _fit_scaling(self, latents: np.ndarray, scaling, seeds: range, progress: bool, n_jobs: int):
+        """(the scaling's normalizer, fitted StandardScaler, the standardised latents,
+        {seed: Candidate}) of one scaling's candidates."""
+        if scaling != "passthrough":
+            latents = scaling.transform(latents)
+        scaler = _fit_scaler(latents)
+        standard = scaler.transform(latents)
+        self._candidate_ks(_count_distinct(standard))  # fewer distinct points than K: a clear error now
+        fitted = dict(zip(seeds, fit_side_by_side(self._fit_candidate, standard, seeds, n_jobs), strict=True))
+        for candidate in fitted.values():
+            candidate.say_bic(progress)
+        return scaling, scaler, standard, fitted
 
     def _fit_candidate(self, standard: np.ndarray, seed: int) -> Candidate:
         """This seed's reducer and its lowest-BIC mixture."""
@@ -215,7 +246,7 @@ class LatentMixture:
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
         """Everything needed to rebuild the mixture: arrays for safetensors, metadata for JSON."""
         arrays = {"center": self.center_, "scale": self.scale_}
-        arrays |= _reducer_arrays(self.pipeline_.named_steps["reduce"])
+        arrays |= reducer_arrays(self.pipeline_.named_steps["reduce"])
         arrays.update({f"gmm.{name}": getattr(self.gmm_, name) for name in GMM_ARRAYS})
         meta = {
             "config": asdict(self.config),
@@ -223,6 +254,9 @@ class LatentMixture:
             "bic_curve": {str(k): v for k, v in self.bic_curve_.items()},
             "agreement": {str(seed): v for seed, v in self.agreement_.items()},
             "evenness": {str(seed): v for seed, v in self.evenness_.items()},
+            "kept": self.kept_,
+            "scaling": self.scaling_,
+            "candidate_scalings": {str(seed): v for seed, v in self.candidate_scalings_.items()},
             "converged": bool(self.gmm_.converged_),
             "n_iter": int(self.gmm_.n_iter_),
             "lower_bound": float(self.gmm_.lower_bound_),
@@ -236,15 +270,21 @@ class LatentMixture:
         mixture.bic_curve_ = {int(k): float(v) for k, v in meta["bic_curve"].items()}
         mixture.agreement_ = {int(seed): float(v) for seed, v in meta.get("agreement", {}).items()}
         mixture.evenness_ = {int(seed): float(v) for seed, v in meta.get("evenness", {}).items()}
-        normalizer = _normalizer(config, len(arrays["center"]))
-        scaler = _restore_scaler(arrays["center"], arrays["scale"])
-        reducer, gmm = _restore_reducer(arrays, config), restore_gmm(arrays, meta, config)
-        mixture.pipeline_ = _pipeline(normalizer, scaler, reducer, gmm)
+        mixture.kept_ = meta.get("kept")  # None in runs saved before "both"
+        mixture.scaling_ = meta.get("scaling", config.normalize)  # saved before "both": the config's
+        if mixture.scaling_ not in SCALINGS:
+            expected = " or ".join(SCALINGS)
+            raise ValueError(f"the mixture's scaling must be {expected}, got {mixture.scaling_!r}")
+        mixture.candidate_scalings_ = {int(k): str(v) for k, v in meta.get("candidate_scalings", {}).items()}
+        scaling = normalizer(mixture.scaling_, config.parts, len(arrays["center"]))
+        scaler = restore_scaler(arrays["center"], arrays["scale"])
+        reducer, gmm = restore_reducer(arrays, config), restore_gmm(arrays, meta, config)
+        mixture.pipeline_ = _pipeline(scaling, scaler, reducer, gmm)
         return mixture
 
 
-def _pipeline(normalizer, scaler: StandardScaler, reducer, gmm: GaussianMixture) -> Pipeline:
-    return Pipeline([("normalize", normalizer), ("scale", scaler), ("reduce", reducer), ("gmm", gmm)])
+def _pipeline(scaling, scaler: StandardScaler, reducer, gmm: GaussianMixture) -> Pipeline:
+    return Pipeline([("normalize", scaling), ("scale", scaler), ("reduce", reducer), ("gmm", gmm)])
 
 
 def _reduced(reducer, standard: np.ndarray) -> np.ndarray:
@@ -255,78 +295,10 @@ def _reduced(reducer, standard: np.ndarray) -> np.ndarray:
     return standard if reducer == "passthrough" else reducer.transform(standard)
 
 
-def _normalizer(config: MixtureConfig, n_features: int):
-    """sklearn's Normalizer (unit L2 length; stateless) for normalize="l2", else "passthrough"."""
-    if config.normalize == "none":
-        return "passthrough"
-    return Normalizer(norm="l2").fit(np.zeros((1, n_features)))
-
-
 def _fit_scaler(latents: np.ndarray) -> StandardScaler:
     scaler = StandardScaler().fit(latents)
     scaler.scale_ = np.where(np.sqrt(scaler.var_) < 1e-8, 1.0, np.sqrt(scaler.var_))  # constant: unscaled
     return scaler
-
-
-def _restore_scaler(center: np.ndarray, scale: np.ndarray) -> StandardScaler:
-    scaler = StandardScaler()
-    scaler.mean_, scaler.scale_, scaler.var_ = center, scale, scale**2
-    scaler.n_features_in_ = len(center)
-    return scaler
-
-
-def _reducer_arrays(reducer) -> dict[str, np.ndarray]:
-    if isinstance(reducer, PCA):
-        scale = np.sqrt(reducer.explained_variance_)
-        return {"pca_mean": reducer.mean_, "pca_components": reducer.components_, "pca_scale": scale}
-    if isinstance(reducer, UMAPPlacement):
-        return {"umap_inputs": reducer.inputs_, "umap_embedding": reducer.embedding_}
-    return {}
-
-
-def _restore_reducer(arrays: dict[str, np.ndarray], config: MixtureConfig):
-    if "pca_components" in arrays:
-        pca = PCA(n_components=len(arrays["pca_components"]), whiten=True, random_state=config.seed)
-        pca.mean_, pca.components_ = arrays["pca_mean"], arrays["pca_components"]
-        pca.explained_variance_ = np.asarray(arrays["pca_scale"], dtype=np.float64) ** 2
-        pca.n_components_, pca.n_features_in_ = len(pca.components_), pca.components_.shape[1]
-        return pca
-    if "umap_embedding" in arrays:
-        placement = UMAPPlacement(n_components=arrays["umap_embedding"].shape[1], random_state=config.seed)
-        placement.inputs_, placement.embedding_ = arrays["umap_inputs"], arrays["umap_embedding"]
-        return placement
-    return "passthrough"
-
-
-def check_arrays(arrays: dict[str, np.ndarray], k: int, covariance_type: str) -> None:
-    """Saved arrays must fit together (shapes) and be finite floats: a tampered file is refused."""
-    d = _dims(arrays, "center", 1)[0]
-    if "pca_components" in arrays:
-        f = _dims(arrays, "pca_components", 2)[0]
-        reducer = {"pca_mean": (d,), "pca_components": (f, d), "pca_scale": (f,)}
-    elif "umap_embedding" in arrays:
-        n, f = _dims(arrays, "umap_embedding", 2)
-        reducer = {"umap_inputs": (n, d), "umap_embedding": (n, f)}
-    else:
-        f, reducer = d, {}
-    cov = {"full": (k, f, f), "tied": (f, f), "diag": (k, f), "spherical": (k,)}[covariance_type]
-    expected = {"center": (d,), "scale": (d,), **reducer, "gmm.weights_": (k,), "gmm.means_": (k, f)}
-    expected |= {"gmm.covariances_": cov, "gmm.precisions_cholesky_": cov}
-    for name, shape in expected.items():
-        value = np.asarray(arrays[name])
-        if value.shape != shape or value.dtype.kind != "f":
-            raise ValueError(
-                f"array {name!r} must be float with shape {shape}, got {value.dtype} {value.shape}"
-            )
-        if not np.isfinite(value).all():
-            raise ValueError(f"array {name!r} holds NaN or infinite values")
-
-
-def _dims(arrays: dict[str, np.ndarray], name: str, ndim: int) -> tuple[int, ...]:
-    shape = np.shape(arrays[name])
-    if len(shape) != ndim:
-        raise ValueError(f"array {name!r} must have {ndim} dimension(s), got shape {shape}")
-    return shape
 
 
 def make_gmm(k: int, config: MixtureConfig, seed: int | None = None) -> GaussianMixture:
@@ -339,31 +311,6 @@ def make_gmm(k: int, config: MixtureConfig, seed: int | None = None) -> Gaussian
         max_iter=config.max_iter,
         random_state=config.seed if seed is None else seed,
     )
-
-
-def restore_gmm(arrays: dict[str, np.ndarray], meta: dict, config: MixtureConfig) -> GaussianMixture:
-    """A fitted GaussianMixture rebuilt from its saved parameters (sklearn's public attributes)."""
-    gmm = GaussianMixture(
-        n_components=int(meta["n_components"]),
-        covariance_type=config.covariance_type,
-        reg_covar=config.reg_covar,
-        random_state=config.seed,
-    )
-    for name in GMM_ARRAYS:
-        setattr(gmm, name, np.asarray(arrays[f"gmm.{name}"], dtype=np.float64))
-    gmm.precisions_ = _precisions(gmm.precisions_cholesky_, config.covariance_type)
-    gmm.converged_, gmm.n_iter_ = bool(meta["converged"]), int(meta["n_iter"])
-    gmm.lower_bound_ = float(meta["lower_bound"])
-    gmm.n_features_in_ = gmm.means_.shape[1]
-    return gmm
-
-
-def _precisions(chol: np.ndarray, covariance_type: str) -> np.ndarray:
-    if covariance_type == "full":
-        return np.einsum("kij,klj->kil", chol, chol)
-    if covariance_type == "tied":
-        return chol @ chol.T
-    return chol**2
 
 
 def _count_distinct(x: np.ndarray) -> int:

@@ -102,7 +102,9 @@ def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
     images (and said)."""
     channels = config.model.channels
     train, _ = resolve_on_device(config.train, channels=channels, n_train=config.train.train_count(n_images))
-    mixture = config.mixture.resolve(channels=channels, n_images=n_images, objective=train.objective)
+    mixture = config.mixture.resolve(
+        channels=channels, n_images=n_images, objective=train.objective, parts=train.members
+    )
     automatic = [
         (name, getattr(chosen, name))
         for given, chosen, names in (
@@ -201,6 +203,7 @@ class ImageClusterer(BaseEstimator):
         m, t, x = asdict(config.model), asdict(config.train), asdict(config.mixture)
         params = m | {k: v for k, v in t.items() if k != "device"} | x
         params.pop("max_iter")  # not a clusterer parameter: always the MixtureConfig default
+        params.pop("parts")  # follows members
         params["seed"] = t["seed"]
         return cls(**params, device="auto", progress=progress)  # the loading machine may differ
 

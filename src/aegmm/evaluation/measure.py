@@ -170,6 +170,9 @@ def _mixture(s: Scored, fitted: LatentMixture, log) -> Evaluation:
         tried["agreement"] = [fitted.agreement_[x] for x in seeds]
         if fitted.evenness_:  # runs saved before the balance rule recorded no evenness
             tried["evenness"] = [fitted.evenness_[x] for x in seeds]
+        if len(set(fitted.candidate_scalings_.values())) > 1:  # normalize "both"
+            tried["scaling"] = [fitted.candidate_scalings_[x] for x in seeds]
+            tried["kept"] = fitted.kept_
         metrics["training_candidates"] = tried
     figure = plots.information_criteria(metrics["information_curve"], s.k)
     return _part({"gmm": metrics}, {"information_criteria": figure})

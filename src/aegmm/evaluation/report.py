@@ -187,8 +187,17 @@ def _mixture(m: Mapping, figures: Mapping) -> str:
             else "the one whose clusters of the training images agree most with the others' (mean "
             "adjusted Rand index)"
         )
-        html += _p(f"The mixture was fitted once per seed below (reducer and EM); {kept} was kept:")
-        rows = [["agreement", *tried["agreement"]]]
+        if "scaling" in tried:
+            html += _p(
+                "The mixture was fitted once per seed below (reducer and EM), under two scalings (l2: each "
+                f"vector scaled to unit length; none: lengths kept). Under each, {kept} among that scaling's "
+                "candidates was picked; of the two picks, the one with the more equal cluster sizes was "
+                f"kept: seed {tried['kept']}."
+            )
+        else:
+            html += _p(f"The mixture was fitted once per seed below (reducer and EM); {kept} was kept:")
+        rows = [["scaling", *tried["scaling"]]] if "scaling" in tried else []
+        rows.append(["agreement", *tried["agreement"]])
         if "evenness" in tried:
             rows.append(["evenness of the cluster sizes", *tried["evenness"]])
         html += _table(["seed", *map(str, tried["seed"])], rows)

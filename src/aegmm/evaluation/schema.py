@@ -46,6 +46,9 @@ domains) with enough images each; [auto K] only when the run chose K by BIC on i
                                        under agreement)
     gmm.training_candidates.evenness   list of floats: each one's cluster sizes' evenness, 1 for equal
                                        sizes (max kept under balance; absent in runs saved before it)
+    gmm.training_candidates.scaling    list of str: [normalize both] each one's scaling, l2 or none
+    gmm.training_candidates.kept       int: [normalize both] the seed kept: the rule's pick under
+                                       each scaling, then the more even of the two
     kmeans.log_likelihood          float: K-Means (same K, same features) as a likelihood model
     kmeans.mean_log_likelihood     float: the same per image
     kmeans.bic                     float: its BIC (formulas: likelihood.KMEANS_FORMULAS)

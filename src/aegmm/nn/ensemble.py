@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
@@ -14,8 +12,8 @@ from .autoencoder import AutoEncoder, Decoder, Encoder
 
 
 class EnsembleEncoder(nn.Module):
-    """The members' encoders. An image's features are each member's, scaled to unit length, side by
-    side and divided by sqrt(members): one unit-length vector, in which every member weighs the same."""
+    """The members' encoders. An image's features are each member's, side by side; the mixture
+    scales each member's part (MixtureConfig.parts, scaling.py)."""
 
     def __init__(self, encoders: Sequence[Encoder]) -> None:
         super().__init__()
@@ -31,9 +29,7 @@ class EnsembleEncoder(nn.Module):
     def features(self, x: Tensor, kind: str) -> tuple[Tensor, Tensor]:
         """(the members' features of `kind`, side by side as above; their latent vectors, concatenated)."""
         pairs = [member.features(x, kind) for member in self.members]
-        scale = 1.0 / math.sqrt(len(pairs))
-        h = torch.cat([F.normalize(h.float(), dim=1) for h, _ in pairs], dim=1) * scale
-        return h, torch.cat([z for _, z in pairs], dim=1)
+        return torch.cat([h for h, _ in pairs], dim=1), torch.cat([z for _, z in pairs], dim=1)
 
 
 class EnsembleDecoder(nn.Module):
