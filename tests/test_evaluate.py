@@ -93,16 +93,8 @@ def digits() -> ImageSet:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, digits) -> Path:
-    clusterer = ImageClusterer(
-        image_size=8,
-        width=0.125,
-        latent_dim=8,
-        epochs=1,
-        n_components=3,
-        candidates=2,
-        normalize="both",
-        progress=False,
-    ).fit(digits)
+    small = dict(image_size=8, width=0.125, latent_dim=8, epochs=1, n_components=3, candidates=2)
+    clusterer = ImageClusterer(**small, normalize="both", progress=False).fit(digits)  # two per scaling
     return clusterer.save(tmp_path_factory.mktemp("run") / "run")
 
 
