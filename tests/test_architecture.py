@@ -28,6 +28,8 @@ LOWER_LAYERS = {
     "aegmm.mixture": ("aegmm.data", "aegmm.nn", "aegmm.train", "aegmm.pipeline", "aegmm.evaluation"),
     "aegmm.candidates": ("aegmm.data", "aegmm.nn", "aegmm.train", "aegmm.mixture", "aegmm.pipeline"),
     "aegmm.embedding": ("aegmm.data", "aegmm.nn", "aegmm.train", "aegmm.mixture", "aegmm.pipeline"),
+    "aegmm.scaling": ("aegmm.data", "aegmm.nn", "aegmm.train", "aegmm.mixture", "aegmm.pipeline"),
+    "aegmm.mixture_arrays": ("aegmm.data", "aegmm.nn", "aegmm.train", "aegmm.mixture", "aegmm.pipeline"),
     "aegmm.pipeline": ("aegmm.evaluation", "aegmm.cli", "aegmm.runs"),
     "aegmm.evaluation": ("aegmm.cli",),
 }
