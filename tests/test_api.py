@@ -46,7 +46,7 @@ def test_fit_options_carry_the_dataclass_defaults_and_comments():
 def test_field_help_reads_continued_comments_and_names_flags():
     text = field_help(TrainConfig, "objective")
     assert text.startswith("how the encoder learns")
-    assert text.endswith("reconstruction for single-channel ones")
+    assert text.endswith("auto: contrastive for colour, else reconstruction")
     assert "--k-range" in field_help(MixtureConfig, "n_components")
     # a word that is also a setting's name becomes its flag: comments use such words only for it
     assert "--features" not in text + field_help(TrainConfig, "view_size")

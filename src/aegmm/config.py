@@ -16,30 +16,27 @@ NORMALIZATIONS = ("auto", "none", "l2", "both")  # MixtureConfig.normalize
 FEATURES = ("bottleneck", "pooled")  # MixtureConfig.features, besides auto
 CANDIDATE_RULES = ("agreement", "balance")  # MixtureConfig.candidate_rule
 PLANES = (64, 128, 256, 512)  # channels of ResNet-18's four stages at width 1.0
-# What "auto" becomes when a run is fitted (TrainConfig.resolve, MixtureConfig.resolve; the run
-# saves the result). The objective follows the kind of image (README "Defaults and why"): colour
-# images learn by contrast (NT-Xent), single-channel ones (digits, scans) by reconstruction; the
-# batch size follows the objective.
+# What "auto" becomes when a run is fitted (TrainConfig.resolve, MixtureConfig.resolve; saved with
+# the run). The objective follows the kind of image (README "Defaults and why"): colour images learn
+# by contrast (NT-Xent), single-channel ones by reconstruction; the batch size follows the objective.
 AUTO_OBJECTIVE = {3: "contrastive", 1: "reconstruction"}  # by channel count
 AUTO_BATCH_SIZE = {"reconstruction": 128, "contrastive": 256, "hybrid": 256}  # by objective
 # What the mixture clusters follows the objective: a contrastive encoder's pooled trunk output
 # (SimCLR's "h", before the layers that serve the loss) clusters better than its bottleneck
 # (benchmarks/results/features/NOTES.md); an autoencoder's bottleneck is the study's latent vector.
 AUTO_FEATURES = {"reconstruction": "bottleneck", "contrastive": "pooled", "hybrid": "pooled"}
-# Epochs follow the collection: AUTO_EPOCHS passes, or more for a small one, so that training takes
-# at least AUTO_MIN_STEPS optimisation steps (at most AUTO_MAX_EPOCHS passes). 8,000 MNIST digits
-# or 16,000 CIFAKE images get 10 epochs (~570 steps); scikit-learn's 1,797 digits (13 steps an
-# epoch at batch 128) get 39 (benchmarks/results/small_collections/NOTES.md).
+# Epochs follow the collection: AUTO_EPOCHS passes, or more so that training takes AUTO_MIN_STEPS
+# steps (at most AUTO_MAX_EPOCHS passes): 8,000 MNIST digits or 16,000 CIFAKE images get 10 epochs,
+# scikit-learn's 1,797 digits (13 steps an epoch) 39 (benchmarks/results/small_collections/NOTES.md).
 AUTO_EPOCHS, AUTO_MIN_STEPS, AUTO_MAX_EPOCHS = 10, 500, 50
 # Contrastive training in mixed precision gets AUTO_EPOCHS_MIXED passes: its epochs take about 0.6x
 # as long on a CPU with bfloat16 instructions (benchmarks/results/bf16_default/NOTES.md), and 22 keep
 # the 16,000-image CIFAKE fit within 15 minutes: 673-685 s on an AMD EPYC (results/epochs22/NOTES.md).
 AUTO_EPOCHS_MIXED = 22
-# Denoising follows the kind of image and the collection: a single-channel autoencoder that auto
-# epochs pass over more than AUTO_EPOCHS times trains on inputs plus Gaussian noise of std AUTO_NOISE.
-# Digits (1,617 training images, 39 passes), 3 seeds: 0.936 +- 0.033 with it, 0.895 +- 0.007 without
-# (10 seeds with it: 0.904 +- 0.027, results/digits_seeds10/); 8,000 MNIST (10 passes): 0.903 +- 0.084
-# with it, 0.954 +- 0.005 without (benchmarks/results/denoising/NOTES.md). Colour, contrastive: none.
+# Denoising: a single-channel autoencoder that auto epochs pass over more than AUTO_EPOCHS times
+# trains on inputs plus Gaussian noise of std AUTO_NOISE. Digits (39 passes), 3 seeds: 0.936 +- 0.033
+# with it, 0.895 +- 0.007 without (10 seeds with it: 0.904 +- 0.027, results/digits_seeds10/); MNIST
+# 8,000 (10 passes): 0.903 +- 0.084 with it, 0.954 +- 0.005 without (benchmarks/results/denoising/).
 AUTO_NOISE = 0.1
 # Members follow the reducer: a single-channel autoencoder on AUTO_MEMBERS_MIN_TRAIN+ training images
 # (UMAP's smallest collection) trains AUTO_MEMBERS networks side by side (nn.Ensemble). MNIST 8,000:
@@ -126,16 +123,14 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "mps"
     train_images: int = 0  # train on a random N of the images (0 = all);
     # every image is still encoded and clustered (for millions of images)
-    precision: str = "auto"  # training arithmetic. auto: on a GPU bfloat16 autocast where it
-    # supports it, else float16 with a gradient scaler; on CPU bfloat16 autocast for the contrastive
-    # objectives where the CPU has bfloat16 instructions (AVX512-BF16 or AMX), float32 otherwise
-    # (and for reconstruction: the study's arithmetic). bfloat16 on other CPUs is emulated, slower
-    # than float32. float16: CUDA only
-    objective: str = "auto"  # how the encoder learns. reconstruction: the study's autoencoder
-    # (MSE); contrastive: SimCLR's NT-Xent on two augmented views of each image (no decoder, so no
-    # reconstructions); hybrid: contrastive, plus a decoder on the detached encoder output for the
-    # report's reconstructions (about twice the time). auto: contrastive for colour images,
-    # reconstruction for single-channel ones
+    precision: str = "auto"  # training arithmetic. auto: on a GPU bfloat16 autocast where supported,
+    # else float16 with a gradient scaler; on CPU bfloat16 autocast for the contrastive objectives
+    # where the CPU has bfloat16 instructions (AVX512-BF16 or AMX; elsewhere it is emulated, slower),
+    # else float32 (and for reconstruction: the study's arithmetic). float16: CUDA only
+    objective: str = "auto"  # how the encoder learns. reconstruction: the study's autoencoder (MSE);
+    # contrastive: SimCLR's NT-Xent on two augmented views of each image (no decoder: no
+    # reconstructions); hybrid: contrastive plus a decoder on the detached encoder output, for the
+    # report's reconstructions (about twice the time). auto: contrastive for colour, else reconstruction
     temperature: float = 0.2  # NT-Xent's temperature (contrastive and hybrid objectives)
     view_size: int = 0  # side in pixels of the augmented views the contrastive objective trains
     # on (0: the image size; the reconstruction objective has no views); smaller views train
@@ -267,12 +262,12 @@ class MixtureConfig:
     k_range: tuple[int, int] = (2, 15)  # with n_components auto: the smallest and largest K tried
     covariance_type: str = "full"  # covariance of each mixture component (scikit-learn's names)
     normalize: str = "auto"  # l2: each latent vector (each member's part) scaled to unit length
-    # before standardising; both: candidates under l2 and none, the more even kept (scaling.py);
-    # auto: both with umap on a single-channel autoencoder, l2 with other umap, else none
+    # before standardising; both: fits under l2 and under none, one of each kept by
+    # candidate_rule, then the more even of the two; auto: both for an autoencoder's single-channel
+    # latents under umap, l2 for other umap, else none
     reducer: str = "auto"  # reduction after standardising, before the mixture; auto: umap for
     # 1,000 or more images, unless they are colour images trained by reconstruction, else pca
-    reduced_dim: int | str = "auto"  # output size of the reducer (at most the latent size); auto: 10
-    # with umap, else 20
+    reduced_dim: int | str = "auto"  # output size of the reducer; auto: 10 with umap, else 20
     n_init: int | str = "auto"  # EM restarts, the best is kept; auto: 20 with umap, else 3
     candidates: int | str = "auto"  # fits of the reduction and mixture, seeds seed, seed+1, ...; one
     # is kept by candidate_rule; auto: 5 with umap, else 1
