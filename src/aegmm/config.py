@@ -41,11 +41,12 @@ AUTO_NOISE = 0.1
 # Members follow the reducer: a single-channel autoencoder on AUTO_MEMBERS_MIN_TRAIN+ training images
 # (UMAP's smallest collection) trains AUTO_MEMBERS networks side by side (nn.Ensemble). MNIST 8,000:
 # 0.957 +- 0.003 against 0.921 +- 0.062 for one (benchmarks/results/ensemble/NOTES.md); 3,000: 18 of
-# 24 windows right, one 11 of 30 (member_pairs/); digits 0.897 +- 0.010, one 0.905 (digits_members/).
+# 24 windows right, one 11 of 30 (member_pairs/); digits 0.925 +- 0.030 (digits_scalings/).
 AUTO_MEMBERS = 2
-# The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images,
-# unless they are a colour autoencoder's latents (there PCA clusters better); the other mixture
-# settings follow the reducer.
+# The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images, unless
+# they are a colour autoencoder's latents (PCA clusters those better); the other settings follow it,
+# and an autoencoder's single-channel latents get normalize "both": digits 0.931 +- 0.023 against
+# 0.889 +- 0.004 with l2, MNIST 0.954 against 0.957 (benchmarks/results/scalings/NOTES.md).
 UMAP_MIN_IMAGES = 1000
 AUTO_BY_REDUCER = {
     "umap": {"normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 5},
@@ -366,10 +367,9 @@ class RunConfig:
             parts["mixture"] = replace(parts["mixture"], features="bottleneck")
         if "train" in saved and "members" not in saved["train"]:
             parts["train"] = replace(parts["train"], members=1)  # saved before ensembles: one network
-        members = parts["train"].members
-        if "parts" not in saved.get("mixture", {"parts": 1}) and isinstance(members, int) and members > 1:
+        if "parts" not in saved.get("mixture", {"parts": 1}) and parts["train"].members != 1:
             # saved when the ensemble scaled each member to unit length itself: the mixture does it now
-            parts["mixture"] = replace(parts["mixture"], parts=members, normalize="l2")
+            parts["mixture"] = replace(parts["mixture"], parts=parts["train"].members, normalize="l2")
         return cls(**parts)
 
 
