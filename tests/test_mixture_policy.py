@@ -264,9 +264,14 @@ def test_both_scalings_keep_the_more_even_of_each_scalings_choice():
     assert both.scaling_ == "none" and both.pipeline_.named_steps["normalize"] == "passthrough"
     assert evenness(by_length.predict(points), 3) > evenness(by_direction.predict(points), 3)
     np.testing.assert_array_equal(both.predict(points), by_length.predict(points))
-    rebuilt = LatentMixture.from_arrays(*both.to_arrays(), both.config)
-    assert rebuilt.scaling_ == "none"
+    arrays, meta = both.to_arrays()
+    rebuilt = LatentMixture.from_arrays(arrays, meta, both.config)
+    assert rebuilt.scaling_ == "none" and rebuilt.kept_ == both.kept_ >= 3
     np.testing.assert_array_equal(rebuilt.predict(points), both.predict(points))
+    tampered = (("scaling", "l3", "scaling must be l2 or none, got 'l3'"), ("kept", "<b>", "a seed"))
+    for key, bad, says in tampered:
+        with pytest.raises(ValueError, match=says):  # a tampered mixture.json is refused
+            LatentMixture.from_arrays(arrays, meta | {key: bad}, both.config)
 
 
 def test_l2_scales_each_members_part_to_the_same_length_and_one_part_as_sklearn_does():

@@ -271,6 +271,8 @@ class LatentMixture:
         mixture.agreement_ = {int(seed): float(v) for seed, v in meta.get("agreement", {}).items()}
         mixture.evenness_ = {int(seed): float(v) for seed, v in meta.get("evenness", {}).items()}
         mixture.kept_ = meta.get("kept")  # None in runs saved before "both"
+        if mixture.kept_ is not None and type(mixture.kept_) is not int:
+            raise ValueError(f"the mixture's kept candidate must be a seed (integer), got {mixture.kept_!r}")
         mixture.scaling_ = meta.get("scaling", config.normalize)  # saved before "both": the config's
         if mixture.scaling_ not in SCALINGS:
             expected = " or ".join(SCALINGS)
