@@ -101,7 +101,7 @@ def test_features_are_the_members_vectors_side_by_side_and_the_mixture_weighs_ea
         np.testing.assert_allclose(half, single.transform(images), atol=1e-6)
     assert not np.allclose(halves[0], halves[1])  # two networks, not one copied
     parts = clusterer.config_.mixture.parts
-    assert parts == 2  # the mixture's l2 puts each member's vector at length 1/sqrt(2)
+    assert parts == clusterer.mixture_.config.parts == 2  # its l2 puts each member's at length 1/sqrt(2)
     scaled = np.split(normalizer("l2", parts, features.shape[1]).transform(features), 2, axis=1)
     assert all(np.allclose(np.linalg.norm(h, axis=1), 1 / np.sqrt(2)) for h in scaled)
 

@@ -315,16 +315,16 @@ class MixtureConfig:
                 raise ValueError(f"{name} must be a whole number >= 1 or 'auto', got {value!r}")
 
     def resolve(
-        self, *, channels: int | None = None, n_images: int = 0, objective: str = "reconstruction", parts=1
+        self, *, channels: int | None = None, n_images: int = 0, objective: str = "reconstruction", parts=None
     ) -> MixtureConfig:
         """This config with every "auto" replaced by its value for these images and the features
-        the `objective` trained (unknown kind of image: pca), for vectors of `parts` members."""
+        the `objective` trained (unknown kind of image: pca); `parts`: members per vector (None: kept)."""
         features = resolve_features(self.features, objective)
         reducer = self.reducer
         if reducer == "auto":
             umap = channels == 1 or (channels is not None and objective != "reconstruction")
             reducer = "umap" if umap and n_images >= UMAP_MIN_IMAGES else "pca"
-        chosen = {"reducer": reducer, "features": features, "parts": parts}
+        chosen = {"reducer": reducer, "features": features, "parts": self.parts if parts is None else parts}
         for name, value in AUTO_BY_REDUCER[reducer].items():
             chosen[name] = value if getattr(self, name) == "auto" else getattr(self, name)
         if self.normalize == "auto" and reducer == "umap" and channels == 1 and objective == "reconstruction":
