@@ -46,7 +46,7 @@ AUTO_MEMBERS = 2
 # The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images, unless
 # they are a colour autoencoder's latents (PCA clusters those better); the other settings follow it,
 # and an autoencoder's single-channel latents get normalize "both": digits 0.931 +- 0.023 against
-# 0.889 +- 0.004 with l2, MNIST 0.954 against 0.957 (benchmarks/results/scalings/NOTES.md).
+# 0.889 +- 0.004 with l2, MNIST 0.954 against 0.957 (results/scalings/NOTES.md: l2 then unsplit).
 UMAP_MIN_IMAGES = 1000
 AUTO_BY_REDUCER = {
     "umap": {"normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 5},
