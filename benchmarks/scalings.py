@@ -48,10 +48,10 @@ def pair_latents(folder: Path, name: str, seed: int, tail: bool) -> dict | None:
     return pair
 
 
-def fit_rows(folder: Path, name: str, out: Path, tail: bool = False, n_jobs: int = 2) -> None:
+def fit_rows(folder: Path, name: str, out: Path, tail: bool = False, n_jobs: int = 2, first: int = 0) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as lines:
-        for seed in range(100):
+        for seed in range(first, 100):
             pair = pair_latents(folder, name, seed, tail)
             if pair is None:
                 break
@@ -120,6 +120,9 @@ def main(argv=None) -> int:
     parser.add_argument("--latents", type=Path, help="fit: the folder of NAME_encoderS.npz")
     parser.add_argument("--name", help="fit: NAME (digits, mnist, mnist3k)")
     parser.add_argument("--tail", action="store_true", help="fit: the long-tailed subsets of the digits")
+    parser.add_argument(
+        "--first", type=int, default=0, help="fit: the first pair (pairs first, first + 1, ...)"
+    )
     parser.add_argument("--rows", type=Path, nargs="*", default=[], help="report: the fit steps' .jsonl")
     parser.add_argument("--out", type=Path, default=None, help="fit: the .jsonl; report: a folder")
     parser.add_argument("--smoke", action="store_true", help="one toy pair, then report")
@@ -128,7 +131,7 @@ def main(argv=None) -> int:
     if args.smoke:
         smoke(output_folder(args.out, True))
     elif args.step == "fit":
-        fit_rows(args.latents, args.name, args.out, args.tail)
+        fit_rows(args.latents, args.name, args.out, args.tail, first=args.first)
     else:
         report(args.rows, args.out, command)
     return 0
