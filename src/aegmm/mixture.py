@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import asdict
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.decomposition import PCA
@@ -29,6 +30,15 @@ from .scaling import SCALINGS, normalizer, normalizers
 
 BATCH = 100_000  # latents scored at once: memory does not grow with the number of images
 PCA_MIN_VARIANCE = 1e-12  # whitening divides by at least sqrt(1e-12): rank-deficient latents stay finite
+
+
+class ScalingFit(NamedTuple):
+    """One scaling's candidates (normalize "both" fits two) and what they were fitted on."""
+
+    normalizer: object  # scaling.UnitParts or "passthrough"
+    scaler: StandardScaler
+    standard: np.ndarray  # the scaled, standardised training latents
+    candidates: dict[int, Candidate]  # by seed
 
 
 class LatentMixture:
@@ -70,7 +80,7 @@ class LatentMixture:
         for index, (name, scaling) in enumerate(tried.items()):
             seeds = range(cfg.seed + index * cfg.candidates, cfg.seed + (index + 1) * cfg.candidates)
             groups[name] = self._fit_scaling(latents, scaling, seeds, progress, n_jobs)
-        fits = {name: group[-1] for name, group in groups.items()}  # each scaling's {seed: Candidate}
+        fits = {name: group.candidates for name, group in groups.items()}  # each scaling's {seed: Candidate}
         self.candidate_scalings_ = {seed: name for name, own in fits.items() for seed in own}
         fitted = {seed: candidate for own in fits.values() for seed, candidate in own.items()}
         self.agreement_ = {}  # each candidate's with its own scaling's others: empty for one
@@ -95,16 +105,17 @@ class LatentMixture:
                 why += f" among the {self.scaling_} candidates; evenness {self.evenness_[chosen]:.3f}"
                 why += f" against {self.evenness_[seed]:.3f} for seed {seed}, the {name} candidates' pick"
         say(f"kept candidate seed {chosen} ({why})", enabled=progress and len(fitted) > 1)
-        scaling, scaler, standard, group = groups[self.scaling_]
-        reducer, gmm, self.bic_curve_ = group[chosen][:3]
+        group = groups[self.scaling_]
+        reducer, gmm, self.bic_curve_ = group.candidates[chosen][:3]
         if isinstance(reducer, UMAPPlacement):
-            reducer.inputs_ = np.asarray(standard, dtype=np.float32)  # the points every candidate placed
-        self.pipeline_ = _pipeline(scaling, scaler, reducer, gmm)
+            reducer.inputs_ = np.asarray(
+                group.standard, dtype=np.float32
+            )  # the points every candidate placed
+        self.pipeline_ = _pipeline(group.normalizer, group.scaler, reducer, gmm)
         return self
 
     def _fit_scaling(self, latents: np.ndarray, scaling, seeds: range, progress: bool, n_jobs: int):
-        """(the scaling's normalizer, fitted StandardScaler, the standardised latents,
-        {seed: Candidate}) of one scaling's candidates."""
+        """One scaling's candidates, with what they were fitted on."""
         if scaling != "passthrough":
             latents = scaling.transform(latents)
         scaler = _fit_scaler(latents)
@@ -113,7 +124,7 @@ class LatentMixture:
         fitted = dict(zip(seeds, fit_side_by_side(self._fit_candidate, standard, seeds, n_jobs), strict=True))
         for candidate in fitted.values():
             candidate.say_bic(progress)
-        return scaling, scaler, standard, fitted
+        return ScalingFit(scaling, scaler, standard, fitted)
 
     def _fit_candidate(self, standard: np.ndarray, seed: int) -> Candidate:
         """This seed's reducer and its lowest-BIC mixture."""
