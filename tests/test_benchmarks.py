@@ -723,3 +723,38 @@ def test_scalings_fits_both_settings_on_each_pair_of_encoders_side_by_side(tmp_p
     members = [np.load(tmp_path / f"toy_encoder{s}.npz")["fit"] for s in (0, 1)]
     assert np.array_equal(pair["fit"], np.hstack(members))
     assert probe.pair_latents(tmp_path, "toy", 1, tail=False) is None
+
+
+def blobs_and_neighbours(per_blob: int = 30, seed: int = 0):
+    """Ten well-separated 16-D blobs, their labels, and each point's 20 nearest other points."""
+    import numpy as np
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(10, 16)) * 20
+    labels = np.repeat(np.arange(10), per_blob)
+    points = centres[labels] + rng.normal(size=(len(labels), 16))
+    near = NearestNeighbors(n_neighbors=21).fit(points).kneighbors(points, return_distance=False)[:, 1:]
+    return points, labels, near
+
+
+def test_cluster_alternatives_vote_takes_the_most_frequent_neighbour_label():
+    import numpy as np
+
+    probe = benchmark_module("cluster_alternatives")
+    labels = np.array([3, 3, 7, 1])
+    assert probe.vote(labels, np.array([[0, 1, 2], [2, 3, 2], [3, 3, 0]])).tolist() == [3, 7, 1]
+
+
+def test_cluster_alternatives_find_well_separated_blobs():
+    from sklearn.metrics import adjusted_rand_score
+
+    probe = benchmark_module("cluster_alternatives")
+    points, labels, near = blobs_and_neighbours()
+    merged = probe.over_merged(points, points, near, components=20, seed=0)  # 20 pieces back to 10
+    assert adjusted_rand_score(labels, merged) > 0.95
+    scan = probe.scan_head(points, near, seed=0, heads=2, epochs=300)
+    assert adjusted_rand_score(labels, scan(points)) > 0.9
+    started = probe.gmm_from_labels(points, labels, seed=0)  # EM from the right groups stays there
+    assert adjusted_rand_score(labels, started.predict(points)) == 1.0
+    assert adjusted_rand_score(labels, probe.spectral(near, seed=0)) > 0.95
