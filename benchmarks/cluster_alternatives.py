@@ -19,8 +19,8 @@ fitted on the fit images only and scored on the held-out ones against the 10 CIF
   join them, relative to their sizes;
 - spectral: scikit-learn's SpectralClustering on the symmetric 20-nearest-neighbour graph of the
   unit-length features; held-out images by a vote of their 20 nearest fit images;
-- smoothed: the mixture's fit labels replaced three times by the vote of each image's 20 nearest
-  fit images, held-out images by the same vote;
+- smoothed: the mixture's fit labels replaced three times by the vote of each image and its 20
+  nearest fit images, held-out images by the vote of their 20 nearest fit images;
 - 20-NN vote with the labels: not a clustering, a ceiling on what the neighbourhoods hold: each
   held-out image gets the majority CIFAR class of its 20 nearest fit images.
 """
@@ -61,7 +61,9 @@ def vote(labels: np.ndarray, near: np.ndarray, k: int = K) -> np.ndarray:
     return counts.argmax(1)
 
 
-def scan_head(x: np.ndarray, near: np.ndarray, seed: int, heads: int = 5, epochs: int = 30, entropy=5.0):
+def scan_head(
+    x: np.ndarray, near: np.ndarray, seed: int, heads: int = 5, epochs: int = 30, entropy: float = 5
+):
     """The lowest-loss of `heads` linear heads trained with SCAN's loss; a predict function."""
     mu, sd = x.mean(0), x.std(0) + 1e-8
     xt = torch.tensor((x - mu) / sd, dtype=torch.float32)
