@@ -43,14 +43,11 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import agreement, load_cifake, machine, split_cifake  # noqa: E402
+from feature_neighbours import unit  # noqa: E402
 
 K = 10
 NEIGHBOURS = 20
 METHODS = ("mixture", "scan", "scan+gmm", "over K=20", "over K=50", "spectral", "smoothed", "20-NN vote")
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
 
 
 def vote(labels: np.ndarray, near: np.ndarray, k: int = K) -> np.ndarray:
@@ -156,9 +153,11 @@ def alternatives(folder: Path, fit, held_out) -> dict:
     index = NearestNeighbors(n_neighbors=NEIGHBOURS + 1).fit(unit(fit_x))
     near = index.kneighbors(unit(fit_x), return_distance=False)[:, 1:]  # without the image itself
     test_near = index.kneighbors(unit(test_x), n_neighbors=NEIGHBOURS, return_distance=False)
-    space, test_space = mixture.features(fit_x), mixture.features(test_x)
-    fit_labels = mixture.predict(fit_x)
-    predicted, seconds = {"mixture": mixture.predict(test_x)}, {}
+    (space, fit_proba, _), (test_space, test_proba, _) = (
+        mixture.score(x, with_features=True) for x in (fit_x, test_x)
+    )  # one placement each: the mixture's space and its memberships
+    fit_labels = fit_proba.argmax(1)
+    predicted, seconds = {"mixture": test_proba.argmax(1)}, {}
     started = time.perf_counter()
     scan = scan_head(fit_x, near, seed)
     predicted["scan"] = scan(test_x)

@@ -107,10 +107,8 @@ class LatentMixture:
         say(f"kept candidate seed {chosen} ({why})", enabled=progress and len(fitted) > 1)
         group = groups[self.scaling_]
         reducer, gmm, self.bic_curve_ = group.candidates[chosen][:3]
-        if isinstance(reducer, UMAPPlacement):
-            reducer.inputs_ = np.asarray(
-                group.standard, dtype=np.float32
-            )  # the points every candidate placed
+        if isinstance(reducer, UMAPPlacement):  # the points every candidate placed
+            reducer.inputs_ = np.asarray(group.standard, dtype=np.float32)
         self.pipeline_ = _pipeline(group.normalizer, group.scaler, reducer, gmm)
         return self
 
