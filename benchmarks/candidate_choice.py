@@ -54,13 +54,12 @@ from pathlib import Path
 import numpy as np
 
 from aegmm.config import MixtureConfig
-from common import agreement, machine, output_folder
+from common import agreement, machine, output_folder, tail_indices
 from report import mean_sd
 
 K = 10  # clusters of every fit (the digits, MNIST and CIFAR classes)
 RULES = ("first", "silhouette", "consensus", "likelihood", "calinski", "partition_likelihood", "balance")
 LABEL_RULES = ("first", "consensus", "balance")  # rules that need only the rows' labels
-TAIL_SIZES = (170, 140, 115, 95, 78, 64, 52, 43, 36, 30)  # tail: digits per class, largest first
 REG_COVAR = MixtureConfig().reg_covar  # added to each cluster's covariance by partition_likelihood
 WINDOWS = (3, 5)
 RIGHT = 0.9  # a held-out accuracy above this counts as a right partition (MNIST: 0.94-0.96 or 0.80-0.87)
@@ -93,15 +92,6 @@ def long_tailed(folder: Path) -> None:
         x, y = data["fit"][keep], classes[keep]
         np.savez(folder / f"tail_encoder{seed}.npz", fit=x, held_out=x, fit_labels=y, held_out_labels=y)
         print(f"{folder / f'tail_encoder{seed}.npz'}: {len(keep)} digits of encoder seed {seed}", flush=True)
-
-
-def tail_indices(classes: np.ndarray, seed: int) -> np.ndarray:
-    """Sorted indices of TAIL_SIZES images of each class, the classes in a random order (seed)."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(10)
-    return np.sort(np.concatenate([
-        rng.choice(np.nonzero(classes == c)[0], size, replace=False) for size, c in zip(TAIL_SIZES, order)
-    ]))  # fmt: skip
 
 
 def write_pairs(folder: Path, out: Path) -> None:

@@ -114,6 +114,20 @@ def stratified_subset(data: Labelled, n: int, seed: int = 0) -> Labelled:
     return data.take(np.sort(keep))
 
 
+TAIL_SIZES = (170, 140, 115, 95, 78, 64, 52, 43, 36, 30)  # a long tail: images per class, largest first
+
+
+def tail_indices(classes: np.ndarray, seed: int, scale: float = 1.0) -> np.ndarray:
+    """Sorted indices of TAIL_SIZES (times `scale`, at least 2) images of each class, the classes in a
+    random order (seed): scikit-learn's digits become 823 images, 170 of one digit down to 30 of another."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(10)
+    sizes = [max(2, round(size * scale)) for size in TAIL_SIZES]
+    return np.sort(np.concatenate([
+        rng.choice(np.nonzero(classes == c)[0], size, replace=False) for size, c in zip(sizes, order)
+    ]))  # fmt: skip
+
+
 def output_folder(out: Path | None, smoke: bool) -> Path:
     """--out, or the results folder; a smoke run writes to a new temporary folder, never to results/."""
     if not smoke:

@@ -10,6 +10,9 @@ Tasks (K is given to every method, never selected):
 - cifar10: the 10 CIFAR-10 classes over REAL and FAKE together (K=10); acc, NMI, ARI.
 - real_fake: REAL vs FAKE (K=2); acc, NMI, and the ROC AUC of label-free per-image scores.
 - digits: scikit-learn's 1,797 digits (K=10), fitted and scored on all of them as peers do.
+- digits_tail: a long-tailed 823 of those digits (170 of one digit down to 30 of another, the digits
+  in a random order, seed --seed; common.tail_indices), fitted and scored alike (K=10): a small
+  collection with unequal groups.
 - mnist: mnist_train_10k.npz, 8,000 fit / 2,000 held-out (stratified by digit, seed --seed), K=10;
   28x28 digits, which aegmm resizes to its image_size (32) and the pixel peers use as they are.
 CIFAKE split: 16,000 fit / 4,000 held-out, stratified by domain x CIFAR class, seed --seed.
@@ -46,6 +49,7 @@ from common import (
     output_folder,
     split_cifake,
     stratified_subset,
+    tail_indices,
 )
 from peers import CLUSTIMAGE_NOTE, PEERS
 from report import TARGETS, write_markdown
@@ -66,13 +70,14 @@ SMOKE_NETWORK = {
 }
 
 
-TASKS = ("cifar10", "real_fake", "digits", "mnist")
+DATASETS = ("cifake", "digits", "digits_tail", "mnist")
+TASKS = ("cifar10", "real_fake", "digits", "digits_tail", "mnist")
 
 
 def tasks_of(dataset: str, scored: Labelled, only: set[str] | None = None) -> list[dict]:
     """Each task: name, K, true labels of the scored images, and the AUROC target if any; only
     those named in ``only`` when it is given."""
-    if dataset in ("digits", "mnist"):
+    if dataset in ("digits", "digits_tail", "mnist"):
         tasks = [{"task": dataset, "k": 10, "y": scored.classes, "positive": None}]
     else:
         tasks = [
@@ -183,6 +188,19 @@ def datasets(args) -> dict[str, tuple[Labelled, Labelled, dict]]:
             "scored": f"the same {n:,} images that were fitted (transductive, as the peers report it)",
         }
         out["digits"] = (digits, digits, info)
+    if "digits_tail" in args.datasets:
+        digits = load_digits()
+        scale = SMOKE["digits_size"] / len(digits.images) if args.smoke else 1.0
+        tail = digits.take(tail_indices(digits.classes, args.seed, scale))
+        shares = np.bincount(tail.classes, minlength=10)
+        info = {
+            "source": "builtin:digits, a long-tailed subset (common.tail_indices, seed --seed)",
+            "digits_per_class": shares.tolist(),
+            "fit_images": len(tail.images),
+            "scored_images": len(tail.images),
+            "scored": f"the same {len(tail.images):,} images that were fitted (transductive)",
+        }
+        out["digits_tail"] = (tail, tail, info)
     if "mnist" in args.datasets:
         sizes = (SMOKE["fit_size"], SMOKE["test_size"]) if args.smoke else (8000, 2000)
         fit, held_out = load_mnist(*sizes, seed=args.seed)
@@ -223,7 +241,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-default", action="store_true", help="leave aegmm's defaults out")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
     parser.add_argument(
-        "--datasets", default="cifake,digits,mnist", help="comma list of cifake, digits, mnist"
+        "--datasets", default="cifake,digits,mnist", help=f"comma list of {', '.join(DATASETS)}"
     )
     parser.add_argument(
         "--tasks",
@@ -258,9 +276,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.epochs = args.epochs or QUICK["epochs"]
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    unknown = sorted(set(args.methods) - set(METHODS)) + sorted(
-        set(args.datasets) - {"cifake", "digits", "mnist"}
-    )
+    unknown = sorted(set(args.methods) - set(METHODS)) + sorted(set(args.datasets) - set(DATASETS))
     if unknown:
         parser.error(f"unknown methods or datasets {unknown}")
     if args.tasks is not None:

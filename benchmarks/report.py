@@ -9,7 +9,8 @@ from peers import PEER_TITLES
 TASK_TITLES = {
     "cifar10": "CIFAKE: the 10 CIFAR-10 classes, REAL and FAKE together (K=10), held-out images",
     "real_fake": "CIFAKE: REAL vs FAKE (K=2), held-out images",
-    "digits": "scikit-learn digits (K=10), fitted and scored on all {n:,}",
+    "digits": "scikit-learn digits (K=10), fitted and scored on all {digits:,}",
+    "digits_tail": "long-tailed scikit-learn digits (K=10), fitted and scored on all {digits_tail:,}",
     "mnist": "MNIST (K=10), held-out images",
 }
 ISSUE4_TARGETS = {  # what a results file without its own "targets" was judged against
@@ -282,12 +283,14 @@ def write_markdown(report: dict, path: Path) -> None:
         "",
     ]
     runs = [r for r in report["runs"] if "metrics" in r]
-    n_digits = report["datasets"].get("digits", {}).get("fit_images", 0)
+    sizes = {
+        name: report["datasets"].get(name, {}).get("fit_images", 0) for name in ("digits", "digits_tail")
+    }
     for task, heading in TASK_TITLES.items():
         rows = [r for r in runs if r["task"] == task]
         if not rows:
             continue
-        lines += [f"## {heading.format(n=n_digits)}", ""]
+        lines += [f"## {heading.format(**sizes)}", ""]
         if multi_seed(report):
             lines += ["Mean ± sd over the seeds:", "", *summary_table(rows, task), "", "Each seed:", ""]
         lines += [*task_table(rows, task), ""]

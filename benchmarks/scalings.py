@@ -26,8 +26,7 @@ import numpy as np
 
 from aegmm.config import MixtureConfig
 from aegmm.mixture import LatentMixture
-from candidate_choice import tail_indices
-from common import agreement, machine, output_folder
+from common import agreement, machine, output_folder, tail_indices
 from report import mean_sd
 
 SETTINGS = ("both", "l2")

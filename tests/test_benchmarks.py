@@ -552,7 +552,9 @@ def test_the_tail_step_keeps_each_digit_in_its_long_tailed_share(tmp_path):
              held_out_labels=labels)  # fmt: skip
     probe.long_tailed(tmp_path)
     tail = np.load(tmp_path / "tail_encoder3.npz")
-    assert sorted(np.bincount(tail["fit_labels"]), reverse=True) == list(probe.TAIL_SIZES)
+    assert sorted(np.bincount(tail["fit_labels"]), reverse=True) == list(
+        benchmark_module("common").TAIL_SIZES
+    )
     assert np.array_equal(tail["fit"], tail["held_out"]) and len(np.unique(tail["fit"], axis=0)) == 823
     rows = {tuple(r) for r in latents[labels == 0]}  # every kept vector keeps its own digit
     assert all((tuple(x) in rows) == (y == 0) for x, y in zip(tail["fit"], tail["fit_labels"]))
