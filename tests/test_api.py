@@ -96,3 +96,39 @@ def test_l2_normalisation_ignores_each_vectors_length():
     ).std() != pytest.approx(mixture.features(directions).std())
     with pytest.raises(ValueError, match="normalize must be one of auto, none, l2, both, got 'l1'"):
         MixtureConfig(normalize="l1")
+
+
+def test_an_auto_latent_size_is_chosen_said_saved_and_offered_by_the_cli(tmp_path, capsys):
+    from aegmm.pipeline import resolve_auto
+    from conftest import two_group_images
+
+    gray, _ = two_group_images(48, channels=1)
+    options = TINY | {"latent_dim": "auto", "members": 1, "progress": True}
+    clusterer = aegmm.ImageClusterer(**options).fit(gray)
+    assert "latent_dim 64" in capsys.readouterr().err  # single-channel autoencoder: 64, said
+    assert clusterer.config_.model.latent_dim == 64 and clusterer.transform(gray).shape == (48, 64)
+    loaded = aegmm.load(clusterer.save(tmp_path / "run"), progress=False)
+    assert loaded.config_.model.latent_dim == 64  # the run saves the size it trained, not "auto"
+    np.testing.assert_array_equal(loaded.transform(gray[:8]), clusterer.transform(gray[:8]))
+    colour = resolve_auto(RunConfig(), 16_000, progress=True)
+    assert colour.model.latent_dim == 32 and "latent_dim 32" in capsys.readouterr().err
+    given = resolve_auto(RunConfig(model=ModelConfig(channels=1, latent_dim=16)), 8000, progress=True)
+    assert given.model.latent_dim == 16 and "latent_dim" not in capsys.readouterr().err
+    assert RunConfig.from_dict({"model": {"channels": 1}}).model.latent_dim == 32  # saved before auto
+    parse = build_parser().parse_args
+    assert parse(["fit", "x", "--out", "y", "--latent-dim", "auto"]).latent_dim == "auto"
+    assert parse(["fit", "x", "--out", "y", "--latent-dim", "48"]).latent_dim == 48
+    with pytest.raises(SystemExit):
+        parse(["fit", "x", "--out", "y", "--latent-dim", "0"])
+    assert "error: --latent-dim must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_saved_run_must_name_its_latent_size(tmp_path, images):
+    import json
+
+    run = aegmm.ImageClusterer(**TINY).fit(images).save(tmp_path / "run")
+    saved = json.loads((run / "config.json").read_text())
+    saved["model"]["latent_dim"] = "auto"
+    (run / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="must name the latent size the run trained, got 'auto'"):
+        aegmm.load(run, progress=False)

@@ -210,7 +210,7 @@ def test_the_command_line_keeps_a_candidate_by_balance_and_the_report_says_so(tm
 
 
 def test_an_unknown_candidate_rule_is_refused_in_one_line():
-    with pytest.raises(ValueError, match="candidate_rule must be 'agreement' or 'balance', got 'size'"):
+    with pytest.raises(ValueError, match="candidate_rule must be one of agreement, balance, got 'size'"):
         MixtureConfig(candidate_rule="size")
 
 

@@ -60,6 +60,9 @@ def test_width_narrows_the_network():
         ({"stem": "big"}, "stem must be one of small, strided, standard, got 'big'"),
         ({"channels": 2}, "channels must be 1 or 3"),
         ({"width": 0}, "width must be in"),
+        ({"latent_dim": 0}, "latent_dim must be a whole number >= 1 or 'auto', got 0"),
+        ({"latent_dim": 2.5}, "latent_dim must be a whole number >= 1 or 'auto', got 2.5"),
+        ({"latent_dim": "big"}, "latent_dim must be a whole number >= 1 or 'auto', got 'big'"),
     ],
 )
 def test_invalid_model_settings(kwargs, match):
@@ -67,14 +70,37 @@ def test_invalid_model_settings(kwargs, match):
         ModelConfig(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("channels", "objective", "expected"),
+    [(1, "reconstruction", 64), (3, "reconstruction", 32), (1, "contrastive", 32), (1, "hybrid", 32)],
+)
+def test_an_auto_latent_size_is_64_for_a_single_channel_autoencoder_else_32(channels, objective, expected):
+    auto = ModelConfig(channels=channels)
+    assert auto.latent_dim == "auto" and auto.resolve(objective).latent_dim == expected
+    assert ModelConfig(channels=channels, latent_dim=16).resolve(objective).latent_dim == 16  # given: kept
+
+
+def test_networks_build_with_the_latent_size_of_their_objective():
+    from aegmm.contrastive import ContrastiveConfig, ContrastiveModel
+    from aegmm.nn.autoencoder import Encoder
+
+    gray = ModelConfig(image_size=16, channels=1, width=0.125)
+    assert AutoEncoder(gray).config.latent_dim == 64
+    assert AutoEncoder(gray).encoder(torch.zeros(2, 1, 16, 16)).shape == (2, 64)
+    assert ContrastiveModel(gray, ContrastiveConfig()).autoencoder.config.latent_dim == 32
+    assert ContrastiveModel(gray, ContrastiveConfig(mode="hybrid")).autoencoder.config.latent_dim == 32
+    with pytest.raises(ValueError, match="latent_dim 'auto' follows the objective"):
+        Encoder(gray)  # a part alone does not know its objective
+
+
 def test_narrow_shortcuts_subsample_then_convolve_and_keep_the_weights_and_their_names():
     from aegmm.nn.autoencoder import Encoder, StridedPointwise
 
-    narrow, default = Encoder(ModelConfig(width=0.125)), Encoder(ModelConfig(width=0.25))
+    narrow, default = (AutoEncoder(ModelConfig(width=w)).encoder for w in (0.125, 0.25))
     shortcuts = [b.downsample[0] for stage in narrow.stages for b in stage if b.downsample is not None]
     assert [type(c) for c in shortcuts] == [StridedPointwise, nn.Conv2d, nn.Conv2d]  # 8, 16, 32 inputs
     assert not any(isinstance(m, StridedPointwise) for m in default.modules())  # 16+ inputs: untouched
-    assert set(narrow.state_dict()) == set(Encoder(ModelConfig(width=0.125)).state_dict())
+    assert set(narrow.state_dict()) == set(Encoder(ModelConfig(width=0.125, latent_dim=32)).state_dict())
     assert "stages.1.0.downsample.0.weight" in narrow.state_dict()
     x = torch.randn(3, 8, 9, 9)  # an odd side: the strided convolution keeps ceil(9 / 2) = 5
     conv = shortcuts[0]

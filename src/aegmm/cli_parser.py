@@ -132,7 +132,7 @@ FIT_FIELDS = {
     "k_range": (X, None, None),
     "epochs": (T, None, count_or_auto),
     "image_size": (M, None, None),
-    "latent_dim": (M, None, None),
+    "latent_dim": (M, None, count_or_auto),
     "stem": (M, None, None),
     "width": (M, None, None),
     "lr": (T, None, None),

@@ -7,14 +7,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 FORMAT_VERSION = 1  # bump when the layout of a saved run changes
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # TrainConfig.precision (train.precision_plan)
 OBJECTIVES = ("reconstruction", "contrastive", "hybrid")  # TrainConfig.objective, besides auto
-STEMS = ("small", "strided", "standard")  # ModelConfig.stem
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")  # MixtureConfig.covariance_type (sklearn's)
-REDUCERS = ("auto", "none", "pca", "umap")  # MixtureConfig.reducer
-NORMALIZATIONS = ("auto", "none", "l2", "both")  # MixtureConfig.normalize
 FEATURES = ("bottleneck", "pooled")  # MixtureConfig.features, besides auto
-CANDIDATE_RULES = ("agreement", "balance")  # MixtureConfig.candidate_rule
 PLANES = (64, 128, 256, 512)  # channels of ResNet-18's four stages at width 1.0
 # What "auto" becomes when a run is fitted (TrainConfig.resolve, MixtureConfig.resolve; saved with
 # the run). The objective follows the kind of image (README "Defaults and why"): colour images learn
@@ -43,6 +38,10 @@ AUTO_NOISE = 0.1
 # 0.957 +- 0.003 against 0.921 +- 0.062 for one (benchmarks/results/ensemble/NOTES.md); 3,000: 18 of
 # 24 windows right, one 11 of 30 (member_pairs/); digits 0.925 +- 0.030 (digits_scalings/).
 AUTO_MEMBERS = 2
+# The latent size: 64 numbers for a single-channel autoencoder (digits 0.948 +- 0.003 / NMI 0.920 with
+# 64, 0.925 +- 0.030 / 0.902 with 32: results/digits_latent64/NOTES.md), else the study's 32 (the
+# contrastive projection head reads the bottleneck; such mixtures cluster the pooled features).
+AUTO_LATENT_DIM, AUTO_LATENT_DIM_SINGLE_CHANNEL = 32, 64
 # The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images, unless
 # they are a colour autoencoder's latents (PCA clusters those better); the other settings follow it,
 # and an autoencoder's single-channel latents get normalize "both": digits 0.931 +- 0.023 against
@@ -55,33 +54,48 @@ AUTO_BY_REDUCER = {
 }
 # the choices of each setting that takes one of a few names (the command line offers exactly these)
 CHOICES = {
-    "stem": STEMS,
-    "precision": PRECISIONS,
+    "stem": ("small", "strided", "standard"),  # ModelConfig.stem
+    "precision": ("auto", "float32", "bfloat16", "float16"),  # TrainConfig.precision (train.precision_plan)
     "objective": ("auto", *OBJECTIVES),
     "covariance_type": COVARIANCE_TYPES,
-    "reducer": REDUCERS,
-    "normalize": NORMALIZATIONS,
+    "reducer": ("auto", "none", "pca", "umap"),
+    "normalize": ("auto", "none", "l2", "both"),
     "features": ("auto", *FEATURES),
-    "candidate_rule": CANDIDATE_RULES,
+    "candidate_rule": ("agreement", "balance"),
 }
+
+
+def check_choices(config, *names: str) -> None:
+    """Each named setting of `config` must be one of its CHOICES (one readable line if not)."""
+    for name in names:
+        value = getattr(config, name)
+        if value not in CHOICES[name]:
+            raise ValueError(f"{name} must be one of {', '.join(CHOICES[name])}, got {value!r}")
+
+
+def check_counts(config, *names: str) -> None:
+    """Each named setting of `config` must be a whole number >= 1 or "auto" (one readable line if not)."""
+    for name in names:
+        value = getattr(config, name)
+        if value != "auto" and (isinstance(value, (str, bool, float)) or value < 1):
+            raise ValueError(f"{name} must be a whole number >= 1 or 'auto', got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     image_size: int = 32  # images are resized to this square size
     channels: int = 3  # 1 for grayscale, 3 for RGB
-    latent_dim: int = 32  # latent vector size: numbers per image after the bottleneck
+    latent_dim: int | str = "auto"  # latent vector size: numbers per image after the bottleneck;
+    # auto: 64 for a single-channel autoencoder, else 32 (the study's)
     stem: str = "small"  # small: 3x3 conv, no max-pool (small images); strided: the same conv with
     # stride 2 (a quarter of the small stem's work); standard: torchvision's 7x7 conv + max-pool
     width: float = 0.25  # channel multiplier: 1.0 is the full ResNet-18 (64-128-256-512 channels)
 
     def __post_init__(self) -> None:
-        if self.stem not in STEMS:
-            raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {self.stem!r}")
+        check_choices(self, "stem")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        if self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        check_counts(self, "latent_dim")
         if not 0 < self.width <= 4:
             raise ValueError(f"width must be in (0, 4], got {self.width}")
         factor = self.downsampling
@@ -90,6 +104,13 @@ class ModelConfig:
                 f"image_size must be a positive multiple of {factor} for the {self.stem!r} stem, "
                 f"got {self.image_size}"
             )
+
+    def resolve(self, objective: str) -> ModelConfig:
+        """This config with an "auto" latent size chosen for its channels and the `objective`."""
+        if self.latent_dim != "auto":
+            return self
+        single = objective == "reconstruction" and self.channels == 1
+        return replace(self, latent_dim=AUTO_LATENT_DIM_SINGLE_CHANNEL if single else AUTO_LATENT_DIM)
 
     @property
     def downsampling(self) -> int:
@@ -141,21 +162,12 @@ class TrainConfig:
     # members' mean. auto: 2 for a single-channel autoencoder on 900+ training images, else 1
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if value != "auto" and (isinstance(value, str) or value < 1):
-                raise ValueError(f"{name} must be a whole number >= 1 or 'auto', got {value!r}")
-        if self.members != "auto" and (type(self.members) is not int or self.members < 1):
-            raise ValueError(f"members must be a whole number >= 1 or 'auto', got {self.members!r}")
-        if self.objective not in CHOICES["objective"]:
-            choices = ", ".join(CHOICES["objective"])
-            raise ValueError(f"objective must be one of {choices}, got {self.objective!r}")
+        check_counts(self, "epochs", "batch_size", "members")
+        check_choices(self, "objective", "precision")
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if self.view_size != 0 and self.view_size < 8:
             raise ValueError(f"view_size must be 0 (the image size) or >= 8 pixels, got {self.view_size}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.train_images < 0 or self.train_images == 1:
             raise ValueError(f"train_images must be 0 (all) or >= 2, got {self.train_images}")
         if not 0 <= self.val_fraction < 1:
@@ -284,9 +296,7 @@ class MixtureConfig:
     # numbers); auto: pooled for contrastive and hybrid encoders, bottleneck for reconstruction
 
     def __post_init__(self) -> None:
-        if self.features not in CHOICES["features"]:
-            choices = ", ".join(CHOICES["features"])
-            raise ValueError(f"features must be one of {choices}, got {self.features!r}")
+        check_choices(self, "features", "covariance_type", "normalize", "candidate_rule", "reducer")
         if self.max_fit_samples < 2:
             raise ValueError(f"max_fit_samples must be >= 2, got {self.max_fit_samples}")
         if isinstance(self.n_components, str):
@@ -297,22 +307,9 @@ class MixtureConfig:
         lo, hi = self.k_range
         if not 1 <= lo <= hi:
             raise ValueError(f"k_range must be (lo, hi) with 1 <= lo <= hi, got {self.k_range}")
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(
-                f"covariance_type must be one of full, tied, diag, spherical, got {self.covariance_type!r}"
-            )
-        if self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
         if type(self.parts) is not int or self.parts < 1:
             raise ValueError(f"parts must be a whole number >= 1, got {self.parts!r}")
-        if self.candidate_rule not in CANDIDATE_RULES:
-            raise ValueError(f"candidate_rule must be 'agreement' or 'balance', got {self.candidate_rule!r}")
-        if self.reducer not in REDUCERS:
-            raise ValueError(f"reducer must be 'auto', 'none', 'pca' or 'umap', got {self.reducer!r}")
-        for name in ("reduced_dim", "n_init", "candidates"):
-            value = getattr(self, name)
-            if value != "auto" and (isinstance(value, str) or value < 1):
-                raise ValueError(f"{name} must be a whole number >= 1 or 'auto', got {value!r}")
+        check_counts(self, "reduced_dim", "n_init", "candidates")
 
     def resolve(
         self, *, channels: int | None = None, n_images: int = 0, objective: str = "reconstruction", parts=None
@@ -365,6 +362,8 @@ class RunConfig:
         if "mixture" in saved and "features" not in saved["mixture"]:
             # saved before the setting existed: every mixture then clustered the bottleneck
             parts["mixture"] = replace(parts["mixture"], features="bottleneck")
+        if "model" in saved and "latent_dim" not in saved["model"]:
+            parts["model"] = replace(parts["model"], latent_dim=AUTO_LATENT_DIM)  # saved before "auto"
         if "train" in saved and "members" not in saved["train"]:
             parts["train"] = replace(parts["train"], members=1)  # saved before ensembles: one network
         if "parts" not in saved.get("mixture", {"parts": 1}) and parts["train"].members != 1:

@@ -110,6 +110,7 @@ class ContrastiveModel(nn.Module):
 
     def __init__(self, model_config: ModelConfig, options: ContrastiveConfig) -> None:
         super().__init__()
+        model_config = model_config.resolve("contrastive" if options.mode == "simclr" else "hybrid")
         self.autoencoder = AutoEncoder(model_config)
         self.head = ProjectionHead(model_config.latent_dim, options.hidden_dim, options.projection_dim)
         self.options = options
@@ -180,6 +181,7 @@ def train_contrastive(
             "a torchrun launch; train colour images there with --objective reconstruction"
         )
     objective = "contrastive" if config.mode == "simclr" else "hybrid"
+    model_config = model_config.resolve(objective)
     build = partial(ContrastiveModel, model_config, config)
     s = Session.start(images, train_config, objective, build, checkpoint_dir, progress)
     train_config = s.train_config  # "auto" settings resolved

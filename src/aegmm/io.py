@@ -124,6 +124,8 @@ def _read_parts(folder: Path, config: RunConfig) -> SavedRun:
     members = config.train.members
     if members == "auto":  # TrainConfig refuses any other non-count
         raise ValueError(f"{folder / CONFIG} must name how many members were trained, got {members!r}")
+    if m.latent_dim == "auto":
+        raise ValueError(f"{folder / CONFIG} must name the latent size the run trained, got 'auto'")
     model = AutoEncoder(m) if members == 1 else Ensemble.untrained(m, members)
     try:
         model.load_state_dict(read_tensors(folder / WEIGHTS))

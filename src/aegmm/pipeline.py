@@ -105,9 +105,11 @@ def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
     mixture = config.mixture.resolve(
         channels=channels, n_images=n_images, objective=train.objective, parts=train.members
     )
+    model = config.model.resolve(train.objective)
     automatic = [
         (name, getattr(chosen, name))
         for given, chosen, names in (
+            (config.model, model, ("latent_dim",)),
             (config.train, train, ("objective", "batch_size", "epochs", "precision", "noise", "members")),
             (config.mixture, mixture, ("reducer", *AUTO_BY_REDUCER["pca"], "features")),
         )
@@ -120,7 +122,7 @@ def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
         kind = "single-channel" if channels == 1 else "colour"
         shown = ", ".join(f"{name} {value}" for name, value in automatic)
         say(f"settings for {n_images:,} {kind} images: {shown}", enabled=progress)
-    return replace(config, train=train, mixture=mixture)
+    return replace(config, model=model, train=train, mixture=mixture)
 
 
 class ImageClusterer(BaseEstimator):
@@ -135,7 +137,7 @@ class ImageClusterer(BaseEstimator):
         *,
         image_size: int = _M.image_size,
         channels: int | None = None,
-        latent_dim: int = _M.latent_dim,
+        latent_dim: int | str = _M.latent_dim,
         stem: str = _M.stem,
         width: float = _M.width,
         epochs: int | str = _T.epochs,

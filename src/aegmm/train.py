@@ -49,6 +49,7 @@ def train_autoencoder(
     progress: bool = True,
 ) -> tuple[AutoEncoder, list[dict]]:
     """Train on uint8 (N, H, W, C) images; returns the model (eval mode, on CPU) and its history."""
+    model_config = model_config.resolve("reconstruction")
     build = partial(AutoEncoder, model_config)
     s = Session.start(images, train_config, "reconstruction", build, checkpoint_dir, progress)
     train_config = s.train_config  # "auto" settings resolved

@@ -46,6 +46,10 @@ class Encoder(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        if config.latent_dim == "auto":
+            raise ValueError(
+                "latent_dim 'auto' follows the objective: build from ModelConfig.resolve(objective)"
+            )
         planes = config.planes
         trunk = resnet18(weights=None)  # torchvision's ResNet: conv1, bn1, relu, maxpool, layer1-4
         if config.width != 1.0:
@@ -114,6 +118,7 @@ class Decoder(nn.Module):
 class AutoEncoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        config = config.resolve("reconstruction")  # "auto": an autoencoder's latent size
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
