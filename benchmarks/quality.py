@@ -12,7 +12,7 @@ Tasks (K is given to every method, never selected):
 - digits: scikit-learn's 1,797 digits (K=10), fitted and scored on all of them as peers do.
 - digits_tail: a long-tailed 823 of those digits (170 of one digit down to 30 of another, the digits
   in a random order, seed --seed; common.tail_indices), fitted and scored alike (K=10): a small
-  collection with unequal groups.
+  collection with unequal groups; --tail-scale 0.5 halves every count (412 digits).
 - mnist: mnist_train_10k.npz, 8,000 fit / 2,000 held-out (stratified by digit, seed --seed), K=10;
   28x28 digits, which aegmm resizes to its image_size (32) and the pixel peers use as they are.
 CIFAKE split: 16,000 fit / 4,000 held-out, stratified by domain x CIFAR class, seed --seed.
@@ -190,7 +190,7 @@ def datasets(args) -> dict[str, tuple[Labelled, Labelled, dict]]:
         out["digits"] = (digits, digits, info)
     if "digits_tail" in args.datasets:
         digits = load_digits()
-        scale = SMOKE["digits_size"] / len(digits.images) if args.smoke else 1.0
+        scale = SMOKE["digits_size"] / len(digits.images) if args.smoke else args.tail_scale
         tail = digits.take(tail_indices(digits.classes, args.seed, scale))
         shares = np.bincount(tail.classes, minlength=10)
         info = {
@@ -251,6 +251,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fit-size", type=int, default=16000, help="CIFAKE fit images (stratified subset)")
     parser.add_argument("--test-size", type=int, default=4000, help="CIFAKE held-out images scored")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split")
+    parser.add_argument("--tail-scale", type=float, default=1.0, help="digits_tail: images per digit x this")
     parser.add_argument(
         "--seeds",
         default=None,
