@@ -12,7 +12,7 @@ from sklearn.pipeline import Pipeline
 
 import aegmm
 from aegmm.cli_parser import FIT_FIELDS, FLAGS, build_parser, field_help
-from aegmm.config import MixtureConfig, ModelConfig, RunConfig, TrainConfig
+from aegmm.config import UMAP_MIN_IMAGES, MixtureConfig, ModelConfig, RunConfig, TrainConfig
 from aegmm.mixture import LatentMixture
 from conftest import TINY
 
@@ -103,13 +103,17 @@ def test_an_auto_latent_size_is_chosen_said_saved_and_offered_by_the_cli(tmp_pat
     from conftest import two_group_images
 
     gray, _ = two_group_images(48, channels=1)
-    options = TINY | {"latent_dim": "auto", "members": 1, "progress": True}
+    umap = {"reducer": "umap", "candidates": 1, "normalize": "l2"}  # UMAP's path, at a test's size
+    options = TINY | umap | {"latent_dim": "auto", "members": 1, "progress": True}
     clusterer = aegmm.ImageClusterer(**options).fit(gray)
-    assert "latent_dim 64" in capsys.readouterr().err  # single-channel autoencoder: 64, said
+    assert "latent_dim 64" in capsys.readouterr().err  # a single-channel autoencoder under UMAP: 64, said
     assert clusterer.config_.model.latent_dim == 64 and clusterer.transform(gray).shape == (48, 64)
     loaded = aegmm.load(clusterer.save(tmp_path / "run"), progress=False)
     assert loaded.config_.model.latent_dim == 64  # the run saves the size it trained, not "auto"
     np.testing.assert_array_equal(loaded.transform(gray[:8]), clusterer.transform(gray[:8]))
+    small = resolve_auto(RunConfig(model=ModelConfig(channels=1)), UMAP_MIN_IMAGES[1] - 1, progress=True)
+    assert (small.mixture.reducer, small.model.latent_dim) == ("pca", 32)  # PCA: the study's size
+    assert "latent_dim 32" in capsys.readouterr().err
     colour = resolve_auto(RunConfig(), 16_000, progress=True)
     assert colour.model.latent_dim == 32 and "latent_dim 32" in capsys.readouterr().err
     given = resolve_auto(RunConfig(model=ModelConfig(channels=1, latent_dim=16)), 8000, progress=True)

@@ -38,15 +38,15 @@ AUTO_NOISE = 0.1
 # 0.957 +- 0.003 against 0.921 +- 0.062 for one (benchmarks/results/ensemble/NOTES.md); 3,000: 18 of
 # 24 windows right, one 11 of 30 (member_pairs/); digits 0.925 +- 0.030 (digits_scalings/).
 AUTO_MEMBERS = 2
-# The latent size: 64 numbers for a single-channel autoencoder (digits 0.948 +- 0.003 / NMI 0.920 with
-# 64, 0.925 +- 0.030 / 0.902 with 32: results/digits_latent64/NOTES.md), else the study's 32 (the
-# contrastive projection head reads the bottleneck; such mixtures cluster the pooled features).
-AUTO_LATENT_DIM, AUTO_LATENT_DIM_SINGLE_CHANNEL = 32, 64
-# The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images, unless
-# they are a colour autoencoder's latents (PCA clusters those better); the other settings follow it,
-# and an autoencoder's single-channel latents get normalize "both": digits 0.931 +- 0.023 against
-# 0.889 +- 0.004 with l2, MNIST 0.954 against 0.957 (results/scalings/NOTES.md: l2 then unsplit).
-UMAP_MIN_IMAGES = 1000
+# The latent size: 64 numbers where UMAP clusters a single-channel autoencoder's latents (digits 0.948
+# +- 0.003 / NMI 0.920 with 64, 0.925 +- 0.030 / 0.902 with 32: results/digits_latent64/NOTES.md),
+# else the study's 32 (a contrastive projection head reads the bottleneck; under PCA 64 did worse).
+AUTO_LATENT_DIM, AUTO_LATENT_DIM_UMAP = 32, 64
+# The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images (by
+# channel count), unless they are a colour autoencoder's latents (PCA clusters those better); the
+# other settings follow it, and an autoencoder's single-channel latents get normalize "both": digits
+# 0.931 +- 0.023 against 0.889 +- 0.004 with l2 (results/scalings/NOTES.md: l2 then unsplit).
+UMAP_MIN_IMAGES = {1: 200, 3: 1000}
 AUTO_BY_REDUCER = {
     "umap": {"normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 5},
     "pca": {"normalize": "none", "reduced_dim": 20, "n_init": 3, "candidates": 1},
@@ -86,7 +86,7 @@ class ModelConfig:
     image_size: int = 32  # images are resized to this square size
     channels: int = 3  # 1 for grayscale, 3 for RGB
     latent_dim: int | str = "auto"  # latent vector size: numbers per image after the bottleneck;
-    # auto: 64 for a single-channel autoencoder, else 32 (the study's)
+    # auto: 64 for a single-channel autoencoder whose mixture runs umap, else 32 (the study's)
     stem: str = "small"  # small: 3x3 conv, no max-pool (small images); strided: the same conv with
     # stride 2 (a quarter of the small stem's work); standard: torchvision's 7x7 conv + max-pool
     width: float = 0.25  # channel multiplier: 1.0 is the full ResNet-18 (64-128-256-512 channels)
@@ -105,12 +105,13 @@ class ModelConfig:
                 f"got {self.image_size}"
             )
 
-    def resolve(self, objective: str) -> ModelConfig:
-        """This config with an "auto" latent size chosen for its channels and the `objective`."""
+    def resolve(self, objective: str, reducer: str = "pca") -> ModelConfig:
+        """This config with an "auto" latent size chosen for its channels, the `objective` and the
+        mixture's `reducer`."""
         if self.latent_dim != "auto":
             return self
-        single = objective == "reconstruction" and self.channels == 1
-        return replace(self, latent_dim=AUTO_LATENT_DIM_SINGLE_CHANNEL if single else AUTO_LATENT_DIM)
+        umap = objective == "reconstruction" and self.channels == 1 and reducer == "umap"
+        return replace(self, latent_dim=AUTO_LATENT_DIM_UMAP if umap else AUTO_LATENT_DIM)
 
     @property
     def downsampling(self) -> int:
@@ -159,7 +160,7 @@ class TrainConfig:
     # faster, the mixture still reads whole images at the image size
     members: int | str = "auto"  # autoencoders trained one after another (seeds seed, seed+1, ...);
     # the mixture clusters their vectors side by side (MixtureConfig.parts); reconstructions are the
-    # members' mean. auto: 2 for a single-channel autoencoder on 900+ training images, else 1
+    # members' mean. auto: 2 for a single-channel autoencoder on 180+ training images, else 1
 
     def __post_init__(self) -> None:
         check_counts(self, "epochs", "batch_size", "members")
@@ -227,7 +228,7 @@ def split_sizes(n: int, val_fraction: float, limit: int = 0) -> tuple[int, int]:
     return m - n_val, n_val
 
 
-AUTO_MEMBERS_MIN_TRAIN = split_sizes(UMAP_MIN_IMAGES, TrainConfig.val_fraction)[0]  # 900
+AUTO_MEMBERS_MIN_TRAIN = split_sizes(UMAP_MIN_IMAGES[1], TrainConfig.val_fraction)[0]  # 180
 
 
 def auto_epochs(n_train: int, batch_size: int, base: int = AUTO_EPOCHS) -> int:
@@ -278,8 +279,8 @@ class MixtureConfig:
     # before standardising; both: fits under l2 and under none, one of each kept by
     # candidate_rule, then the more even of the two; auto: both for an autoencoder's single-channel
     # latents under umap, l2 for other umap, else none
-    reducer: str = "auto"  # reduction after standardising, before the mixture; auto: umap for
-    # 1,000 or more images, unless they are colour images trained by reconstruction, else pca
+    reducer: str = "auto"  # reduction after standardising, before the mixture; auto: umap for 200+
+    # single-channel or 1,000+ colour images (not a colour autoencoder's latents), else pca
     reduced_dim: int | str = "auto"  # output size of the reducer; auto: 10 with umap, else 20
     n_init: int | str = "auto"  # EM restarts, the best is kept; auto: 20 with umap, else 3
     candidates: int | str = "auto"  # fits of the reduction and mixture, seeds seed, seed+1, ...; one
@@ -320,7 +321,7 @@ class MixtureConfig:
         reducer = self.reducer
         if reducer == "auto":
             umap = channels == 1 or (channels is not None and objective != "reconstruction")
-            reducer = "umap" if umap and n_images >= UMAP_MIN_IMAGES else "pca"
+            reducer = "umap" if umap and n_images >= UMAP_MIN_IMAGES[channels] else "pca"
         chosen = {"reducer": reducer, "features": features, "parts": self.parts if parts is None else parts}
         for name, value in AUTO_BY_REDUCER[reducer].items():
             chosen[name] = value if getattr(self, name) == "auto" else getattr(self, name)

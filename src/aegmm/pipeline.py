@@ -105,7 +105,7 @@ def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
     mixture = config.mixture.resolve(
         channels=channels, n_images=n_images, objective=train.objective, parts=train.members
     )
-    model = config.model.resolve(train.objective)
+    model = config.model.resolve(train.objective, mixture.reducer)
     automatic = [
         (name, getattr(chosen, name))
         for given, chosen, names in (
