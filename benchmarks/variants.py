@@ -69,7 +69,7 @@ MIXTURE_KEYS = (
 )
 EXTRA_KEYS = ("recon_feature", "recon_only")
 # settings that take a whole number, or auto
-COUNT_OR_AUTO = ("reduced_dim", "n_init", "candidates", "batch_size", "epochs", "members")
+COUNT_OR_AUTO = ("reduced_dim", "n_init", "candidates", "batch_size", "epochs", "members", "latent_dim")
 AMOUNT_OR_AUTO = ("noise",)  # a number, or auto
 _DEFAULTS = {
     name: p.default for name, p in inspect.signature(ImageClusterer).parameters.items() if name != "self"

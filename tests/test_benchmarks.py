@@ -95,6 +95,8 @@ def test_variants_read_numbers_and_auto_as_the_settings_take_them():
         ("noise", 0.0),
     )
     assert variants.parse_variant("noise=auto,candidates=auto").train == (("noise", "auto"),)
+    assert variants.parse_variant("latent_dim=32").train == (("latent_dim", 32),)  # a count, auto by default
+    assert variants.parse_variant("latent_dim=auto").train == (("latent_dim", "auto"),)
     assert variants.parse_variant("train_images=3000,members=1").train == (
         ("members", 1),
         ("train_images", 3000),
