@@ -41,12 +41,12 @@ AUTO_MEMBERS = 2
 # The latent size: 64 numbers where UMAP clusters a single-channel autoencoder's latents (digits 0.948
 # +- 0.003 / NMI 0.920 with 64, 0.925 +- 0.030 / 0.902 with 32: results/digits_latent64/NOTES.md),
 # else the study's 32 (a contrastive projection head reads the bottleneck; under PCA 64 did worse).
-AUTO_LATENT_DIM, AUTO_LATENT_DIM_UMAP = 32, 64
+AUTO_LATENT_DIM, AUTO_LATENT_DIM_UMAP = 32, 64  # PCA or UMAP on 823 long-tailed digits: small_grayscale/
 # The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images (by
 # channel count), unless they are a colour autoencoder's latents (PCA clusters those better); the
 # other settings follow it, and an autoencoder's single-channel latents get normalize "both": digits
 # 0.931 +- 0.023 against 0.889 +- 0.004 with l2 (results/scalings/NOTES.md: l2 then unsplit).
-UMAP_MIN_IMAGES = {1: 200, 3: 1000}
+UMAP_MIN_IMAGES = {1: 200, 3: 1000}  # 207-823 tailed digits: UMAP 0.75-0.87, PCA 0.54-0.67: small_grayscale/
 AUTO_BY_REDUCER = {
     "umap": {"normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 5},
     "pca": {"normalize": "none", "reduced_dim": 20, "n_init": 3, "candidates": 1},
