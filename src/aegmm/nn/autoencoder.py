@@ -118,7 +118,7 @@ class Decoder(nn.Module):
 class AutoEncoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        config = config.resolve("reconstruction")  # "auto": an autoencoder's latent size
+        config = config.resolve("reconstruction")  # "auto" with no mixture to follow: the study's 32
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
