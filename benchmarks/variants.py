@@ -307,8 +307,11 @@ def cluster(variant: Variant, trained: Trained, k: int) -> tuple[Outcome, dict]:
     objective = trained.clusterer.config_.train.objective  # what ImageClusterer.fit would choose:
     settings["features"] = resolve_features(settings.get("features", "auto"), objective)
     config = replace(trained.clusterer.config_.mixture, n_components=k, **settings)
-    if dict(variant.extra).get("recon_only"):
+    extra = dict(variant.extra)
+    if extra.get("recon_only"):
         config = replace(config, reducer="none")
+    if extra.get("recon_only") or extra.get("recon_feature"):
+        config = replace(config, parts=1)  # the error column is no member's: scaled as one vector
     fit_x, score_x = _features(variant, trained, config.features)
     with measure() as mixing:
         mixture = LatentMixture(config).fit(fit_x)

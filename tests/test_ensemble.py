@@ -218,4 +218,5 @@ def test_fit_help_states_the_members_rule():
     fit = build_parser()._subparsers._group_actions[0].choices["fit"]
     text = " ".join(fit.format_help().split())
     assert f"auto: {AUTO_MEMBERS} for a single-channel autoencoder" in text
-    assert "on 900+ training images, else 1 (default auto)" in text  # the whole comment, up to the default
+    rule = f"on {AUTO_MEMBERS_MIN_TRAIN}+ training images, else 1 (default auto)"
+    assert rule in text  # the whole comment, up to the default
