@@ -12,7 +12,7 @@ Tasks (K is given to every method, never selected):
 - digits: scikit-learn's 1,797 digits (K=10), fitted and scored on all of them as peers do.
 - digits_tail: a long-tailed 823 of those digits (170 of one digit down to 30 of another, the digits
   in a random order, seed --seed; common.tail_indices), fitted and scored alike (K=10): a small
-  collection with unequal groups; --tail-scale 0.5 halves every count (412 digits).
+  collection with unequal groups; --tail-scale 0.5 halves every count (413 digits).
 - mnist: mnist_train_10k.npz, 8,000 fit / 2,000 held-out (stratified by digit, seed --seed), K=10;
   28x28 digits, which aegmm resizes to its image_size (32) and the pixel peers use as they are.
 CIFAKE split: 16,000 fit / 4,000 held-out, stratified by domain x CIFAR class, seed --seed.

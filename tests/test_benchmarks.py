@@ -762,3 +762,17 @@ def test_cluster_alternatives_find_well_separated_blobs():
     started = probe.gmm_from_labels(points, labels, seed=0)  # EM from the right groups stays there
     assert adjusted_rand_score(labels, started.predict(points)) == 1.0
     assert adjusted_rand_score(labels, probe.spectral(near, seed=0)) > 0.95
+
+
+def test_the_long_tail_scales_every_count_and_keeps_each_image_in_its_class():
+    import numpy as np
+
+    common = benchmark_module("common")
+    labels = np.repeat(np.arange(10), 180)
+    full, quarter = common.tail_indices(labels, 0), common.tail_indices(labels, 0, 0.25)
+    assert len(full) == 823 and len(quarter) == 207 and len(np.unique(quarter)) == 207
+    assert sorted(np.bincount(labels[quarter]), reverse=True) == [
+        max(2, round(s / 4)) for s in common.TAIL_SIZES
+    ]
+    shares = np.bincount(labels[full]), np.bincount(labels[quarter])
+    assert np.argmax(shares[0]) == np.argmax(shares[1])  # the same digit leads at every scale (seed 0)
