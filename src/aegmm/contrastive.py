@@ -61,6 +61,11 @@ class ContrastiveConfig:
     policy: AugmentPolicy | None = None  # the views; None: default_policy(channels)
     view_size: int = 0  # side of the views in pixels, overriding the policy's size (0: keep it)
 
+    @property
+    def objective(self) -> str:
+        """The TrainConfig objective this mode trains: contrastive (simclr) or hybrid."""
+        return "contrastive" if self.mode == "simclr" else "hybrid"
+
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
@@ -110,7 +115,7 @@ class ContrastiveModel(nn.Module):
 
     def __init__(self, model_config: ModelConfig, options: ContrastiveConfig) -> None:
         super().__init__()
-        model_config = model_config.resolve("contrastive" if options.mode == "simclr" else "hybrid")
+        model_config = model_config.resolve(options.objective)
         self.autoencoder = AutoEncoder(model_config)
         self.head = ProjectionHead(model_config.latent_dim, options.hidden_dim, options.projection_dim)
         self.options = options
@@ -180,7 +185,7 @@ def train_contrastive(
             "contrastive training runs in one process (NT-Xent here uses the local batch only), got "
             "a torchrun launch; train colour images there with --objective reconstruction"
         )
-    objective = "contrastive" if config.mode == "simclr" else "hybrid"
+    objective = config.objective
     model_config = model_config.resolve(objective)
     build = partial(ContrastiveModel, model_config, config)
     s = Session.start(images, train_config, objective, build, checkpoint_dir, progress)
