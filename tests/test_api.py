@@ -111,7 +111,7 @@ def test_an_auto_latent_size_is_chosen_said_saved_and_offered_by_the_cli(tmp_pat
     loaded = aegmm.load(clusterer.save(tmp_path / "run"), progress=False)
     assert loaded.config_.model.latent_dim == 64  # the run saves the size it trained, not "auto"
     np.testing.assert_array_equal(loaded.transform(gray[:8]), clusterer.transform(gray[:8]))
-    small = resolve_auto(RunConfig(model=ModelConfig(channels=1)), UMAP_MIN_IMAGES[1] - 1, progress=True)
+    small = resolve_auto(RunConfig(model=ModelConfig(channels=1)), UMAP_MIN_IMAGES - 1, progress=True)
     assert (small.mixture.reducer, small.model.latent_dim) == ("pca", 32)  # PCA: the study's size
     assert "latent_dim 32" in capsys.readouterr().err
     colour = resolve_auto(RunConfig(), 16_000, progress=True)

@@ -50,7 +50,7 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     [
         ("reconstruction", 1, 7200, AUTO_MEMBERS),  # 8,000 MNIST digits less validation
         ("reconstruction", 1, 1617, AUTO_MEMBERS),  # scikit-learn's digits less validation
-        ("reconstruction", 1, AUTO_MEMBERS_MIN_TRAIN, AUTO_MEMBERS),  # 200 images: UMAP's smallest
+        ("reconstruction", 1, AUTO_MEMBERS_MIN_TRAIN, AUTO_MEMBERS),  # 50 images: UMAP's smallest
         ("reconstruction", 1, AUTO_MEMBERS_MIN_TRAIN - 1, 1),  # the mixture runs PCA: one network
         ("reconstruction", 3, 7200, 1),
         ("contrastive", 1, 7200, 1),
@@ -62,7 +62,7 @@ def test_auto_members_follow_the_kind_of_image_and_the_collection(objective, cha
     assert resolved.members == expected
 
 
-@pytest.mark.parametrize("n_images", [UMAP_MIN_IMAGES[1] - 1, UMAP_MIN_IMAGES[1], 20_000])
+@pytest.mark.parametrize("n_images", [UMAP_MIN_IMAGES - 1, UMAP_MIN_IMAGES, 20_000])
 def test_a_grayscale_collection_trains_two_members_exactly_where_its_mixture_runs_umap(n_images):
     config = resolve_auto(RunConfig(model=ModelConfig(channels=1)), n_images, progress=False)
     assert (config.train.members == AUTO_MEMBERS) == (config.mixture.reducer == "umap")
@@ -208,7 +208,7 @@ def test_fit_says_when_auto_trains_more_than_one_network(capsys):
     gray = RunConfig(model=ModelConfig(channels=1))
     assert resolve_auto(gray, 8000, progress=True).train.members == AUTO_MEMBERS
     assert f"members {AUTO_MEMBERS}" in capsys.readouterr().err
-    assert resolve_auto(gray, UMAP_MIN_IMAGES[1] - 1, progress=True).train.members == 1
+    assert resolve_auto(gray, UMAP_MIN_IMAGES - 1, progress=True).train.members == 1
     assert "members" not in capsys.readouterr().err  # one network: nothing to say
 
 

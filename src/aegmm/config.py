@@ -42,11 +42,11 @@ AUTO_MEMBERS = 2
 # +- 0.003 / NMI 0.920 with 64, 0.925 +- 0.030 / 0.902 with 32: results/digits_latent64/NOTES.md),
 # else the study's 32 (a contrastive projection head reads the bottleneck; under PCA 64 did worse).
 AUTO_LATENT_DIM, AUTO_LATENT_DIM_UMAP = 32, 64  # PCA or UMAP on 823 long-tailed digits: small_grayscale/
-# The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images (by
-# channel count), unless they are a colour autoencoder's latents (PCA clusters those better); the
+# The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images, unless
+# they are a colour autoencoder's latents (PCA clusters those better); the
 # other settings follow it, and an autoencoder's single-channel latents get normalize "both": digits
 # 0.931 +- 0.023 against 0.889 +- 0.004 with l2 (results/scalings/NOTES.md: l2 then unsplit).
-UMAP_MIN_IMAGES = {1: 200, 3: 1000}  # 207-823 tailed digits: UMAP 0.75-0.87, PCA 0.54-0.67: small_grayscale/
+UMAP_MIN_IMAGES = 50  # the smallest size measured: UMAP beat PCA on 50-900 images (results/umap_floor/)
 AUTO_BY_REDUCER = {
     "umap": {"normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 5},
     "pca": {"normalize": "none", "reduced_dim": 20, "n_init": 3, "candidates": 1},
@@ -160,7 +160,7 @@ class TrainConfig:
     # faster, the mixture still reads whole images at the image size
     members: int | str = "auto"  # autoencoders trained one after another (seeds seed, seed+1, ...);
     # the mixture clusters their vectors side by side (MixtureConfig.parts); reconstructions are the
-    # members' mean. auto: 2 for a single-channel autoencoder on 180+ training images, else 1
+    # members' mean. auto: 2 for a single-channel autoencoder on 45+ training images, else 1
 
     def __post_init__(self) -> None:
         check_counts(self, "epochs", "batch_size", "members")
@@ -228,7 +228,7 @@ def split_sizes(n: int, val_fraction: float, limit: int = 0) -> tuple[int, int]:
     return m - n_val, n_val
 
 
-AUTO_MEMBERS_MIN_TRAIN = split_sizes(UMAP_MIN_IMAGES[1], TrainConfig.val_fraction)[0]  # 180
+AUTO_MEMBERS_MIN_TRAIN = split_sizes(UMAP_MIN_IMAGES, TrainConfig.val_fraction)[0]  # 45
 
 
 def auto_epochs(n_train: int, batch_size: int, base: int = AUTO_EPOCHS) -> int:
@@ -279,8 +279,8 @@ class MixtureConfig:
     # before standardising; both: fits under l2 and under none, one of each kept by
     # candidate_rule, then the more even of the two; auto: both for an autoencoder's single-channel
     # latents under umap, l2 for other umap, else none
-    reducer: str = "auto"  # reduction after standardising, before the mixture; auto: umap for 200+
-    # single-channel or 1,000+ colour images (not a colour autoencoder's latents), else pca
+    reducer: str = "auto"  # reduction after standardising, before the mixture; auto: umap for 50+
+    # images (not a colour autoencoder's latents), else pca
     reduced_dim: int | str = "auto"  # output size of the reducer; auto: 10 with umap, else 20
     n_init: int | str = "auto"  # EM restarts, the best is kept; auto: 20 with umap, else 3
     candidates: int | str = "auto"  # fits of the reduction and mixture, seeds seed, seed+1, ...; one
@@ -321,7 +321,7 @@ class MixtureConfig:
         reducer = self.reducer
         if reducer == "auto":
             umap = channels == 1 or (channels is not None and objective != "reconstruction")
-            reducer = "umap" if umap and n_images >= UMAP_MIN_IMAGES[channels] else "pca"
+            reducer = "umap" if umap and n_images >= UMAP_MIN_IMAGES else "pca"
         chosen = {"reducer": reducer, "features": features, "parts": self.parts if parts is None else parts}
         for name, value in AUTO_BY_REDUCER[reducer].items():
             chosen[name] = value if getattr(self, name) == "auto" else getattr(self, name)
