@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from aegmm import ImageClusterer
-from aegmm.config import TrainConfig, resolve_features
+from aegmm.config import MixtureConfig, TrainConfig, resolve_features
 from aegmm.evaluation.image_scores import high_frequency, reconstruction
 from aegmm.mixture import LatentMixture
+from aegmm.pipeline import resolve_auto
 from aegmm.preprocess import conform_images
 from aegmm.train import encode, resolve_on_device
 from common import measure
@@ -138,6 +139,7 @@ class Trained:
     score_high_frequency: np.ndarray | None = None  # aegmm's image score of the scored images
     images: tuple[np.ndarray, np.ndarray] | None = None  # (fit, score), to encode other features
     other_features: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    mixture_config: MixtureConfig | None = None  # what fit chooses today (a cached run saved its own)
 
     @property
     def features(self) -> str:
@@ -188,19 +190,20 @@ def train(
     """Fit ImageClusterer (autoencoder + K-component mixture) and encode both image sets.
 
     `base` holds ImageClusterer settings applied under the variant's own (the smoke run's tiny
-    network, for example); mixture settings given there carry over to `cluster` through the
-    fitted clusterer's config.
+    network, for example); mixture settings given there carry over to `cluster` through
+    `Trained.mixture_config`.
 
     With `cache`, the fitted clusterer (aegmm's own safetensors + JSON format), the latents and
     the reconstruction errors are saved there, and reused by a later run with the same images and
     training settings, so mixture-only variants can be tried without retraining; the timings
-    reported are those of the run that trained it.
+    reported are those of the run that trained it. The mixture settings are chosen afresh
+    (`resolved_mixture`), so a changed mixture default applies to a cached network too.
     """
     params = {**(base or {}), **dict(variant.train + variant.mixture)}
     params.pop("mixture_seed", None)  # applied per mixture in `cluster`
     if epochs is not None and "epochs" not in params:
         params["epochs"] = epochs
-    folder = None
+    folder = trained = None
     if cache is not None:
         trained_by = sorted(variant.train) + sorted((base or {}).items())
         training = resolved_training(params, fit)
@@ -209,12 +212,17 @@ def train(
         key = json.dumps([trained_by, training, _digest(fit), _digest(score)])
         folder = cache / hashlib.sha256(key.encode()).hexdigest()[:16]
         if (folder / "arrays.npz").exists():
-            cached = _load_cached(folder, score is fit)
-            return replace(cached, score_high_frequency=high_frequency(score), images=(fit, score))
-    trained = _train(params, fit, score, k)
-    if folder is not None:
-        _save_cached(folder, trained, score is fit)
-    return replace(trained, score_high_frequency=high_frequency(score), images=(fit, score))
+            trained = _load_cached(folder, score is fit)
+    if trained is None:
+        trained = _train(params, fit, score, k)
+        if folder is not None:
+            _save_cached(folder, trained, score is fit)
+    return replace(
+        trained,
+        score_high_frequency=high_frequency(score),
+        images=(fit, score),
+        mixture_config=resolved_mixture(params, fit, k),
+    )
 
 
 def resolved_training(params: dict, fit: np.ndarray) -> dict:
@@ -225,6 +233,14 @@ def resolved_training(params: dict, fit: np.ndarray) -> dict:
     channels = params.get("channels") or (fit.shape[-1] if fit.ndim == 4 else 1)
     resolved, _ = resolve_on_device(config, channels=channels, n_train=config.train_count(len(fit)))
     return asdict(resolved)
+
+
+def resolved_mixture(params: dict, fit: np.ndarray, k: int) -> MixtureConfig:
+    """The mixture settings ImageClusterer(**params).fit(fit) chooses at this commit: a cached network
+    is clustered with today's defaults, never with the ones its run saved."""
+    channels = params.get("channels") or (fit.shape[-1] if fit.ndim == 4 else 1)
+    unresolved = ImageClusterer(n_components=k, progress=False, **params)._configs(channels)
+    return resolve_auto(unresolved, len(fit), progress=False).mixture
 
 
 def _digest(images: np.ndarray) -> str:
@@ -306,7 +322,7 @@ def cluster(variant: Variant, trained: Trained, k: int) -> tuple[Outcome, dict]:
         settings["seed"] = settings.pop("mixture_seed")
     objective = trained.clusterer.config_.train.objective  # what ImageClusterer.fit would choose:
     settings["features"] = resolve_features(settings.get("features", "auto"), objective)
-    config = replace(trained.clusterer.config_.mixture, n_components=k, **settings)
+    config = replace(trained.mixture_config or trained.clusterer.config_.mixture, n_components=k, **settings)
     extra = dict(variant.extra)
     if extra.get("recon_only"):
         config = replace(config, reducer="none")

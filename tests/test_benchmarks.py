@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from aegmm.mixture import LatentMixture
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -103,6 +105,31 @@ def test_variants_read_numbers_and_auto_as_the_settings_take_them():
     )
     for given in ("noise=0", "noise=0.1", "noise=auto", "members=2", "members=auto", "train_images=300"):
         variants.TrainConfig(**dict(variants.parse_variant(given).train))
+
+
+def test_a_cached_network_is_clustered_with_the_mixture_defaults_of_today(tmp_path, monkeypatch):
+    """A network from quality.py's cache is clustered as `fit` would cluster it now, not with the
+    mixture settings its run saved: a changed mixture default reaches cached networks too."""
+    import aegmm.config as config_module
+    from conftest import TINY, two_group_images
+
+    variants = benchmark_module("variants")
+    images, _ = two_group_images(60, channels=1)
+    base = {name: TINY[name] for name in ("objective", "image_size", "width", "epochs", "batch_size")}
+    base |= {"latent_dim": 8, "members": 1, "candidates": 1, "n_init": 1}  # reducer and the rest: auto
+    default = variants.parse_variant("default")
+    first = variants.train(default, images, images, 2, None, cache=tmp_path, base=base)
+    assert first.mixture_config == first.clusterer.config_.mixture  # trained here: the same choice
+    assert first.mixture_config.reducer == "umap"  # 60 images, at least UMAP_MIN_IMAGES
+    monkeypatch.setattr(config_module, "UMAP_MIN_IMAGES", 61)  # the default changes; the network does not
+    again = variants.train(default, images, images, 2, None, cache=tmp_path, base=base)
+    assert "from_cache" in again.timings and again.clusterer.config_.mixture.reducer == "umap"
+    used = []
+    monkeypatch.setattr(
+        variants, "LatentMixture", lambda config: used.append(config) or LatentMixture(config)
+    )
+    variants.cluster(default, again, 2)
+    assert [config.reducer for config in used] == ["pca"]
 
 
 def test_quality_smoke(shared_data, tmp_path, results_untouched):
