@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from aegmm import ImageClusterer
-from aegmm.config import MixtureConfig, TrainConfig, resolve_features
+from aegmm.config import MixtureConfig, RunConfig, TrainConfig
 from aegmm.evaluation.image_scores import high_frequency, reconstruction
 from aegmm.mixture import LatentMixture
 from aegmm.pipeline import resolve_auto
@@ -139,7 +139,8 @@ class Trained:
     score_high_frequency: np.ndarray | None = None  # aegmm's image score of the scored images
     images: tuple[np.ndarray, np.ndarray] | None = None  # (fit, score), to encode other features
     other_features: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    mixture_config: MixtureConfig | None = None  # what fit chooses today (a cached run saved its own)
+    run_config: RunConfig | None = None  # the network's settings, unresolved, mixture left to variants
+    n_fit: int = 0  # images the mixture is fitted on
 
     @property
     def features(self) -> str:
@@ -191,13 +192,13 @@ def train(
 
     `base` holds ImageClusterer settings applied under the variant's own (the smoke run's tiny
     network, for example); mixture settings given there carry over to `cluster` through
-    `Trained.mixture_config`.
+    `Trained.run_config`.
 
     With `cache`, the fitted clusterer (aegmm's own safetensors + JSON format), the latents and
     the reconstruction errors are saved there, and reused by a later run with the same images and
     training settings, so mixture-only variants can be tried without retraining; the timings
-    reported are those of the run that trained it. The mixture settings are chosen afresh
-    (`resolved_mixture`), so a changed mixture default applies to a cached network too.
+    reported are those of the run that trained it. `cluster` chooses each variant's mixture
+    settings afresh (`variant_mixture`), so a changed mixture default applies to a cached network too.
     """
     params = {**(base or {}), **dict(variant.train + variant.mixture)}
     params.pop("mixture_seed", None)  # applied per mixture in `cluster`
@@ -217,11 +218,17 @@ def train(
         trained = _train(params, fit, score, k)
         if folder is not None:
             _save_cached(folder, trained, score is fit)
+    network = {**(base or {}), **dict(variant.train)}  # the mixture settings are each variant's own
+    if epochs is not None and "epochs" not in network:
+        network["epochs"] = epochs
+    channels = params.get("channels") or (fit.shape[-1] if fit.ndim == 4 else 1)
+    run_config = ImageClusterer(n_components=k, progress=False, **network)._configs(channels)
     return replace(
         trained,
         score_high_frequency=high_frequency(score),
         images=(fit, score),
-        mixture_config=resolved_mixture(params, fit, k),
+        run_config=run_config,
+        n_fit=len(fit),
     )
 
 
@@ -235,12 +242,13 @@ def resolved_training(params: dict, fit: np.ndarray) -> dict:
     return asdict(resolved)
 
 
-def resolved_mixture(params: dict, fit: np.ndarray, k: int) -> MixtureConfig:
-    """The mixture settings ImageClusterer(**params).fit(fit) chooses at this commit: a cached network
-    is clustered with today's defaults, never with the ones its run saved."""
-    channels = params.get("channels") or (fit.shape[-1] if fit.ndim == 4 else 1)
-    unresolved = ImageClusterer(n_components=k, progress=False, **params)._configs(channels)
-    return resolve_auto(unresolved, len(fit), progress=False).mixture
+def variant_mixture(trained: Trained, settings: dict) -> MixtureConfig:
+    """The mixture settings `fit` would choose at this commit for the trained network's images with
+    these `settings` given: the rest "auto" (a cached network is clustered with today's defaults,
+    never the ones its run saved, and `reducer=pca` brings PCA's restarts and candidates)."""
+    config = trained.run_config
+    given = replace(config, mixture=replace(config.mixture, **settings))
+    return resolve_auto(given, trained.n_fit, progress=False).mixture
 
 
 def _digest(images: np.ndarray) -> str:
@@ -320,9 +328,7 @@ def cluster(variant: Variant, trained: Trained, k: int) -> tuple[Outcome, dict]:
     settings = dict(variant.mixture)
     if "mixture_seed" in settings:  # reseed the reducer and EM only: the spread of one autoencoder
         settings["seed"] = settings.pop("mixture_seed")
-    objective = trained.clusterer.config_.train.objective  # what ImageClusterer.fit would choose:
-    settings["features"] = resolve_features(settings.get("features", "auto"), objective)
-    config = replace(trained.mixture_config or trained.clusterer.config_.mixture, n_components=k, **settings)
+    config = replace(variant_mixture(trained, settings), n_components=k)
     extra = dict(variant.extra)
     if extra.get("recon_only"):
         config = replace(config, reducer="none")

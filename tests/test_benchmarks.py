@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -107,29 +108,31 @@ def test_variants_read_numbers_and_auto_as_the_settings_take_them():
         variants.TrainConfig(**dict(variants.parse_variant(given).train))
 
 
-def test_a_cached_network_is_clustered_with_the_mixture_defaults_of_today(tmp_path, monkeypatch):
-    """A network from quality.py's cache is clustered as `fit` would cluster it now, not with the
-    mixture settings its run saved: a changed mixture default reaches cached networks too."""
+def test_each_variant_is_clustered_as_fit_would_cluster_with_its_settings_today(tmp_path, monkeypatch):
+    """quality.py's mixture-only variants and cached networks: the mixture settings are chosen as
+    `fit` would choose them now with the variant's settings given, not copied from the network's
+    run (a changed default reaches cached networks; reducer=pca brings PCA's own restarts)."""
     import aegmm.config as config_module
     from conftest import TINY, two_group_images
 
     variants = benchmark_module("variants")
     images, _ = two_group_images(60, channels=1)
     base = {name: TINY[name] for name in ("objective", "image_size", "width", "epochs", "batch_size")}
-    base |= {"latent_dim": 8, "members": 1, "candidates": 1, "n_init": 1}  # reducer and the rest: auto
-    default = variants.parse_variant("default")
-    first = variants.train(default, images, images, 2, None, cache=tmp_path, base=base)
-    assert first.mixture_config == first.clusterer.config_.mixture  # trained here: the same choice
-    assert first.mixture_config.reducer == "umap"  # 60 images, at least UMAP_MIN_IMAGES
-    monkeypatch.setattr(config_module, "UMAP_MIN_IMAGES", 61)  # the default changes; the network does not
-    again = variants.train(default, images, images, 2, None, cache=tmp_path, base=base)
-    assert "from_cache" in again.timings and again.clusterer.config_.mixture.reducer == "umap"
+    base |= {"latent_dim": 8, "members": 1, "candidates": 1}  # the reducer and the rest: auto
     used = []
     monkeypatch.setattr(
         variants, "LatentMixture", lambda config: used.append(config) or LatentMixture(config)
     )
+    default, pca = variants.parse_variant("default"), variants.parse_variant("reducer=pca")
+    first = variants.train(default, images, images, 2, None, cache=tmp_path, base=base)
+    variants.cluster(default, first, 2), variants.cluster(pca, first, 2)
+    assert used[0] == replace(first.clusterer.config_.mixture, n_components=2)  # as the fit chose
+    assert (used[0].reducer, used[0].n_init, used[1].reducer, used[1].n_init) == ("umap", 20, "pca", 3)
+    monkeypatch.setattr(config_module, "UMAP_MIN_IMAGES", 61)  # the default changes; the network does not
+    again = variants.train(default, images, images, 2, None, cache=tmp_path, base=base)
+    assert "from_cache" in again.timings and again.clusterer.config_.mixture.reducer == "umap"
     variants.cluster(default, again, 2)
-    assert [config.reducer for config in used] == ["pca"]
+    assert used[-1] == replace(used[1], n_components=2)  # today's default for 60 images: PCA's
 
 
 def test_quality_smoke(shared_data, tmp_path, results_untouched):
