@@ -127,12 +127,28 @@ def test_train_images_trains_on_a_random_subset_and_validates_inside_it(images):
     "n_train,batch_size,epochs",
     [(1617, 128, 39), (7200, 128, 10), (14_400, 256, 10), (1_000_000, 128, 10), (40, 128, 50)],
 )
-def test_auto_epochs_give_a_small_collection_at_least_500_steps_and_at_most_50_epochs(
+def test_auto_epochs_give_a_small_collection_at_least_500_steps_and_an_autoencoder_at_most_50_epochs(
     n_train, batch_size, epochs
 ):
     # 1,617 = scikit-learn's 1,797 digits less validation: 13 batches an epoch, 39 epochs
     assert TrainConfig(batch_size=batch_size).resolve(channels=1, n_train=n_train).epochs == epochs
     assert TrainConfig(epochs=3).resolve(channels=1, n_train=n_train).epochs == 3  # given: kept
+
+
+@pytest.mark.parametrize(
+    "n_train,objective,precision,epochs",
+    [
+        (90, "contrastive", "float32", 500),  # 100 CIFAKE images less validation: one batch an epoch
+        (180, "contrastive", "bfloat16", 500),  # 200 (results/small_epochs/): 500 steps, not 50 epochs
+        (180, "hybrid", "float32", 500),  # the same contrastive features, and a decoder
+        (900, "contrastive", "float32", 125),  # 4 batches of 256 an epoch
+        (14_400, "contrastive", "float32", 10),  # 16,000 CIFAKE images: 57 batches, the base passes
+        (14_400, "contrastive", "bfloat16", 22),
+    ],
+)
+def test_auto_epochs_give_contrastive_training_500_steps_at_any_size(n_train, objective, precision, epochs):
+    config = TrainConfig(objective=objective, precision=precision)
+    assert config.resolve(channels=3, n_train=n_train).epochs == epochs
 
 
 def test_auto_noise_denoises_single_channel_autoencoders_of_small_collections_only():

@@ -20,13 +20,14 @@ AUTO_BATCH_SIZE = {"reconstruction": 128, "contrastive": 256, "hybrid": 256}  # 
 # (SimCLR's "h", before the layers that serve the loss) clusters better than its bottleneck
 # (benchmarks/results/features/NOTES.md); an autoencoder's bottleneck is the study's latent vector.
 AUTO_FEATURES = {"reconstruction": "bottleneck", "contrastive": "pooled", "hybrid": "pooled"}
-# Epochs follow the collection: AUTO_EPOCHS passes, or more so that training takes AUTO_MIN_STEPS
-# steps (at most AUTO_MAX_EPOCHS passes): 8,000 MNIST digits or 16,000 CIFAKE images get 10 epochs,
-# scikit-learn's 1,797 digits (13 steps an epoch) 39 (benchmarks/results/small_collections/NOTES.md).
-AUTO_EPOCHS, AUTO_MIN_STEPS, AUTO_MAX_EPOCHS = 10, 500, 50
-# Contrastive training in mixed precision gets AUTO_EPOCHS_MIXED passes: its epochs take about 0.6x
-# as long on a CPU with bfloat16 instructions (benchmarks/results/bf16_default/NOTES.md), and 22 keep
-# the 16,000-image CIFAKE fit within 15 minutes: 673-685 s on an AMD EPYC (results/epochs22/NOTES.md).
+# Epochs follow the collection: AUTO_EPOCHS passes, or more for AUTO_MIN_STEPS steps (an autoencoder at
+# most 50 passes): 16,000 CIFAKE images get 10, scikit-learn's 1,797 digits 39 (small_collections/);
+# contrastive training always 500 steps: 100-200 CIFAKE images +0.02-0.03 (results/small_epochs/).
+AUTO_EPOCHS, AUTO_MIN_STEPS = 10, 500
+AUTO_MAX_EPOCHS = {"reconstruction": 50, "contrastive": AUTO_MIN_STEPS, "hybrid": AUTO_MIN_STEPS}
+# Contrastive training in mixed precision gets AUTO_EPOCHS_MIXED passes (its epochs take 0.6x as long
+# with bf16 instructions, results/bf16_default/NOTES.md): 22 keep the 16,000-image CIFAKE fit within
+# 15 minutes: 673-685 s on an AMD EPYC (results/epochs22/NOTES.md).
 AUTO_EPOCHS_MIXED = 22
 # Denoising: a single-channel autoencoder that auto epochs pass over more than AUTO_EPOCHS times
 # trains on inputs plus Gaussian noise of std AUTO_NOISE. Digits (39 passes), 3 seeds: 0.936 +- 0.033
@@ -42,10 +43,9 @@ AUTO_MEMBERS = 2
 # +- 0.003 / NMI 0.920 with 64, 0.925 +- 0.030 / 0.902 with 32: results/digits_latent64/NOTES.md),
 # else the study's 32 (a contrastive projection head reads the bottleneck; under PCA 64 did worse).
 AUTO_LATENT_DIM, AUTO_LATENT_DIM_UMAP = 32, 64  # PCA or UMAP on 823 long-tailed digits: small_grayscale/
-# The reducer follows the features: UMAP for collections of at least UMAP_MIN_IMAGES images, unless
-# they are a colour autoencoder's latents (PCA clusters those better); the
-# other settings follow it, and an autoencoder's single-channel latents get normalize "both": digits
-# 0.931 +- 0.023 against 0.889 +- 0.004 with l2 (results/scalings/NOTES.md: l2 then unsplit).
+# The reducer follows the features: UMAP from UMAP_MIN_IMAGES images, unless they are a colour
+# autoencoder's latents (PCA clusters those better); the other settings follow it, and an autoencoder's
+# single-channel latents get normalize "both": digits 0.931 +- 0.023, 0.889 +- 0.004 with l2 (scalings/).
 UMAP_MIN_IMAGES = 50  # the smallest size measured: UMAP beat PCA on 50-900 images (results/umap_floor/)
 AUTO_BY_REDUCER = {
     "umap": {"normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 5},
@@ -132,7 +132,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int | str = "auto"  # passes over the training images; auto: 10 (22 for contrastive
     # training under bfloat16 or float16 autocast), or more for a small collection (at least 500
-    # optimisation steps, at most 50 passes)
+    # optimisation steps; an autoencoder at most 50 passes)
     batch_size: int | str = "auto"  # images per optimisation step (global, over all processes);
     # auto: 256 for contrastive and hybrid training (NT-Xent wants many negatives), else 128
     lr: float = 1e-3  # Adam learning rate
@@ -205,7 +205,7 @@ class TrainConfig:
         epochs = self.epochs
         if epochs == "auto" and n_train is not None:
             mixed = chosen != "reconstruction" and precision in ("bfloat16", "float16")
-            epochs = auto_epochs(n_train, batch_size, AUTO_EPOCHS_MIXED if mixed else AUTO_EPOCHS)
+            epochs = auto_epochs(n_train, batch_size, AUTO_EPOCHS_MIXED if mixed else AUTO_EPOCHS, chosen)
         noise = auto_noise(chosen, channels, n_train, batch_size) if self.noise == "auto" else self.noise
         members = auto_members(chosen, channels, n_train) if self.members == "auto" else self.members
         resolved = {"objective": chosen, "batch_size": batch_size, "precision": precision, "epochs": epochs}
@@ -231,11 +231,11 @@ def split_sizes(n: int, val_fraction: float, limit: int = 0) -> tuple[int, int]:
 AUTO_MEMBERS_MIN_TRAIN = split_sizes(UMAP_MIN_IMAGES, TrainConfig.val_fraction)[0]  # 45
 
 
-def auto_epochs(n_train: int, batch_size: int, base: int = AUTO_EPOCHS) -> int:
+def auto_epochs(n_train: int, batch_size: int, base: int = AUTO_EPOCHS, objective="reconstruction") -> int:
     """`base` epochs, or more: enough passes over `n_train` images for AUTO_MIN_STEPS steps (at most
-    AUTO_MAX_EPOCHS)."""
+    AUTO_MAX_EPOCHS of the `objective`)."""
     steps = max(1, math.ceil(n_train / batch_size))
-    return min(AUTO_MAX_EPOCHS, max(base, math.ceil(AUTO_MIN_STEPS / steps)))
+    return min(AUTO_MAX_EPOCHS[objective], max(base, math.ceil(AUTO_MIN_STEPS / steps)))
 
 
 def auto_noise(objective: str, channels: int, n_train: int | None, batch_size: int) -> float | str:
