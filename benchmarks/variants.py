@@ -221,8 +221,7 @@ def train(
     network = {**(base or {}), **dict(variant.train)}  # the mixture settings are each variant's own
     if epochs is not None and "epochs" not in network:
         network["epochs"] = epochs
-    channels = params.get("channels") or (fit.shape[-1] if fit.ndim == 4 else 1)
-    run_config = ImageClusterer(n_components=k, progress=False, **network)._configs(channels)
+    run_config = ImageClusterer(n_components=k, progress=False, **network)._configs(_channels(params, fit))
     return replace(
         trained,
         score_high_frequency=high_frequency(score),
@@ -237,8 +236,9 @@ def resolved_training(params: dict, fit: np.ndarray) -> dict:
     noise, the precision on this machine...): a changed default never reuses a stale network."""
     given = {f.name: params[f.name] for f in fields(TrainConfig) if f.name in params}
     config = TrainConfig(**given)
-    channels = params.get("channels") or (fit.shape[-1] if fit.ndim == 4 else 1)
-    resolved, _ = resolve_on_device(config, channels=channels, n_train=config.train_count(len(fit)))
+    resolved, _ = resolve_on_device(
+        config, channels=_channels(params, fit), n_train=config.train_count(len(fit))
+    )
     return asdict(resolved)
 
 
@@ -249,6 +249,11 @@ def variant_mixture(trained: Trained, settings: dict) -> MixtureConfig:
     config = trained.run_config
     given = replace(config, mixture=replace(config.mixture, **settings))
     return resolve_auto(given, trained.n_fit, progress=False).mixture
+
+
+def _channels(params: dict, fit: np.ndarray) -> int:
+    """The channels the network is built for: given, or the fit images'."""
+    return params.get("channels") or (fit.shape[-1] if fit.ndim == 4 else 1)
 
 
 def _digest(images: np.ndarray) -> str:
