@@ -140,7 +140,6 @@ class Trained:
     images: tuple[np.ndarray, np.ndarray] | None = None  # (fit, score), to encode other features
     other_features: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     run_config: RunConfig | None = None  # the network's settings, unresolved, mixture left to variants
-    n_fit: int = 0  # images the mixture is fitted on
 
     @property
     def features(self) -> str:
@@ -200,10 +199,11 @@ def train(
     reported are those of the run that trained it. `cluster` chooses each variant's mixture
     settings afresh (`variant_mixture`), so a changed mixture default applies to a cached network too.
     """
-    params = {**(base or {}), **dict(variant.train + variant.mixture)}
+    network = {**(base or {}), **dict(variant.train)}  # the mixture settings are each variant's own
+    if epochs is not None and "epochs" not in network:
+        network["epochs"] = epochs
+    params = {**network, **dict(variant.mixture)}  # ImageClusterer.fit's, for the first variant
     params.pop("mixture_seed", None)  # applied per mixture in `cluster`
-    if epochs is not None and "epochs" not in params:
-        params["epochs"] = epochs
     folder = trained = None
     if cache is not None:
         trained_by = sorted(variant.train) + sorted((base or {}).items())
@@ -218,16 +218,12 @@ def train(
         trained = _train(params, fit, score, k)
         if folder is not None:
             _save_cached(folder, trained, score is fit)
-    network = {**(base or {}), **dict(variant.train)}  # the mixture settings are each variant's own
-    if epochs is not None and "epochs" not in network:
-        network["epochs"] = epochs
     run_config = ImageClusterer(n_components=k, progress=False, **network)._configs(_channels(params, fit))
     return replace(
         trained,
         score_high_frequency=high_frequency(score),
         images=(fit, score),
         run_config=run_config,
-        n_fit=len(fit),
     )
 
 
@@ -248,7 +244,7 @@ def variant_mixture(trained: Trained, settings: dict) -> MixtureConfig:
     never the ones its run saved, and `reducer=pca` brings PCA's restarts and candidates)."""
     config = trained.run_config
     given = replace(config, mixture=replace(config.mixture, **settings))
-    return resolve_auto(given, trained.n_fit, progress=False).mixture
+    return resolve_auto(given, len(trained.images[0]), progress=False).mixture
 
 
 def _channels(params: dict, fit: np.ndarray) -> int:
