@@ -53,7 +53,7 @@ from common import (
 )
 from peers import CLUSTIMAGE_NOTE, PEERS
 from report import TARGETS, write_markdown
-from variants import Variant, cluster, parse_variant, train
+from variants import Variant, cluster, network_params, parse_variant, resolved_network, train
 
 METHODS = (*PEERS, "clustimage", "aegmm")
 QUICK = {"fit_size": 1000, "test_size": 400, "epochs": 1}
@@ -134,10 +134,11 @@ def seeded(variants: list[Variant], seeds: list[int]) -> list[tuple[Variant, int
 def run_aegmm(
     runs: list[tuple[Variant, int]], dataset, fit, scored, epochs, emit, cache=None, base=None, only=None
 ):
-    """`runs` from `seeded`: variants sharing training settings (and seed) share one network."""
-    groups: dict[tuple, list[tuple[Variant, int]]] = {}
+    """`runs` from `seeded`: variants whose settings resolve to one network (seed included) share it."""
+    groups: dict[str, list[tuple[Variant, int]]] = {}
     for variant, seed in runs:
-        groups.setdefault(variant.train, []).append((variant, seed))
+        network = resolved_network(network_params(variant, epochs, base), fit.images)
+        groups.setdefault(json.dumps(network, sort_keys=True), []).append((variant, seed))
     tasks = tasks_of(dataset, scored, only)
     for members in groups.values():
         first, seed = members[0]

@@ -1,7 +1,9 @@
 """aegmm and its variants: `--variant reducer=umap,reduced_dim=16` style settings, run cheaply.
 
-Variants that differ only in mixture settings share one trained autoencoder: the autoencoder
-is trained once per distinct set of training settings through the public `ImageClusterer.fit`
+Variants whose settings resolve to the same network share one trained autoencoder: it is
+trained once per distinct model and training settings as `fit` resolves them (every "auto"
+chosen; a mixture setting counts where one follows it, as `latent_dim auto` follows the reducer),
+through the public `ImageClusterer.fit`
 (so its wall time is the real fit time), and every (variant, K) pair then refits only
 `aegmm.mixture.LatentMixture` on the cached latent vectors, which is exactly what `fit` does
 after training. Two settings exist only here (no library change is needed to try them):
@@ -21,18 +23,18 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from aegmm import ImageClusterer
-from aegmm.config import MixtureConfig, RunConfig, TrainConfig
+from aegmm.config import MixtureConfig, RunConfig
 from aegmm.evaluation.image_scores import high_frequency, reconstruction
 from aegmm.mixture import LatentMixture
 from aegmm.pipeline import resolve_auto
 from aegmm.preprocess import conform_images
-from aegmm.train import encode, resolve_on_device
+from aegmm.train import encode
 from common import measure
 from peers import Outcome
 
@@ -195,23 +197,22 @@ def train(
 
     With `cache`, the fitted clusterer (aegmm's own safetensors + JSON format), the latents and
     the reconstruction errors are saved there, and reused by a later run with the same images and
-    training settings, so mixture-only variants can be tried without retraining; the timings
-    reported are those of the run that trained it. `cluster` chooses each variant's mixture
-    settings afresh (`variant_mixture`), so a changed mixture default applies to a cached network too.
+    resolved network (`resolved_network`), so mixture-only variants can be tried without
+    retraining; the timings reported are those of the run that trained it. `cluster` chooses each
+    variant's mixture settings afresh (`variant_mixture`), so a changed mixture default applies to
+    a cached network too.
     """
-    network = {**(base or {}), **dict(variant.train)}  # the mixture settings are each variant's own
-    if epochs is not None and "epochs" not in network:
-        network["epochs"] = epochs
-    params = {**network, **dict(variant.mixture)}  # ImageClusterer.fit's, for the first variant
-    params.pop("mixture_seed", None)  # applied per mixture in `cluster`
+    params = network_params(variant, epochs, base)  # ImageClusterer.fit's, for the first variant
+    network = {key: value for key, value in params.items() if key not in dict(variant.mixture)}
     folder = trained = None
     if cache is not None:
-        trained_by = sorted(variant.train) + sorted((base or {}).items())
-        training = resolved_training(params, fit)
-        if training["members"] > 1:  # the cached latents: the members' vectors as they are, not unit scaled
-            trained_by.append("members side by side unscaled")
-        key = json.dumps([trained_by, training, _digest(fit), _digest(score)])
-        folder = cache / hashlib.sha256(key.encode()).hexdigest()[:16]
+        network_settings = resolved_network(params, fit)
+        key = [network_settings, _digest(fit), _digest(score)]
+        if (
+            network_settings["train"]["members"] > 1
+        ):  # cached latents: each member's as it is, not unit scaled
+            key.append("members side by side unscaled")
+        folder = cache / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         if (folder / "arrays.npz").exists():
             trained = _load_cached(folder, score is fit)
     if trained is None:
@@ -227,15 +228,24 @@ def train(
     )
 
 
-def resolved_training(params: dict, fit: np.ndarray) -> dict:
-    """The training settings ImageClusterer(**params).fit(fit) uses, "auto" resolved (the epochs, the
-    noise, the precision on this machine...): a changed default never reuses a stale network."""
-    given = {f.name: params[f.name] for f in fields(TrainConfig) if f.name in params}
-    config = TrainConfig(**given)
-    resolved, _ = resolve_on_device(
-        config, channels=_channels(params, fit), n_train=config.train_count(len(fit))
-    )
-    return asdict(resolved)
+def network_params(variant: Variant, epochs: int | None, base: dict | None) -> dict:
+    """ImageClusterer's settings for the variant's fit: `base`, then the variant's own, `epochs` where
+    neither names them. The mixture settings count too: `latent_dim auto` follows the reducer."""
+    params = {**(base or {}), **dict(variant.train), **dict(variant.mixture)}
+    if epochs is not None and "epochs" not in params:
+        params["epochs"] = epochs
+    params.pop("mixture_seed", None)  # applied per mixture in `cluster`
+    return params
+
+
+def resolved_network(params: dict, fit: np.ndarray) -> dict:
+    """The model and training settings ImageClusterer(**params).fit(fit) uses, every "auto" resolved
+    as fit resolves it (the epochs, the noise, the precision on this machine, the latent size under
+    the reducer): variants with equal ones share a network, and a changed default never reuses a
+    stale one."""
+    config = ImageClusterer(progress=False, device="cpu", **params)._configs(_channels(params, fit))
+    resolved = resolve_auto(config, len(fit), progress=False)
+    return {"model": asdict(resolved.model), "train": asdict(resolved.train)}
 
 
 def variant_mixture(trained: Trained, settings: dict) -> MixtureConfig:

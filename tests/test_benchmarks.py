@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from aegmm.config import TrainConfig
 from aegmm.mixture import LatentMixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +106,7 @@ def test_variants_read_numbers_and_auto_as_the_settings_take_them():
         ("train_images", 3000),
     )
     for given in ("noise=0", "noise=0.1", "noise=auto", "members=2", "members=auto", "train_images=300"):
-        variants.TrainConfig(**dict(variants.parse_variant(given).train))
+        TrainConfig(**dict(variants.parse_variant(given).train))
 
 
 def test_each_variant_is_clustered_as_fit_would_cluster_with_its_settings_today(tmp_path, monkeypatch):
@@ -133,6 +134,34 @@ def test_each_variant_is_clustered_as_fit_would_cluster_with_its_settings_today(
     assert "from_cache" in again.timings and again.clusterer.config_.mixture.reducer == "umap"
     variants.cluster(default, again, 2)
     assert used[-1] == replace(used[1], n_components=2)  # today's default for 60 images: PCA's
+
+
+def test_variants_share_a_network_only_where_fit_would_train_the_same_one(monkeypatch):
+    """quality.py trains one network per distinct model and training settings as `fit` resolves them:
+    `latent_dim auto` follows the reducer (64 under UMAP for a grayscale autoencoder, 32 under PCA),
+    so `reducer=pca` is no mixture-only variant there, while `mixture_seed=1` is."""
+    from conftest import TINY, two_group_images
+
+    quality = benchmark_module("quality")
+    images, groups = two_group_images(60, channels=1)
+    collection = quality.Labelled(images, groups, groups)
+    base = {name: TINY[name] for name in ("objective", "image_size", "width", "epochs", "batch_size")}
+    base |= {"members": 1, "candidates": 1}  # the latent size and the reducer: auto
+    trained_as, rows, train = [], [], quality.train
+
+    def recording_train(variant, *args, **kwargs):
+        trained = train(variant, *args, **kwargs)
+        trained_as.append((variant.name, trained.clusterer.config_.model.latent_dim))
+        return trained
+
+    monkeypatch.setattr(quality, "train", recording_train)
+    names = ("default", "mixture_seed=1", "reducer=pca")
+    runs = quality.seeded([quality.parse_variant(name) for name in names], [0])
+    quality.run_aegmm(
+        runs, "cifake", collection, collection, None, rows.append, base=base, only={"real_fake"}
+    )
+    assert trained_as == [("default", 64), ("reducer=pca", 32)]
+    assert [row["variant"] for row in rows] == list(names)
 
 
 def test_quality_smoke(shared_data, tmp_path, results_untouched):
