@@ -38,6 +38,12 @@ def pixels(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).astype(np.float32) / 255.0
 
 
+def pca_size(fit: np.ndarray) -> int:
+    """PCA_DIM components, or as many as the fitted images span (one fewer than their count: whitening
+    would divide by the last one's zero variance)."""
+    return min(PCA_DIM, fit[0].size, len(fit) - 1)
+
+
 def gmm(k: int, seed: int) -> GaussianMixture:
     return GaussianMixture(
         n_components=k,
@@ -78,7 +84,7 @@ def kmeans_pixels(fit: np.ndarray, score: np.ndarray, k: int, seed: int) -> Outc
 
 def gmm_pca(fit: np.ndarray, score: np.ndarray, k: int, seed: int) -> Outcome:
     """Full-covariance GMM on 50 whitened PCA components of the pixels."""
-    pca = PCA(n_components=min(PCA_DIM, fit[0].size), whiten=True, random_state=seed).fit(pixels(fit))
+    pca = PCA(n_components=pca_size(fit), whiten=True, random_state=seed).fit(pixels(fit))
     model = fit_gmm(pca.transform(pixels(fit)), k, seed)
     outcome = gmm_outcome(model, pca.transform(pixels(score)))
     outcome.notes["pca_explained_variance"] = round(float(pca.explained_variance_ratio_.sum()), 4)
@@ -92,7 +98,7 @@ def umap_gmm(fit: np.ndarray, score: np.ndarray, k: int, seed: int) -> Outcome:
     """
     import umap
 
-    pca = PCA(n_components=min(PCA_DIM, fit[0].size), random_state=seed).fit(pixels(fit))
+    pca = PCA(n_components=pca_size(fit), random_state=seed).fit(pixels(fit))
     reducer = umap.UMAP(n_components=k, n_neighbors=UMAP_NEIGHBORS, min_dist=0.0, random_state=seed, n_jobs=1)
     embedded = reducer.fit_transform(pca.transform(pixels(fit)))
     placed = embedded if score is fit else reducer.transform(pca.transform(pixels(score)))

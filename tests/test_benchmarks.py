@@ -16,6 +16,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from aegmm.config import TrainConfig
@@ -134,6 +135,20 @@ def test_each_variant_is_clustered_as_fit_would_cluster_with_its_settings_today(
     assert "from_cache" in again.timings and again.clusterer.config_.mixture.reducer == "umap"
     variants.cluster(default, again, 2)
     assert used[-1] == replace(used[1], n_components=2)  # today's default for 60 images: PCA's
+
+
+def test_pixel_peers_cluster_fewer_images_than_their_pca_components():
+    """Under 51 fitted images the peers keep one PCA component fewer than the images (PCA(50) would
+    refuse them, and whitening the last component would divide by its zero variance)."""
+    from conftest import two_group_images
+
+    peers = benchmark_module("peers")
+    images, _ = two_group_images(30)
+    for name in ("gmm_pca50", "pca_umap_gmm"):
+        outcome = peers.PEERS[name](images, images, 2, 0)
+        assert outcome.labels.shape == (30,) and set(outcome.labels) <= {0, 1}, name
+        assert np.isfinite(outcome.scores["nll"]).all(), name
+    assert peers.pca_size(images) == 29 and peers.pca_size(np.repeat(images, 2, axis=0)) == peers.PCA_DIM
 
 
 def test_variants_share_a_network_only_where_fit_would_train_the_same_one(monkeypatch):

@@ -20,6 +20,7 @@ from aegmm.augment import (
     augment,
     colour_jitter,
     default_policy,
+    gaussian_blur,
     grayscale,
     turn_hue,
 )
@@ -163,6 +164,31 @@ def test_hue_jitter_draws_after_the_other_jitters_and_only_when_asked():
             Normalizer((0.5,), (0.2,)),
             torch.Generator(),
         )
+
+
+def test_blur_draws_last_keeps_each_image_mean_and_leaves_the_unchosen_sharp():
+    """The optional Gaussian blur: drawn after everything else and only when asked, so the views
+    under it are the sharp views smoothed; about blur_p of them, each keeping its mean colour."""
+    normalizer = Normalizer((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    x = torch.randn(64, 3, 16, 16) * 0.5
+    sharp = augment(x, COLOUR, normalizer, torch.Generator().manual_seed(3))
+    blurred = augment(x, replace(COLOUR, blur_p=1.0), normalizer, torch.Generator().manual_seed(3))
+    again = augment(x, replace(COLOUR, blur_p=1.0), normalizer, torch.Generator().manual_seed(3))
+    assert torch.equal(blurred, again)
+
+    def roughness(views):  # mean absolute difference of neighbouring pixels, per image
+        return (views[..., 1:] - views[..., :-1]).abs().mean(dim=(1, 2, 3))
+
+    smoother, rough = roughness(blurred), roughness(sharp)  # sigma 0.1 hardly smooths at all
+    assert (smoother <= rough + 1e-6).all() and smoother.mean() < 0.8 * rough.mean()
+    torch.testing.assert_close(blurred.mean(dim=(2, 3)), sharp.mean(dim=(2, 3)), atol=0.05, rtol=0)
+    half = augment(x, replace(COLOUR, blur_p=0.5), normalizer, torch.Generator().manual_seed(3))
+    untouched = (half == sharp).flatten(1).all(1)
+    assert 16 < int(untouched.sum()) < 48 and not torch.equal(half, sharp)
+    flat = torch.full((2, 3, 8, 8), 0.25)
+    torch.testing.assert_close(gaussian_blur(flat, replace(COLOUR, blur_p=1.0), torch.Generator()), flat)
+    with pytest.raises(ValueError, match="blur_sigma must be \\(lo, hi\\) with 0 < lo <= hi <= 3 pixels"):
+        AugmentPolicy(blur_sigma=(0.0, 1.0))
 
 
 def test_identity_policy_returns_the_input():

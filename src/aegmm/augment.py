@@ -7,10 +7,11 @@ exactly what an uninterrupted one would have drawn.
 Geometry (random resized crop, horizontal flip, small rotation) is ONE affine matrix per image,
 applied with ``F.affine_grid`` + ``F.grid_sample``; the grid has the policy's ``size`` (default:
 the image's), so a smaller view is cropped and resized in the same one step. Colour jitter
-(brightness, contrast, saturation) and grayscale are per-image tensor ops. All of it runs in
-pixel space: the batch is denormalised with the Normalizer's mean and std, transformed, clipped
-to [0, 1] and normalised again, so "brightness x1.3" means what it says, and pixels sampled
-outside the image are black (the background of digit scans), not the mean colour.
+(brightness, contrast, saturation), grayscale and the optional Gaussian blur are per-image tensor
+ops. All of it runs in pixel space: the batch is denormalised with the Normalizer's mean and
+std, transformed, clipped to [0, 1] and normalised again, so "brightness x1.3" means what it
+says, and pixels sampled outside the image are black (the background of digit scans), not the
+mean colour.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class AugmentPolicy:
     hue: float = 0.0  # hue turned by up to this fraction of the colour circle (torchvision's hue)
     jitter_p: float = 0.8  # probability that an image gets the colour jitter at all
     grayscale_p: float = 0.2  # probability that an image is turned gray (after the jitter)
+    blur_p: float = 0.0  # probability of a Gaussian blur (last; SimCLR's 0.5 for ImageNet, none for CIFAR)
+    blur_sigma: tuple[float, float] = (0.1, 1.0)  # its standard deviation in view pixels, drawn uniformly
     size: int | None = None  # side of the views in pixels; None: the images' own
 
     def __post_init__(self) -> None:
@@ -60,7 +63,12 @@ class AugmentPolicy:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.hue <= 0.5:
             raise ValueError(f"hue must be in [0, 0.5] (a fraction of the colour circle), got {self.hue}")
-        for name in ("jitter_p", "grayscale_p"):
+        lo, hi = self.blur_sigma
+        if not 0 < lo <= hi <= 3:
+            raise ValueError(
+                f"blur_sigma must be (lo, hi) with 0 < lo <= hi <= 3 pixels, got {self.blur_sigma}"
+            )
+        for name in ("jitter_p", "grayscale_p", "blur_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
 
@@ -116,6 +124,8 @@ def augment(x: Tensor, policy: AugmentPolicy, normalizer: Normalizer, generator:
     pixels = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if policy.colour:
         pixels = colour_jitter(pixels, policy, generator)
+    if policy.blur_p > 0:  # drawn last and only then: a policy without blur draws what it drew before
+        pixels = gaussian_blur(pixels, policy, generator)
     return (pixels.clamp(0.0, 1.0) - mean) / std
 
 
@@ -175,6 +185,25 @@ def colour_jitter(pixels: Tensor, policy: AugmentPolicy, generator: torch.Genera
         )
         out = turn_hue(out, angle)
     return torch.where(gray_too, grayscale(out).expand_as(out), out)
+
+
+def gaussian_blur(pixels: Tensor, policy: AugmentPolicy, generator: torch.Generator) -> Tensor:
+    """Each image of (B, C, H, W) blurred with probability blur_p by a Gaussian of a standard deviation
+    drawn in blur_sigma (pixels); the others pass unchanged. One separable depthwise convolution
+    over the whole batch, a kernel per image (a one-tap kernel for those left sharp), edges mirrored."""
+    n, channels, height, width = pixels.shape
+    u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+    lo, hi = policy.blur_sigma
+    sigma = torch.where(u[:, 0] < policy.blur_p, lo + (hi - lo) * u[:, 1], 0.0)  # 0: left sharp
+    radius = min(math.ceil(3 * hi), (min(height, width) - 1) // 2)  # mirroring needs less than a side
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    weights = torch.exp(-0.5 * (offsets / sigma.clamp(min=1e-3)[:, None]) ** 2)  # (B, taps)
+    weights = (weights / weights.sum(1, keepdim=True)).to(pixels.device, pixels.dtype)
+    kernel = weights.repeat_interleave(channels, 0)  # (B * C, taps): one per image and channel
+    flat = F.pad(pixels.reshape(1, n * channels, height, width), (radius,) * 4, mode="reflect")
+    flat = F.conv2d(flat, kernel.view(n * channels, 1, 1, -1), groups=n * channels)  # along rows
+    flat = F.conv2d(flat, kernel.view(n * channels, 1, -1, 1), groups=n * channels)  # along columns
+    return flat.view(n, channels, height, width)
 
 
 def turn_hue(pixels: Tensor, angle: Tensor) -> Tensor:
