@@ -2,11 +2,11 @@
 
 Variants whose settings resolve to the same network share one trained autoencoder: it is
 trained once per distinct model and training settings as `fit` resolves them (every "auto"
-chosen; a mixture setting counts where one follows it, as `latent_dim auto` follows the reducer),
-through the public `ImageClusterer.fit`
-(so its wall time is the real fit time), and every (variant, K) pair then refits only
-`aegmm.mixture.LatentMixture` on the cached latent vectors, which is exactly what `fit` does
-after training. Two settings exist only here (no library change is needed to try them):
+chosen; a mixture setting counts where one follows it, as `latent_dim auto` follows the
+reducer), through the public `ImageClusterer.fit` (so its wall time is the real fit time), and
+every (variant, K) pair then refits only `aegmm.mixture.LatentMixture` on the cached latent
+vectors, which is exactly what `fit` does after training. Three settings exist only here (no
+library change is needed to try them):
 
 - `recon_feature=1`: append log(per-image reconstruction MSE) to the latent vector as one more
   column before the mixture (standardised like the others, then reduced).
@@ -208,9 +208,8 @@ def train(
     if cache is not None:
         network_settings = resolved_network(params, fit)
         key = [network_settings, _digest(fit), _digest(score)]
-        if (
-            network_settings["train"]["members"] > 1
-        ):  # cached latents: each member's as it is, not unit scaled
+        # several members' cached latents are each member's vectors as they are, not unit scaled
+        if network_settings["train"]["members"] > 1:
             key.append("members side by side unscaled")
         folder = cache / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         if (folder / "arrays.npz").exists():
