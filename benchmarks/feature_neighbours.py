@@ -4,11 +4,15 @@
 - neighbour purity: the share of each fit image's k nearest fit images (L2-normalised features)
   that have its CIFAR class, and the held-out accuracy of a 20-nearest-neighbour vote (labels
   used: an upper reference, not a clustering);
+- the domain: the share of the 20 nearest that have its REAL/FAKE domain, and the held-out
+  accuracy of a logistic regression reading the domain from the features (how much of the
+  generator the features keep);
 - the mixture side: UMAP (n_neighbors x dims, min_dist 0) on the standardised L2 features, then a
   full-covariance GMM (K = 10, 5 restarts), scored on the fit images.
 
     python benchmarks/feature_neighbours.py --entry /tmp/qcache/fb16bae0fe9a0834 --out DIR
     python benchmarks/feature_neighbours.py --entry DIR --neighbours 15,30 --dims 10 --out DIR
+    python benchmarks/feature_neighbours.py --entry DIR --neighbours "" --dims "" --out DIR  # no UMAP
 """
 
 from __future__ import annotations
@@ -46,6 +50,19 @@ def purity(fit: np.ndarray, fit_classes: np.ndarray, held: np.ndarray, held_clas
     return out | {"vote_20nn_heldout_acc": float((votes == held_classes).mean())}
 
 
+def domain(fit: np.ndarray, fit_domains: np.ndarray, held: np.ndarray, held_domains: np.ndarray) -> dict:
+    """How much of the REAL/FAKE domain the features hold: neighbours' and a linear read-out's."""
+    from sklearn.linear_model import LogisticRegression
+
+    fit, held = unit(fit), unit(held)
+    _, near = NearestNeighbors(n_neighbors=21).fit(fit).kneighbors(fit)
+    linear = LogisticRegression(max_iter=2000).fit(fit, fit_domains)
+    return {
+        "domain_purity_20": float((fit_domains[near[:, 1:]] == fit_domains[:, None]).mean()),
+        "linear_domain_heldout_acc": float(linear.score(held, held_domains)),
+    }
+
+
 def umap_mixture(x: np.ndarray, classes: np.ndarray, neighbours: int, dims: int, seed: int = 0) -> dict:
     """UMAP then a GMM on `x`, the standardised L2 features (computed once by the caller)."""
     import umap
@@ -76,13 +93,17 @@ def main(argv: list[str] | None = None) -> int:
             f"expected features of the CIFAKE split (16,000 / 4,000), got {len(fit)} / {len(held)}"
         )
     x = StandardScaler().fit_transform(unit(fit))
-    rows = [umap_mixture(x, fit_set.classes, n, 10) for n in map(int, args.neighbours.split(","))]
-    rows += [umap_mixture(x, fit_set.classes, 30, d) for d in map(int, args.dims.split(",")) if d != 10]
+    neighbours, dims = (
+        list(map(int, filter(None, text.split(",")))) for text in (args.neighbours, args.dims)
+    )
+    rows = [umap_mixture(x, fit_set.classes, n, 10) for n in neighbours]
+    rows += [umap_mixture(x, fit_set.classes, 30, d) for d in dims if d != 10]
     report = {
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine(),
         "entry": str(args.entry),
         "neighbour_purity": purity(fit, fit_set.classes, held, held_set.classes),
+        "domain": domain(fit, fit_set.domains, held, held_set.domains),
         "umap_gmm_fit_set": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -91,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{report['command']}`",
         "",
         "Neighbour purity: " + json.dumps(report["neighbour_purity"]),
+        "",
+        "REAL/FAKE domain: " + json.dumps(report["domain"]),
         "",
     ]
     lines += ["| UMAP neighbours | dims | acc | NMI | seconds |", "| --- | --- | --- | --- | --- |"]

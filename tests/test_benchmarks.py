@@ -137,6 +137,21 @@ def test_each_variant_is_clustered_as_fit_would_cluster_with_its_settings_today(
     assert used[-1] == replace(used[1], n_components=2)  # today's default for 60 images: PCA's
 
 
+def test_feature_neighbours_reads_the_domain_the_features_keep():
+    """feature_neighbours.domain: features split by domain give purity and a linear read-out near 1;
+    a domain the features do not hold gives about one half."""
+    probe = benchmark_module("feature_neighbours")
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(400, 8))
+    kept = (features[:, 0] > 0).astype(int)
+    features[:, 0] += np.where(kept == 1, 3.0, -3.0)
+    split = probe.domain(features[:300], kept[:300], features[300:], kept[300:])
+    assert split["domain_purity_20"] > 0.95 and split["linear_domain_heldout_acc"] > 0.95
+    unrelated = rng.integers(0, 2, 400)
+    lost = probe.domain(features[:300], unrelated[:300], features[300:], unrelated[300:])
+    assert 0.35 < lost["domain_purity_20"] < 0.65 and 0.35 < lost["linear_domain_heldout_acc"] < 0.65
+
+
 def test_pixel_peers_cluster_fewer_images_than_their_pca_components():
     """Under 51 fitted images the peers keep one PCA component fewer than the images (PCA(50) would
     refuse them, and whitening the last component would divide by its zero variance)."""
