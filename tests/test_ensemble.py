@@ -50,8 +50,13 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     [
         ("reconstruction", 1, 7200, AUTO_MEMBERS),  # 8,000 MNIST digits less validation
         ("reconstruction", 1, 1617, AUTO_MEMBERS),  # scikit-learn's digits less validation
-        ("reconstruction", 1, AUTO_MEMBERS_MIN_TRAIN, AUTO_MEMBERS),  # 50 images: UMAP's smallest
-        ("reconstruction", 1, AUTO_MEMBERS_MIN_TRAIN - 1, 1),  # the mixture runs PCA: one network
+        (
+            "reconstruction",
+            1,
+            AUTO_MEMBERS_MIN_TRAIN,
+            AUTO_MEMBERS,
+        ),  # 50 images: the fewest measured with two
+        ("reconstruction", 1, AUTO_MEMBERS_MIN_TRAIN - 1, 1),  # 27 and 42 digits were measured with one
         ("reconstruction", 3, 7200, 1),
         ("contrastive", 1, 7200, 1),
         ("reconstruction", 1, None, "auto"),  # unknown collection: left for later
@@ -62,11 +67,19 @@ def test_auto_members_follow_the_kind_of_image_and_the_collection(objective, cha
     assert resolved.members == expected
 
 
-@pytest.mark.parametrize("n_images", [UMAP_MIN_IMAGES - 1, UMAP_MIN_IMAGES, 20_000])
-def test_a_grayscale_collection_trains_two_members_exactly_where_its_mixture_runs_umap(n_images):
+@pytest.mark.parametrize(
+    ("n_images", "reducer", "members"),
+    [
+        (UMAP_MIN_IMAGES - 1, "pca", 1),
+        (UMAP_MIN_IMAGES, "umap", 1),  # UMAP from 20 images, one network: measured down to 20
+        (49, "umap", 1),
+        (50, "umap", AUTO_MEMBERS),  # 45 training images: two networks, measured from 50
+        (20_000, "umap", AUTO_MEMBERS),
+    ],
+)
+def test_a_grayscale_collection_runs_umap_from_20_images_and_two_members_from_50(n_images, reducer, members):
     config = resolve_auto(RunConfig(model=ModelConfig(channels=1)), n_images, progress=False)
-    assert (config.train.members == AUTO_MEMBERS) == (config.mixture.reducer == "umap")
-    assert config.train.members in (1, AUTO_MEMBERS)
+    assert (config.mixture.reducer, config.train.members) == (reducer, members)
 
 
 def test_members_are_checked_and_a_run_saved_before_them_had_one_network():

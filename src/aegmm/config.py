@@ -34,8 +34,8 @@ AUTO_EPOCHS_MIXED = 22
 # with it, 0.895 +- 0.007 without (10 seeds with it: 0.904 +- 0.027, results/digits_seeds10/); MNIST
 # 8,000 (10 passes): 0.903 +- 0.084 with it, 0.954 +- 0.005 without (benchmarks/results/denoising/).
 AUTO_NOISE = 0.1
-# Members follow the reducer: a single-channel autoencoder on AUTO_MEMBERS_MIN_TRAIN+ training images
-# (UMAP's smallest collection) trains AUTO_MEMBERS networks side by side (nn.Ensemble). MNIST 8,000:
+# Members: a single-channel autoencoder on AUTO_MEMBERS_MIN_TRAIN+ training images (50 images, the
+# fewest measured with two) trains AUTO_MEMBERS networks side by side (nn.Ensemble). MNIST 8,000:
 # 0.957 +- 0.003 against 0.921 +- 0.062 for one (benchmarks/results/ensemble/NOTES.md); 3,000: 18 of
 # 24 windows right, one 11 of 30 (member_pairs/); digits 0.925 +- 0.030 (digits_scalings/).
 AUTO_MEMBERS = 2
@@ -46,7 +46,7 @@ AUTO_LATENT_DIM, AUTO_LATENT_DIM_UMAP = 32, 64  # PCA or UMAP on 823 long-tailed
 # The reducer follows the features: UMAP from UMAP_MIN_IMAGES images, unless they are a colour
 # autoencoder's latents (PCA clusters those better); the other settings follow it, and an autoencoder's
 # single-channel latents get normalize "both": digits 0.931 +- 0.023, 0.889 +- 0.004 with l2 (scalings/).
-UMAP_MIN_IMAGES = 50  # the smallest size measured: UMAP beat PCA on 50-900 images (results/umap_floor/)
+UMAP_MIN_IMAGES = 20  # the smallest size measured: UMAP beat PCA on 20-900 images (results/umap_floor/)
 AUTO_BY_REDUCER = {
     "umap": {"normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 5},
     "pca": {"normalize": "none", "reduced_dim": 20, "n_init": 3, "candidates": 1},
@@ -228,7 +228,7 @@ def split_sizes(n: int, val_fraction: float, limit: int = 0) -> tuple[int, int]:
     return m - n_val, n_val
 
 
-AUTO_MEMBERS_MIN_TRAIN = split_sizes(UMAP_MIN_IMAGES, TrainConfig.val_fraction)[0]  # 45
+AUTO_MEMBERS_MIN_TRAIN = split_sizes(50, TrainConfig.val_fraction)[0]  # 45; one under it: umap_floor/small/
 
 
 def auto_epochs(n_train: int, batch_size: int, base: int = AUTO_EPOCHS, objective="reconstruction") -> int:
@@ -279,7 +279,7 @@ class MixtureConfig:
     # before standardising; both: fits under l2 and under none, one of each kept by
     # candidate_rule, then the more even of the two; auto: both for an autoencoder's single-channel
     # latents under umap, l2 for other umap, else none
-    reducer: str = "auto"  # reduction after standardising, before the mixture; auto: umap for 50+
+    reducer: str = "auto"  # reduction after standardising, before the mixture; auto: umap for 20+
     # images (not a colour autoencoder's latents), else pca
     reduced_dim: int | str = "auto"  # output size of the reducer; auto: 10 with umap, else 20
     n_init: int | str = "auto"  # EM restarts, the best is kept; auto: 20 with umap, else 3
