@@ -14,7 +14,7 @@ from aegmm import ImageClusterer
 from aegmm import config as config_module
 from aegmm.cli import main
 from aegmm.cli_parser import build_parser
-from aegmm.config import TrainConfig
+from aegmm.config import UMAP_MIN_IMAGES, TrainConfig
 from aegmm.evaluation.evaluate import evaluate_run
 from aegmm.evaluation.report import NO_DECODER
 from aegmm.train import native_bfloat16, precision_plan
@@ -99,21 +99,22 @@ def test_view_size_is_saved_loaded_and_refused_where_it_cannot_work(images, tmp_
 def test_auto_trains_colour_by_contrast_and_single_channel_by_reconstruction(
     channels, objective, batch_size, noise, features, dim, tmp_path, capsys
 ):
-    images = two_group_images(48, channels=channels)[0]
+    n = UMAP_MIN_IMAGES - 1  # too few for UMAP whatever the objective
+    images = two_group_images(n, channels=channels)[0]
     auto = {k: v for k, v in TINY.items() if k not in ("objective", "batch_size")} | {"progress": True}
     clusterer = ImageClusterer(**auto).fit(images)
     train = clusterer.config_.train
     assert (train.objective, train.batch_size, train.noise) == (objective, batch_size, noise)
     kind = "colour" if channels == 3 else "single-channel"
-    said = capsys.readouterr().err  # 48 images: too few for UMAP whatever the objective
+    said = capsys.readouterr().err
     native = native_bfloat16(torch.device("cpu"))  # contrastive training: bfloat16 where the CPU has it
     precision = "bfloat16" if native and objective == "contrastive" else "float32"
     assert train.precision == precision
     chosen = f"objective {objective}, batch_size {batch_size}, precision {precision}"
     chosen += f", noise {noise}, reducer pca" if objective == "reconstruction" else ", reducer pca"
-    assert f"settings for 48 {kind} images: {chosen}" in said
+    assert f"settings for {n} {kind} images: {chosen}" in said
     assert f"candidates 1, features {features}\n" in said
-    assert clusterer.transform(images).shape == (48, dim)  # pooled: 512 x 0.125; bottleneck: latent_dim
+    assert clusterer.transform(images).shape == (n, dim)  # pooled: 512 x 0.125; bottleneck: latent_dim
     loaded = aegmm.load(clusterer.save(tmp_path / "run"), progress=False)
     assert (loaded.objective, loaded.batch_size, loaded.noise, loaded.features) == (
         objective,
