@@ -50,12 +50,7 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     [
         ("reconstruction", 1, 7200, AUTO_MEMBERS),  # 8,000 MNIST digits less validation
         ("reconstruction", 1, 1617, AUTO_MEMBERS),  # scikit-learn's digits less validation
-        (
-            "reconstruction",
-            1,
-            AUTO_MEMBERS_MIN_TRAIN,
-            AUTO_MEMBERS,
-        ),  # 50 images: the fewest measured with two
+        ("reconstruction", 1, AUTO_MEMBERS_MIN_TRAIN, AUTO_MEMBERS),  # 50 images: fewest measured with 2
         ("reconstruction", 1, AUTO_MEMBERS_MIN_TRAIN - 1, 1),  # 27 and 42 digits were measured with one
         ("reconstruction", 3, 7200, 1),
         ("contrastive", 1, 7200, 1),
