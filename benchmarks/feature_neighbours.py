@@ -37,29 +37,33 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def purity(fit: np.ndarray, fit_classes: np.ndarray, held: np.ndarray, held_classes: np.ndarray) -> dict:
-    fit = unit(fit)
-    index = NearestNeighbors(n_neighbors=21).fit(fit)
-    _, near = index.kneighbors(fit)  # (N, 21): each image first
-    out = {
-        f"purity_{k}": float((fit_classes[near[:, 1 : k + 1]] == fit_classes[:, None]).mean())
-        for k in (10, 20)
-    }
-    _, near = index.kneighbors(unit(held), n_neighbors=20)
-    votes = np.array([np.bincount(fit_classes[row], minlength=10).argmax() for row in near])
+def neighbours(fit: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each fit image's 20 nearest other fit images, each held-out image's 20 nearest fit images),
+    indices into `fit`, on L2-normalised features: found once for the class and the domain."""
+    index = NearestNeighbors(n_neighbors=21).fit(unit(fit))
+    _, near = index.kneighbors(unit(fit))  # (N, 21): each image first
+    _, near_held = index.kneighbors(unit(held), n_neighbors=20)
+    return near[:, 1:], near_held
+
+
+def purity(
+    near: np.ndarray, near_held: np.ndarray, fit_classes: np.ndarray, held_classes: np.ndarray
+) -> dict:
+    out = {f"purity_{k}": float((fit_classes[near[:, :k]] == fit_classes[:, None]).mean()) for k in (10, 20)}
+    votes = np.array([np.bincount(fit_classes[row], minlength=10).argmax() for row in near_held])
     return out | {"vote_20nn_heldout_acc": float((votes == held_classes).mean())}
 
 
-def domain(fit: np.ndarray, fit_domains: np.ndarray, held: np.ndarray, held_domains: np.ndarray) -> dict:
+def domain(
+    near: np.ndarray, fit: np.ndarray, fit_domains: np.ndarray, held: np.ndarray, held_domains: np.ndarray
+) -> dict:
     """How much of the REAL/FAKE domain the features hold: neighbours' and a linear read-out's."""
     from sklearn.linear_model import LogisticRegression
 
-    fit, held = unit(fit), unit(held)
-    _, near = NearestNeighbors(n_neighbors=21).fit(fit).kneighbors(fit)
-    linear = LogisticRegression(max_iter=2000).fit(fit, fit_domains)
+    linear = LogisticRegression(max_iter=2000).fit(unit(fit), fit_domains)
     return {
-        "domain_purity_20": float((fit_domains[near[:, 1:]] == fit_domains[:, None]).mean()),
-        "linear_domain_heldout_acc": float(linear.score(held, held_domains)),
+        "domain_purity_20": float((fit_domains[near] == fit_domains[:, None]).mean()),
+        "linear_domain_heldout_acc": float(linear.score(unit(held), held_domains)),
     }
 
 
@@ -93,17 +97,18 @@ def main(argv: list[str] | None = None) -> int:
             f"expected features of the CIFAKE split (16,000 / 4,000), got {len(fit)} / {len(held)}"
         )
     x = StandardScaler().fit_transform(unit(fit))
-    neighbours, dims = (
+    umap_neighbours, dims = (
         list(map(int, filter(None, text.split(",")))) for text in (args.neighbours, args.dims)
     )
-    rows = [umap_mixture(x, fit_set.classes, n, 10) for n in neighbours]
+    rows = [umap_mixture(x, fit_set.classes, n, 10) for n in umap_neighbours]
     rows += [umap_mixture(x, fit_set.classes, 30, d) for d in dims if d != 10]
+    near, near_held = neighbours(fit, held)
     report = {
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine(),
         "entry": str(args.entry),
-        "neighbour_purity": purity(fit, fit_set.classes, held, held_set.classes),
-        "domain": domain(fit, fit_set.domains, held, held_set.domains),
+        "neighbour_purity": purity(near, near_held, fit_set.classes, held_set.classes),
+        "domain": domain(near, fit, fit_set.domains, held, held_set.domains),
         "umap_gmm_fit_set": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -218,7 +218,7 @@ def train(
         trained = _train(params, fit, score, k)
         if folder is not None:
             _save_cached(folder, trained, score is fit)
-    run_config = ImageClusterer(n_components=k, progress=False, **network)._configs(_channels(params, fit))
+    run_config = _run_config(network, fit, n_components=k)
     return replace(
         trained,
         score_high_frequency=high_frequency(score),
@@ -242,8 +242,7 @@ def resolved_network(params: dict, fit: np.ndarray) -> dict:
     as fit resolves it (the epochs, the noise, the precision on this machine, the latent size under
     the reducer): variants with equal ones share a network, and a changed default never reuses a
     stale one."""
-    config = ImageClusterer(progress=False, device="cpu", **params)._configs(_channels(params, fit))
-    resolved = resolve_auto(config, len(fit), progress=False)
+    resolved = resolve_auto(_run_config(params, fit, device="cpu"), len(fit), progress=False)
     return {"model": asdict(resolved.model), "train": asdict(resolved.train)}
 
 
@@ -254,6 +253,11 @@ def variant_mixture(trained: Trained, settings: dict) -> MixtureConfig:
     config = trained.run_config
     given = replace(config, mixture=replace(config.mixture, **settings))
     return resolve_auto(given, len(trained.images[0]), progress=False).mixture
+
+
+def _run_config(params: dict, fit: np.ndarray, **fixed) -> RunConfig:
+    """ImageClusterer(**params, **fixed)'s settings, unresolved, for a network of the fit images' channels."""
+    return ImageClusterer(progress=False, **params, **fixed)._configs(_channels(params, fit))
 
 
 def _channels(params: dict, fit: np.ndarray) -> int:

@@ -145,10 +145,11 @@ def test_feature_neighbours_reads_the_domain_the_features_keep():
     features = rng.normal(size=(400, 8))
     kept = (features[:, 0] > 0).astype(int)
     features[:, 0] += np.where(kept == 1, 3.0, -3.0)
-    split = probe.domain(features[:300], kept[:300], features[300:], kept[300:])
+    near, _ = probe.neighbours(features[:300], features[300:])
+    split = probe.domain(near, features[:300], kept[:300], features[300:], kept[300:])
     assert split["domain_purity_20"] > 0.95 and split["linear_domain_heldout_acc"] > 0.95
     unrelated = rng.integers(0, 2, 400)
-    lost = probe.domain(features[:300], unrelated[:300], features[300:], unrelated[300:])
+    lost = probe.domain(near, features[:300], unrelated[:300], features[300:], unrelated[300:])
     assert 0.35 < lost["domain_purity_20"] < 0.65 and 0.35 < lost["linear_domain_heldout_acc"] < 0.65
 
 

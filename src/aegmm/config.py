@@ -231,7 +231,7 @@ def split_sizes(n: int, val_fraction: float, limit: int = 0) -> tuple[int, int]:
 AUTO_MEMBERS_MIN_TRAIN = split_sizes(50, TrainConfig.val_fraction)[0]  # 45; one under it: umap_floor/small/
 
 
-def auto_epochs(n_train: int, batch_size: int, base: int = AUTO_EPOCHS, objective="reconstruction") -> int:
+def auto_epochs(n_train: int, batch_size: int, base: int, objective: str) -> int:
     """`base` epochs, or more: enough passes over `n_train` images for AUTO_MIN_STEPS steps (at most
     AUTO_MAX_EPOCHS of the `objective`)."""
     steps = max(1, math.ceil(n_train / batch_size))
@@ -246,7 +246,7 @@ def auto_noise(objective: str, channels: int, n_train: int | None, batch_size: i
         return 0.0
     if n_train is None:
         return "auto"
-    return AUTO_NOISE if auto_epochs(n_train, batch_size) > AUTO_EPOCHS else 0.0
+    return AUTO_NOISE if auto_epochs(n_train, batch_size, AUTO_EPOCHS, objective) > AUTO_EPOCHS else 0.0
 
 
 def auto_members(objective: str, channels: int, n_train: int | None) -> int | str:
