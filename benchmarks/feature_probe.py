@@ -1,6 +1,6 @@
 """Which features of a trained encoder cluster best: the same network read several ways.
 
-    python benchmarks/feature_probe.py RUN [RUN ...] --kinds bottleneck,pooled,gem --out FILE.jsonl
+    python benchmarks/feature_probe.py RUN [RUN ...] --kinds bottleneck,pooled,gem [--jobs 2] --out FILE.jsonl
 
 RUN is a saved run folder (e.g. the `run/` of a `quality.py --cache` entry: the default
 contrastive encoders). Each kind of feature is computed for the CIFAKE split of `quality.py`
@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--kinds", default="bottleneck,pooled")
     parser.add_argument("--candidates", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes for the candidates")
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, appended")
     args = parser.parse_args(argv)
     kinds = args.kinds.split(",")
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             fit_x, scored_x = features(clusterer, fit.images, kind), features(clusterer, scored.images, kind)
             config = replace(clusterer.config_.mixture, candidates=args.candidates, n_components=10)
-            mixture = LatentMixture(config).fit(fit_x)
+            mixture = LatentMixture(config).fit(fit_x, n_jobs=args.jobs)
             row = {"run": str(run), "seed": clusterer.config_.train.seed, "kind": kind}
             row |= {"candidates": args.candidates, **agreement(scored.classes, mixture.predict(scored_x))}
             row["seconds"] = round(time.perf_counter() - start)
