@@ -153,6 +153,34 @@ def test_feature_neighbours_reads_the_domain_the_features_keep():
     assert 0.35 < lost["domain_purity_20"] < 0.65 and 0.35 < lost["linear_domain_heldout_acc"] < 0.65
 
 
+def test_domain_removal_takes_the_domain_out_of_the_features_and_keeps_the_rest():
+    """domain_removal.remove_domain: "project" leaves no trace of the domain direction (a fresh
+    linear read-out falls to chance) and keeps the other directions; "center" zeroes each domain's
+    mean on the fit images and moves held-out images by their own domain's; "none" changes nothing."""
+    from sklearn.linear_model import LogisticRegression
+
+    probe = benchmark_module("domain_removal")
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(600, 6)) + np.array([0, 0, 0, 0, 0, 4.0])
+    domains = rng.integers(0, 2, 600)
+    features[:, 0] += np.where(domains == 1, 2.0, -2.0)
+    fit, held, fit_d, held_d = features[:400], features[400:], domains[:400], domains[400:]
+    assert all(a is b for a, b in zip(probe.remove_domain("none", fit, fit_d, held, held_d), (fit, held)))
+    before = LogisticRegression().fit(probe.unit(fit), fit_d).score(probe.unit(held), held_d)
+    x, y = probe.remove_domain("project", fit, fit_d, held, held_d)
+    after = LogisticRegression().fit(x, fit_d).score(y, held_d)
+    assert before > 0.9 and after < 0.65
+    kept = [np.corrcoef(x[:, j], probe.unit(fit)[:, j])[0, 1] for j in range(1, 6)]
+    assert min(kept) > 0.95  # the directions without the domain stay
+    x, y = probe.remove_domain("center", fit, fit_d, held, held_d)
+    for d in (0, 1):
+        assert np.allclose(x[fit_d == d].mean(0), 0, atol=1e-12)
+        mean = probe.unit(fit)[fit_d == d].mean(0)
+        assert np.allclose(y[held_d == d], probe.unit(held)[held_d == d] - mean)
+    with pytest.raises(ValueError, match="removal must be one of"):
+        probe.remove_domain("whiten", fit, fit_d, held, held_d)
+
+
 def test_pixel_peers_cluster_fewer_images_than_their_pca_components():
     """Under 51 fitted images the peers keep one PCA component fewer than the images (PCA(50) would
     refuse them, and whitening the last component would divide by its zero variance)."""
@@ -800,6 +828,28 @@ def test_ensemble_probe_builds_the_features_an_ensemble_run_clusters():
     assert np.allclose(np.hstack(singles), pair, atol=1e-6)  # the members' vectors as they are
     unit = normalizer("l2", 2, pair.shape[1]).transform(pair)  # what the mixture's l2 makes of them
     assert np.allclose(probe.side_by_side(singles), unit, atol=1e-6)
+
+
+def test_feature_probe_reads_what_fit_clusters_and_averages_views_to_unit_length():
+    """feature_probe.features: "pooled" and "bottleneck" are what the clusterer clusters with those
+    features; a mirror-averaged reading is the same for an image and its mirror image; averaged
+    readings are means of unit-length vectors, and the six-view one differs from the two-view one."""
+    from aegmm import ImageClusterer
+    from conftest import TINY, two_group_images
+
+    probe = benchmark_module("feature_probe")
+    images, _ = two_group_images(24)
+    for kind in ("pooled", "bottleneck"):
+        clusterer = ImageClusterer(**(TINY | {"features": kind})).fit(images)
+        assert np.allclose(probe.features(clusterer, images, kind), clusterer.transform(images), atol=1e-5)
+    mirrored = np.ascontiguousarray(images[:, :, ::-1])
+    flip, flip_mirrored = (probe.features(clusterer, x, "flip_pooled") for x in (images, mirrored))
+    assert np.allclose(flip, flip_mirrored, atol=1e-5)
+    tta = probe.features(clusterer, images, "tta_pooled")
+    norms = np.linalg.norm(np.vstack([flip, tta]), axis=1)
+    assert (norms <= 1 + 1e-5).all() and (norms > 0.1).all()
+    assert tta.shape == flip.shape and not np.allclose(tta, flip, atol=1e-3)
+    assert probe.base_of("tta_l3l4") == "l3l4" and probe.base_of("gem") == "gem"
 
 
 def test_scalings_fits_both_settings_on_each_pair_of_encoders_side_by_side(tmp_path, results_untouched):

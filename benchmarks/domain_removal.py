@@ -1,0 +1,96 @@
+"""Would the CIFAKE clusters improve if the features lost the REAL/FAKE domain? An upper bound,
+with the domain labels, on cached encoders' features (`quality.py --cache` entries, trained on
+the CIFAKE fit split; `feature_neighbours.py` measures how much of the domain they keep):
+
+- `none`: the features as they are;
+- `project`: the direction of a logistic regression reading the domain (fitted on the fit images'
+  L2-normalised features) projected out of every L2-normalised feature;
+- `center`: each domain's mean over the fit images subtracted from the L2-normalised features of
+  that domain (held-out images by their true domain).
+
+Each is clustered by the entry's own mixture settings (the default: L2, UMAP, five candidates)
+and scored on the held-out images. If even these oracles gain no more than a seed spread, a
+label-free way to remove the domain is not worth building.
+
+    python benchmarks/domain_removal.py /tmp/qcache/ENTRY [...] --jobs 2 --out FILE.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import agreement, load_cifake, split_cifake  # noqa: E402
+
+REMOVALS = ("none", "project", "center")
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def remove_domain(
+    removal: str, fit: np.ndarray, fit_domains: np.ndarray, held: np.ndarray, held_domains: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held) features with the domain removed as `removal` says (see the module's list)."""
+    if removal == "none":
+        return fit, held
+    fit, held = unit(fit), unit(held)
+    if removal == "project":
+        w = LogisticRegression(max_iter=2000).fit(fit, fit_domains).coef_[0]
+        w /= np.linalg.norm(w)
+        return fit - np.outer(fit @ w, w), held - np.outer(held @ w, w)
+    if removal == "center":
+        means = {d: fit[fit_domains == d].mean(0) for d in np.unique(fit_domains)}
+        shift = lambda x, domains: x - np.stack([means[d] for d in domains])  # noqa: E731
+        return shift(fit, fit_domains), shift(held, held_domains)
+    raise ValueError(f"removal must be one of {', '.join(REMOVALS)}, got {removal!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("entries", nargs="+", type=Path, help="quality.py cache entries (arrays.npz, run/)")
+    parser.add_argument("--removals", default=",".join(REMOVALS))
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes for the candidates")
+    parser.add_argument("--out", type=Path, required=True, help="JSON lines, appended")
+    args = parser.parse_args(argv)
+    removals = args.removals.split(",")
+    for removal in removals:
+        if removal not in REMOVALS:
+            parser.error(f"unknown removal {removal!r}; expected {', '.join(REMOVALS)}")
+
+    import aegmm
+    from aegmm.mixture import LatentMixture
+
+    fit_set, held_set = split_cifake(load_cifake())
+    for entry in args.entries:
+        arrays = np.load(entry / "arrays.npz")
+        fit, held = arrays["fit_latents"], arrays["score_latents"]
+        if len(fit) != len(fit_set.classes) or len(held) != len(held_set.classes):
+            sizes = f"{len(fit)} / {len(held)}"
+            raise SystemExit(f"expected features of the CIFAKE split (16,000 / 4,000), got {sizes}")
+        config = aegmm.load(entry / "run", progress=False).config_
+        for removal in removals:
+            start = time.perf_counter()
+            x, y = remove_domain(removal, fit, fit_set.domains, held, held_set.domains)
+            mixture = LatentMixture(replace(config.mixture, n_components=10)).fit(x, n_jobs=args.jobs)
+            row = {"entry": str(entry), "seed": config.train.seed, "removal": removal}
+            row |= agreement(held_set.classes, mixture.predict(y))
+            row["seconds"] = round(time.perf_counter() - start)
+            print(json.dumps(row), flush=True)
+            with open(args.out, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
