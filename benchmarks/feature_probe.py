@@ -12,8 +12,9 @@ held-out agreement with the CIFAR classes. Kinds:
 - `pooled`: the trunk's average-pooled output (512 x width numbers);
 - `l3l4`: the third and fourth stages' pooled outputs, each L2-normalised, side by side;
 - `gem`: the last stage's average- and max-pooled outputs, each L2-normalised, side by side;
-- `flip_<kind>` / `tta_<kind>`: the L2-normalised mean over the image and its mirror image /
-  over those two and four 28-px corner crops resized back to 32 px (test-time augmentation).
+- `flip_<kind>` / `tta_<kind>`: the mean of the L2-normalised readings of the image and its
+  mirror image / of those two and four 28-px corner crops resized back to 32 px (test-time
+  augmentation).
 """
 
 from __future__ import annotations

@@ -830,7 +830,7 @@ def test_ensemble_probe_builds_the_features_an_ensemble_run_clusters():
     assert np.allclose(probe.side_by_side(singles), unit, atol=1e-6)
 
 
-def test_feature_probe_reads_what_fit_clusters_and_averages_views_to_unit_length():
+def test_feature_probe_reads_what_fit_clusters_and_averages_unit_length_views():
     """feature_probe.features: "pooled" and "bottleneck" are what the clusterer clusters with those
     features; a mirror-averaged reading is the same for an image and its mirror image; averaged
     readings are means of unit-length vectors, and the six-view one differs from the two-view one."""
