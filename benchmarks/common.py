@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -252,3 +253,21 @@ def agreement(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     from aegmm.evaluation.metrics import label_agreement
 
     return {k: round(v, 4) for k, v in label_agreement(y_true, y_pred).items()}
+
+
+def held_out_agreement(config, fit: np.ndarray, held: np.ndarray, classes: np.ndarray, jobs: int) -> dict:
+    """A LatentMixture with `config`'s settings and K = 10, fitted on `fit` (in `jobs` worker
+    processes), scored by `agreement` of its labels of `held` with their `classes`."""
+    from dataclasses import replace
+
+    from aegmm.mixture import LatentMixture
+
+    mixture = LatentMixture(replace(config, n_components=10)).fit(fit, n_jobs=jobs)
+    return agreement(classes, mixture.predict(held))
+
+
+def append_row(row: dict, out: Path) -> None:
+    """Print one JSON result row and append it to the JSON lines file `out`."""
+    print(json.dumps(row), flush=True)
+    with open(out, "a") as handle:
+        handle.write(json.dumps(row) + "\n")

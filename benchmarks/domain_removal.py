@@ -18,10 +18,8 @@ label-free way to remove the domain is not worth building.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +27,10 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import agreement, load_cifake, split_cifake  # noqa: E402
+from common import append_row, held_out_agreement, load_cifake, split_cifake  # noqa: E402
+from feature_neighbours import unit  # noqa: E402
 
 REMOVALS = ("none", "project", "center")
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def remove_domain(
@@ -69,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown removal {removal!r}; expected {', '.join(REMOVALS)}")
 
     import aegmm
-    from aegmm.mixture import LatentMixture
 
     fit_set, held_set = split_cifake(load_cifake())
     for entry in args.entries:
@@ -82,13 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         for removal in removals:
             start = time.perf_counter()
             x, y = remove_domain(removal, fit, fit_set.domains, held, held_set.domains)
-            mixture = LatentMixture(replace(config.mixture, n_components=10)).fit(x, n_jobs=args.jobs)
             row = {"entry": str(entry), "seed": config.train.seed, "removal": removal}
-            row |= agreement(held_set.classes, mixture.predict(y))
-            row["seconds"] = round(time.perf_counter() - start)
-            print(json.dumps(row), flush=True)
-            with open(args.out, "a") as handle:
-                handle.write(json.dumps(row) + "\n")
+            row |= held_out_agreement(config.mixture, x, y, held_set.classes, args.jobs)
+            append_row(row | {"seconds": round(time.perf_counter() - start)}, args.out)
     return 0
 
 

@@ -20,7 +20,6 @@ held-out agreement with the CIFAR classes. Kinds:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import agreement, load_cifake, split_cifake
+from common import append_row, held_out_agreement, load_cifake, split_cifake
 
 BASE = ("bottleneck", "pooled", "l3l4", "gem")
 AVERAGED = ("flip_", "tta_")  # prefixes: the kind averaged over views of each image
@@ -94,7 +93,6 @@ def main(argv=None) -> int:
             parser.error(f"unknown kind {kind!r}; expected {', '.join(BASE)}, optionally as flip_/tta_")
 
     import aegmm
-    from aegmm.mixture import LatentMixture
 
     fit, scored = split_cifake(load_cifake())
     for run in args.runs:
@@ -102,14 +100,11 @@ def main(argv=None) -> int:
         for kind in kinds:
             start = time.perf_counter()
             fit_x, scored_x = features(clusterer, fit.images, kind), features(clusterer, scored.images, kind)
-            config = replace(clusterer.config_.mixture, candidates=args.candidates, n_components=10)
-            mixture = LatentMixture(config).fit(fit_x, n_jobs=args.jobs)
+            config = replace(clusterer.config_.mixture, candidates=args.candidates)
             row = {"run": str(run), "seed": clusterer.config_.train.seed, "kind": kind}
-            row |= {"candidates": args.candidates, **agreement(scored.classes, mixture.predict(scored_x))}
-            row["seconds"] = round(time.perf_counter() - start)
-            print(json.dumps(row), flush=True)
-            with open(args.out, "a") as handle:
-                handle.write(json.dumps(row) + "\n")
+            row |= {"candidates": args.candidates}
+            row |= held_out_agreement(config, fit_x, scored_x, scored.classes, args.jobs)
+            append_row(row | {"seconds": round(time.perf_counter() - start)}, args.out)
     return 0
 
 
