@@ -153,6 +153,36 @@ def test_feature_neighbours_reads_the_domain_the_features_keep():
     assert 0.35 < lost["domain_purity_20"] < 0.65 and 0.35 < lost["linear_domain_heldout_acc"] < 0.65
 
 
+def test_feature_neighbours_main_reports_a_cache_entrys_class_and_domain_neighbours(tmp_path, monkeypatch):
+    """feature_neighbours.main on an entry whose features split the classes and ignore the domain:
+    class purity and the held-out vote near 1, domain purity near one half, both reports written;
+    features of another split are refused with the sizes it expected."""
+    from types import SimpleNamespace
+
+    probe = benchmark_module("feature_neighbours")
+    rng = np.random.default_rng(0)
+    classes, domains = np.repeat([0, 1], 150), rng.integers(0, 2, 300)
+    features = rng.normal(size=(300, 8)) + 6.0 * np.eye(8)[classes]
+    order = rng.permutation(300)
+    classes, domains, features = classes[order], domains[order], features[order]
+    parts = (slice(200), slice(200, None))  # fit, held out
+    split = tuple(SimpleNamespace(classes=classes[s], domains=domains[s]) for s in parts)
+    monkeypatch.setattr(probe, "load_cifake", lambda: None)
+    monkeypatch.setattr(probe, "split_cifake", lambda data: split)
+    entry, out = tmp_path / "entry", tmp_path / "out"
+    entry.mkdir()
+    np.savez(entry / "arrays.npz", fit_latents=features[:200], score_latents=features[200:])
+    assert probe.main(["--entry", str(entry), "--neighbours", "", "--dims", "", "--out", str(out)]) == 0
+    report = json.loads((out / "feature_neighbours.json").read_text())
+    assert report["neighbour_purity"]["purity_20"] > 0.95
+    assert report["neighbour_purity"]["vote_20nn_heldout_acc"] > 0.95
+    assert 0.35 < report["domain"]["domain_purity_20"] < 0.65 and report["umap_gmm_fit_set"] == []
+    assert "--entry" in (out / "feature_neighbours.md").read_text().splitlines()[0]
+    np.savez(entry / "arrays.npz", fit_latents=features[:150], score_latents=features[150:])
+    with pytest.raises(SystemExit, match="expected features of the CIFAKE split.*150 / 150"):
+        probe.main(["--entry", str(entry), "--neighbours", "", "--dims", "", "--out", str(out)])
+
+
 def test_domain_removal_takes_the_domain_out_of_the_features_and_keeps_the_rest():
     """domain_removal.remove_domain: "project" leaves no trace of the domain direction (a fresh
     linear read-out falls to chance) and keeps the other directions; "center" zeroes each domain's
