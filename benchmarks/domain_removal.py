@@ -45,9 +45,10 @@ def remove_domain(
         w /= np.linalg.norm(w)
         return fit - np.outer(fit @ w, w), held - np.outer(held @ w, w)
     if removal == "center":
-        means = {d: fit[fit_domains == d].mean(0) for d in np.unique(fit_domains)}
-        shift = lambda x, domains: x - np.stack([means[d] for d in domains])  # noqa: E731
-        return shift(fit, fit_domains), shift(held, held_domains)
+        names = np.unique(fit_domains)  # sorted: a domain's row in `means` is its searchsorted index
+        means = np.stack([fit[fit_domains == d].mean(0) for d in names])
+        row = lambda domains: means[np.searchsorted(names, domains)]  # noqa: E731
+        return fit - row(fit_domains), held - row(held_domains)
     raise ValueError(f"removal must be one of {', '.join(REMOVALS)}, got {removal!r}")
 
 

@@ -40,8 +40,9 @@ def unit(x: np.ndarray) -> np.ndarray:
 def neighbours(fit: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(each fit image's 20 nearest other fit images, each held-out image's 20 nearest fit images),
     indices into `fit`, on L2-normalised features: found once for the class and the domain."""
-    index = NearestNeighbors(n_neighbors=21).fit(unit(fit))
-    _, near = index.kneighbors(unit(fit))  # (N, 21): each image first
+    fit = unit(fit)
+    index = NearestNeighbors(n_neighbors=21).fit(fit)
+    _, near = index.kneighbors(fit)  # (N, 21): each image first
     _, near_held = index.kneighbors(unit(held), n_neighbors=20)
     return near[:, 1:], near_held
 
