@@ -211,6 +211,34 @@ def test_domain_removal_takes_the_domain_out_of_the_features_and_keeps_the_rest(
         probe.remove_domain("whiten", fit, fit_d, held, held_d)
 
 
+def test_colour_probe_weights_the_descriptor_by_its_share_of_the_variance():
+    """colour_probe.with_colour: ratio 0 gives the standardised unit-length features alone; otherwise
+    the descriptor sits beside them with `ratio` times their total variance on the fit images, and
+    the held-out images go through the fit images' scalers. The descriptors read colour and place."""
+    probe = benchmark_module("colour_probe")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
+    features = rng.normal(size=(60, 8))
+    fit, held = features[:40], features[40:]
+    x, y = probe.with_colour(fit, held, images[:40], images[40:], "grid", 0)
+    assert x.shape == (40, 8) and np.allclose(x.mean(0), 0) and np.allclose(x.std(0), 1)
+    for descriptor, width in (("grid", 12), ("hist", 64), ("thumb", probe.THUMB_COMPONENTS)):
+        for ratio in (0.1, 0.5):
+            x, y = probe.with_colour(fit, held, images[:40], images[40:], descriptor, ratio)
+            assert x.shape == (40, 8 + width) and y.shape == (20, 8 + width)
+            assert np.isclose(x[:, 8:].var(0).sum(), ratio * x[:, :8].var(0).sum())
+            assert np.allclose(y[:, :8], probe.with_colour(fit, held, images[:40], images[40:], "grid", 0)[1])
+    red = np.zeros((2, 4, 4, 3), np.uint8)
+    red[..., 0] = 255
+    red[1, :2, :2] = 0  # the second image's top-left quarter is black
+    assert np.allclose(probe.quarters(red)[0], [1, 0, 0] * 4)
+    assert np.allclose(probe.quarters(red)[1], [0, 0, 0] + [1, 0, 0] * 3)
+    assert np.allclose(probe.histogram(red, bins=2)[0], np.sqrt(np.eye(8)[4]))  # all in the (1, 0, 0) cell
+    assert np.allclose(probe.histogram(red, bins=2)[1] ** 2, [0.25, 0, 0, 0, 0.75, 0, 0, 0])
+    thumb = probe.thumbnail(red, side=2)
+    assert thumb.shape == (2, 12) and np.allclose(thumb[1, :3], 0) and np.allclose(thumb[0, :3], [1, 0, 0])
+
+
 def test_pixel_peers_cluster_fewer_images_than_their_pca_components():
     """Under 51 fitted images the peers keep one PCA component fewer than the images (PCA(50) would
     refuse them, and whitening the last component would divide by its zero variance)."""
