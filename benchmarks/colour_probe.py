@@ -35,7 +35,7 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import agreement, append_row, load_cifake, split_cifake  # noqa: E402
+from common import agreement, append_row, cached_features, comma_choices, load_cifake, split_cifake  # noqa: E402
 from feature_neighbours import unit  # noqa: E402
 
 
@@ -108,10 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mixture-seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, appended")
     args = parser.parse_args(argv)
-    descriptors = args.descriptors.split(",")
-    for descriptor in descriptors:
-        if descriptor not in DESCRIPTORS:
-            parser.error(f"unknown descriptor {descriptor!r}; expected {', '.join(DESCRIPTORS)}")
+    descriptors = comma_choices(parser, args.descriptors, DESCRIPTORS, "descriptor")
     ratios = [float(r) for r in args.ratios.split(",")]
     seeds = [int(s) for s in args.mixture_seeds.split(",")]
 
@@ -119,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fit_set, held_set = split_cifake(load_cifake())
     for entry in args.entries:
-        arrays = np.load(entry / "arrays.npz")
-        fit, held = arrays["fit_latents"], arrays["score_latents"]
-        if len(fit) != len(fit_set.classes) or len(held) != len(held_set.classes):
-            sizes = f"{len(fit)} / {len(held)}"
-            raise SystemExit(f"expected features of the CIFAKE split (16,000 / 4,000), got {sizes}")
+        fit, held = cached_features(entry, fit_set, held_set)
         config = aegmm.load(entry / "run", progress=False).config_
         for descriptor in descriptors:
             for ratio in ratios:

@@ -106,6 +106,17 @@ def split_cifake(data: Labelled, test_size: int = 4000, seed: int = 0) -> tuple[
     return data.take(np.sort(fit)), data.take(np.sort(test))
 
 
+def cached_features(entry: Path, fit: Labelled, held: Labelled) -> tuple[np.ndarray, np.ndarray]:
+    """The (fit, held-out) features of a `quality.py --cache` entry, refused unless they are as many
+    as the split's `fit` and `held` images (another split's features would be scored silently wrong)."""
+    arrays = np.load(entry / "arrays.npz")
+    fit_x, held_x = arrays["fit_latents"], arrays["score_latents"]
+    if len(fit_x) != len(fit.classes) or len(held_x) != len(held.classes):
+        sizes = f"{len(fit_x)} / {len(held_x)}"
+        raise SystemExit(f"expected features of the CIFAKE split (16,000 / 4,000), got {sizes}")
+    return fit_x, held_x
+
+
 def stratified_subset(data: Labelled, n: int, seed: int = 0) -> Labelled:
     """n images of `data`, stratified like the split (all of them when n >= len)."""
     if n >= len(data.images):
@@ -264,6 +275,15 @@ def held_out_agreement(config, fit: np.ndarray, held: np.ndarray, classes: np.nd
 
     mixture = LatentMixture(replace(config, n_components=10)).fit(fit, n_jobs=jobs)
     return agreement(classes, mixture.predict(held))
+
+
+def comma_choices(parser, text: str, known, what: str) -> list[str]:
+    """The comma-separated items of a command-line option, each one of `known` (else parser.error)."""
+    items = text.split(",")
+    for item in items:
+        if item not in known:
+            parser.error(f"unknown {what} {item!r}; expected {', '.join(known)}")
+    return items
 
 
 def append_row(row: dict, out: Path) -> None:

@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import append_row, held_out_agreement, load_cifake, split_cifake  # noqa: E402
+from common import append_row, cached_features, comma_choices, held_out_agreement, load_cifake, split_cifake  # noqa: E402
 from feature_neighbours import unit  # noqa: E402
 
 REMOVALS = ("none", "project", "center")
@@ -59,20 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for the candidates")
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, appended")
     args = parser.parse_args(argv)
-    removals = args.removals.split(",")
-    for removal in removals:
-        if removal not in REMOVALS:
-            parser.error(f"unknown removal {removal!r}; expected {', '.join(REMOVALS)}")
+    removals = comma_choices(parser, args.removals, REMOVALS, "removal")
 
     import aegmm
 
     fit_set, held_set = split_cifake(load_cifake())
     for entry in args.entries:
-        arrays = np.load(entry / "arrays.npz")
-        fit, held = arrays["fit_latents"], arrays["score_latents"]
-        if len(fit) != len(fit_set.classes) or len(held) != len(held_set.classes):
-            sizes = f"{len(fit)} / {len(held)}"
-            raise SystemExit(f"expected features of the CIFAKE split (16,000 / 4,000), got {sizes}")
+        fit, held = cached_features(entry, fit_set, held_set)
         config = aegmm.load(entry / "run", progress=False).config_
         for removal in removals:
             start = time.perf_counter()

@@ -30,7 +30,7 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import agreement, load_cifake, machine, split_cifake  # noqa: E402
+from common import agreement, cached_features, load_cifake, machine, split_cifake  # noqa: E402
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -90,13 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dims", default="10,5", help="UMAP output sizes to try (each with 30 neighbours)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    arrays = np.load(args.entry / "arrays.npz")
-    fit, held = arrays["fit_latents"], arrays["score_latents"]
     fit_set, held_set = split_cifake(load_cifake())
-    if len(fit) != len(fit_set.classes) or len(held) != len(held_set.classes):
-        raise SystemExit(
-            f"expected features of the CIFAKE split (16,000 / 4,000), got {len(fit)} / {len(held)}"
-        )
+    fit, held = cached_features(args.entry, fit_set, held_set)
     x = StandardScaler().fit_transform(unit(fit))
     umap_neighbours, dims = (
         list(map(int, filter(None, text.split(",")))) for text in (args.neighbours, args.dims)
