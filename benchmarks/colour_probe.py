@@ -39,18 +39,14 @@ from common import agreement, append_row, cached_features, comma_choices, load_c
 from feature_neighbours import unit  # noqa: E402
 
 
-def quarters(images: np.ndarray) -> np.ndarray:
-    """The mean colour of each quarter of uint8 (N, H, W, C) images: (N, 4C), in [0, 1]."""
-    n, h, w, c = images.shape
-    x = images[:, : h - h % 2, : w - w % 2].astype(np.float32) / 255
-    return x.reshape(n, 2, h // 2, 2, w // 2, c).mean((2, 4)).reshape(n, -1)
-
-
 def histogram(images: np.ndarray, bins: int = 4) -> np.ndarray:
     """sqrt of each image's share of pixels in each of bins^3 RGB cells: (N, bins^3)."""
     q = (images.astype(np.int64) * bins) // 256
     cell = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
-    counts = np.stack([np.bincount(c.ravel(), minlength=bins**3) for c in cell]).astype(np.float32)
+    cells = bins**3
+    rows = np.arange(len(images)).reshape(-1, *[1] * (cell.ndim - 1))  # each image's own cells
+    counts = np.bincount((cell + rows * cells).ravel(), minlength=len(images) * cells)
+    counts = counts.reshape(len(images), cells).astype(np.float32)
     return np.sqrt(counts / counts.sum(1, keepdims=True))
 
 
@@ -59,6 +55,11 @@ def thumbnail(images: np.ndarray, side: int = 8) -> np.ndarray:
     n, h, w, c = images.shape
     x = images[:, : h - h % side, : w - w % side].astype(np.float32) / 255
     return x.reshape(n, side, h // side, side, w // side, c).mean((2, 4)).reshape(n, -1)
+
+
+def quarters(images: np.ndarray) -> np.ndarray:
+    """The mean colour of each quarter of uint8 (N, H, W, C) images: (N, 4C), in [0, 1]."""
+    return thumbnail(images, side=2)
 
 
 DESCRIPTORS = {"thumb": thumbnail, "grid": quarters, "hist": histogram}
