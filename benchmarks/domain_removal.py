@@ -27,7 +27,14 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import append_row, cached_features, comma_choices, held_out_agreement, load_cifake, split_cifake  # noqa: E402
+from common import (  # noqa: E402
+    append_row,
+    cached_features,
+    comma_choices,
+    held_out_agreement,
+    load_cifake,
+    split_cifake,
+)
 from feature_neighbours import unit  # noqa: E402
 
 REMOVALS = ("none", "project", "center")
