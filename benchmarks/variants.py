@@ -58,6 +58,7 @@ TRAIN_KEYS = (
     "view_size",
     "train_images",
     "members",
+    "train_minutes",
 )
 MIXTURE_KEYS = (
     "covariance_type",

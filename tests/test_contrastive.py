@@ -328,9 +328,9 @@ def test_a_checkpoint_written_before_hue_existed_resumes(data, tmp_path):
 
 
 def test_a_cpu_with_bfloat16_instructions_trains_contrast_in_bfloat16_and_says_so(data, monkeypatch, capsys):
-    from aegmm import train as train_module
+    from aegmm import precision
 
-    monkeypatch.setattr(train_module, "native_bfloat16", lambda device: True)
+    monkeypatch.setattr(precision, "native_bfloat16", lambda device: True)
     images, normalizer = data
     one_epoch = TrainConfig(epochs=1, batch_size=16, device="cpu")
     _, history = train_contrastive(images, MODEL, one_epoch, normalizer, progress=True)

@@ -17,7 +17,7 @@ from aegmm.cli_parser import build_parser
 from aegmm.config import UMAP_MIN_IMAGES, TrainConfig
 from aegmm.evaluation.evaluate import evaluate_run
 from aegmm.evaluation.report import NO_DECODER
-from aegmm.train import native_bfloat16, precision_plan
+from aegmm.precision import native_bfloat16, precision_plan
 from conftest import TINY, TINY_ARGS, two_group_images
 
 

@@ -12,8 +12,9 @@ from aegmm.checkpoint import has_checkpoint
 from aegmm.cli_parser import build_parser
 from aegmm.config import ModelConfig, TrainConfig
 from aegmm.nn import AutoEncoder
+from aegmm.precision import Precision, precision_plan
 from aegmm.preprocess import Normalizer
-from aegmm.train import Precision, _mean_loss, epoch_batches, evaluating_on, precision_plan, train_autoencoder
+from aegmm.train import _mean_loss, epoch_batches, evaluating_on, train_autoencoder
 from conftest import two_group_images
 
 MODEL = ModelConfig(image_size=16, channels=3, latent_dim=8, width=0.125)

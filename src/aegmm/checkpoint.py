@@ -25,7 +25,7 @@ from .storage import read_json, read_tensor_metadata, read_tensors, write_json, 
 STATE_FILE = "train_state.safetensors"
 META_FILE = "train_state.json"
 META_KEY = "aegmm.checkpoint"  # header entry of STATE_FILE holding the JSON bookkeeping
-RESUMABLE = ("epochs", "device")  # settings a resumed run may change
+RESUMABLE = ("epochs", "device", "train_minutes")  # settings a resumed run may change
 
 
 def data_fingerprint(images: np.ndarray, chunk: int = 8192) -> dict:
@@ -142,6 +142,11 @@ def load_checkpoint(
     if scaler is not None and scaler.is_enabled() and meta.get("scaler"):
         scaler.load_state_dict(meta["scaler"])
     return int(meta["epoch"]), list(meta["history"])
+
+
+def saved_epochs(folder: Path) -> int:
+    """The epochs the checkpoint's run was set to train (its resolved TrainConfig.epochs)."""
+    return int(_read_meta(Path(folder))["train"]["epochs"])
 
 
 def _read_meta(folder: Path) -> dict:

@@ -66,6 +66,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     if args.k_range and args.n_components != "auto":
         raise ValueError(f"--k-range needs --clusters auto, got --clusters {args.n_components}")
+    if args.train_minutes and args.epochs != "auto":
+        raise ValueError(
+            f"--train-minutes sets the epochs, so it needs --epochs auto, got --epochs {args.epochs}"
+        )
     params = {name: getattr(args, name) for name in FIT_FIELDS if getattr(args, name) is not None}
     batch_size = args.batch_size or T.batch_size
     clusterer = ImageClusterer(**params, batch_size=batch_size, device=args.device, progress=not args.quiet)

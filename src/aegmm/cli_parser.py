@@ -59,6 +59,13 @@ def finite(text: str) -> float:
     return value
 
 
+def at_least_zero(text: str) -> float:
+    value = finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def count_or_auto(text: str) -> int | str:
     if text == "auto":
         return "auto"
@@ -131,6 +138,7 @@ FIT_FIELDS = {
     "n_components": (X, "--clusters", count_or_auto),
     "k_range": (X, None, None),
     "epochs": (T, None, count_or_auto),
+    "train_minutes": (T, None, at_least_zero),
     "image_size": (M, None, None),
     "latent_dim": (M, None, count_or_auto),
     "stem": (M, None, None),
@@ -152,7 +160,7 @@ FIT_FIELDS = {
     "covariance_type": (X, "--covariance", None),
     "seed": (T, None, int),  # the clusterer's one seed: training's and the mixture's
 }
-METAVARS = {"n_components": "K", "train_images": "N"}
+METAVARS = {"n_components": "K", "train_images": "N", "train_minutes": "M"}
 FLAGS = {name: flag or "--" + name.replace("_", "-") for name, (_, flag, _) in FIT_FIELDS.items()}
 FLAGS["batch_size"] = "--batch-size"
 

@@ -55,7 +55,7 @@ AUTO_BY_REDUCER = {
 # the choices of each setting that takes one of a few names (the command line offers exactly these)
 CHOICES = {
     "stem": ("small", "strided", "standard"),  # ModelConfig.stem
-    "precision": ("auto", "float32", "bfloat16", "float16"),  # TrainConfig.precision (train.precision_plan)
+    "precision": ("auto", "float32", "bfloat16", "float16"),  # TrainConfig.precision (precision_plan)
     "objective": ("auto", *OBJECTIVES),
     "covariance_type": COVARIANCE_TYPES,
     "reducer": ("auto", "none", "pca", "umap"),
@@ -161,6 +161,9 @@ class TrainConfig:
     members: int | str = "auto"  # autoencoders trained one after another (seeds seed, seed+1, ...);
     # the mixture clusters their vectors side by side (MixtureConfig.parts); reconstructions are the
     # members' mean. auto: 2 for a single-channel autoencoder on 45+ training images, else 1
+    train_minutes: float = 0.0  # with epochs auto: train for about this many minutes, as many passes
+    # as steps timed before training say fit (members share the minutes); 0: off. The run saves
+    # the count as its epochs
 
     def __post_init__(self) -> None:
         check_counts(self, "epochs", "batch_size", "members")
@@ -178,8 +181,9 @@ class TrainConfig:
         noise = self.noise
         if noise != "auto" and (isinstance(noise, str) or not math.isfinite(noise) or noise < 0):
             raise ValueError(f"noise must be a finite number >= 0 or 'auto', got {self.noise!r}")
-        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        for name in ("weight_decay", "train_minutes"):
+            if not math.isfinite(value := getattr(self, name)) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
     def resolve(
         self,
@@ -203,7 +207,7 @@ class TrainConfig:
         if precision == "auto" and device_type is not None:
             precision = auto_precision(chosen, device_type, native_bf16)
         epochs = self.epochs
-        if epochs == "auto" and n_train is not None:
+        if epochs == "auto" and n_train is not None and not self.train_minutes:  # else: timed (train.py)
             mixed = chosen != "reconstruction" and precision in ("bfloat16", "float16")
             epochs = auto_epochs(n_train, batch_size, AUTO_EPOCHS_MIXED if mixed else AUTO_EPOCHS, chosen)
         noise = auto_noise(chosen, channels, n_train, batch_size) if self.noise == "auto" else self.noise
@@ -212,8 +216,9 @@ class TrainConfig:
         return replace(self, **resolved, noise=noise, members=members)
 
     def member(self, index: int) -> TrainConfig:
-        """The settings member `index` of an ensemble trains with: this seed + index, one member."""
-        return replace(self, seed=self.seed + index, members=1)
+        """Member `index`'s settings in an ensemble: seed + index, one member, its train_minutes share."""
+        share = self.train_minutes / self.members if isinstance(self.members, int) else self.train_minutes
+        return replace(self, seed=self.seed + index, members=1, train_minutes=share)
 
     def train_count(self, n_images: int) -> int:
         """How many of `n_images` images this config trains on (the rest, if any, validate)."""
@@ -300,17 +305,12 @@ class MixtureConfig:
         check_choices(self, "features", "covariance_type", "normalize", "candidate_rule", "reducer")
         if self.max_fit_samples < 2:
             raise ValueError(f"max_fit_samples must be >= 2, got {self.max_fit_samples}")
-        if isinstance(self.n_components, str):
-            if self.n_components != "auto":
-                raise ValueError(f"n_components must be an integer or 'auto', got {self.n_components!r}")
-        elif self.n_components < 1:
-            raise ValueError(f"n_components must be >= 1, got {self.n_components}")
         lo, hi = self.k_range
         if not 1 <= lo <= hi:
             raise ValueError(f"k_range must be (lo, hi) with 1 <= lo <= hi, got {self.k_range}")
         if type(self.parts) is not int or self.parts < 1:
             raise ValueError(f"parts must be a whole number >= 1, got {self.parts!r}")
-        check_counts(self, "reduced_dim", "n_init", "candidates")
+        check_counts(self, "n_components", "reduced_dim", "n_init", "candidates")
 
     def resolve(
         self, *, channels: int | None = None, n_images: int = 0, objective: str = "reconstruction", parts=None

@@ -30,20 +30,15 @@ from torch.amp import GradScaler
 
 from . import distributed
 from .augment import AugmentPolicy, augment, check_policy, default_policy
+from .budget import seconds_per_epoch, training_copies, within_budget
 from .checkpoint import has_checkpoint, kept_checkpoint, load_checkpoint, save_checkpoint
 from .config import FEATURES, ModelConfig, TrainConfig, check_hybrid_views
 from .nn import AutoEncoder
+from .precision import Precision, autocast
 from .preprocess import Normalizer
 from .progress import bar
 from .storage import write_json
-from .train import (
-    EpochLoop,
-    Precision,
-    Session,
-    autocast,
-    epoch_batches,
-    evaluating_on,
-)
+from .train import EpochLoop, Session, epoch_batches, evaluating_on
 
 OPTIONS_FILE = "contrastive.json"  # the contrastive settings of a checkpoint, checked on resume
 MODES = ("simclr", "hybrid")
@@ -189,8 +184,10 @@ def train_contrastive(
     model_config = model_config.resolve(objective)
     build = partial(ContrastiveModel, model_config, config)
     s = Session.start(images, train_config, objective, build, checkpoint_dir, progress)
-    train_config = s.train_config  # "auto" settings resolved
     model = s.model.to(memory_format=torch.channels_last)  # with channels-last views: see _Run.views
+    time_epoch = partial(_epoch_seconds, s, images, normalizer, config, policy)
+    s.train_config = within_budget(s.train_config, time_epoch, checkpoint_dir, resume, progress)
+    train_config = s.train_config  # "auto" settings resolved
     start, history = _resume(
         checkpoint_dir, resume, model, s.optimizer, config, policy, s.saved(model_config)
     )
@@ -213,6 +210,28 @@ def train_contrastive(
         start, history, lambda epoch: run.train_epoch(images, s.train_idx, epoch), validate, save
     )
     return model.autoencoder.to("cpu", memory_format=torch.contiguous_format).eval(), history
+
+
+def _epoch_seconds(s: Session, images, normalizer, config: ContrastiveConfig, policy: AugmentPolicy) -> float:
+    """A contrastive epoch's seconds (budget.seconds_per_epoch), timed on copies of the session's."""
+    train = replace(s.train_config, epochs=1)
+    run = _Run(
+        *training_copies(s.model, s.optimizer, s.scaler),
+        normalizer,
+        train,
+        config,
+        policy,
+        s.device,
+        s.plan,
+        False,
+    )
+    return seconds_per_epoch(
+        lambda positions: run.train_epoch(images, positions, 1),
+        lambda positions: run.validation_loss(images[positions]),
+        s.train_idx,
+        s.val_idx,
+        train.batch_size,
+    )
 
 
 def _resume(folder, resume, model, optimizer, config, policy, saved) -> tuple[int, list[dict]]:

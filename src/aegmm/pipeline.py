@@ -18,9 +18,10 @@ from .data import ImageSet, load_images
 from .io import SavedRun, read_run, save_run
 from .mixture import LatentMixture
 from .nn import Ensemble
+from .precision import resolve_on_device
 from .preprocess import Normalizer, conform_images
 from .progress import say
-from .train import encode, encode_and_reconstruct, resolve_on_device, train_autoencoder
+from .train import encode, encode_and_reconstruct, train_autoencoder
 
 ImageInput = ImageSet | str | Path | np.ndarray
 LATENTS_IN_MEMORY = 500_000  # above this many training images, latents go to a memory-mapped file
@@ -53,9 +54,10 @@ def _train(images, config: RunConfig, normalizer, checkpoint_dir, resume: bool, 
     for index in range(members):
         say(f"training member {index + 1} of {members} (seed {train.seed + index})", enabled=progress)
         folder = None if checkpoint_dir is None else member_folder(checkpoint_dir, index)
-        network, history = _train_one(
-            images, config.model, train.member(index), normalizer, folder, resume, progress
-        )
+        member = train.member(index)
+        if histories and member.epochs == "auto":  # --train-minutes: the first member's timed epochs
+            member = replace(member, epochs=len(histories[0]))
+        network, history = _train_one(images, config.model, member, normalizer, folder, resume, progress)
         networks.append(network)
         histories.append(history)
     return Ensemble(networks), mean_history(histories)
@@ -114,7 +116,7 @@ def resolve_auto(config: RunConfig, n_images: int, progress: bool) -> RunConfig:
             (config.mixture, mixture, ("reducer", *AUTO_BY_REDUCER["pca"], "features")),
         )
         for name in names
-        if getattr(given, name) == "auto"
+        if getattr(given, name) == "auto" != getattr(chosen, name)  # epochs under train_minutes: timed later
         and (name != "noise" or train.objective == "reconstruction")
         and (name != "members" or train.members > 1)
     ]  # noise is said only where it applies (contrastive training ignores it), members beyond one
@@ -153,6 +155,7 @@ class ImageClusterer(BaseEstimator):
         temperature: float = _T.temperature,
         view_size: int = _T.view_size,
         members: int | str = _T.members,
+        train_minutes: float = _T.train_minutes,
         n_components: int | str = _X.n_components,
         k_range: tuple[int, int] = _X.k_range,
         covariance_type: str = _X.covariance_type,
@@ -179,7 +182,7 @@ class ImageClusterer(BaseEstimator):
         self.n_init, self.candidates, self.reg_covar, self.seed = n_init, candidates, reg_covar, seed
         self.max_fit_samples, self.train_images, self.precision = max_fit_samples, train_images, precision
         self.objective, self.temperature, self.view_size = objective, temperature, view_size
-        self.members, self.candidate_rule = members, candidate_rule
+        self.members, self.candidate_rule, self.train_minutes = members, candidate_rule, train_minutes
         self.device, self.encode_batch_size, self.progress = device, encode_batch_size, progress
 
     def check_params(self) -> None:
@@ -224,6 +227,8 @@ class ImageClusterer(BaseEstimator):
         config = resolve_auto(config, len(images), self.progress)
         normalizer = Normalizer.fit(images)
         autoencoder, history = _train(images, config, normalizer, checkpoint_dir, resume, self.progress)
+        if config.train.epochs == "auto":  # timed under train_minutes: the run saves the epochs trained
+            config = replace(config, train=replace(config.train, epochs=len(history)))
         self.config_, self.normalizer_, self.autoencoder_, self.history_ = (
             config,
             normalizer,

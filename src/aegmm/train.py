@@ -7,7 +7,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -19,9 +19,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from . import distributed
+from .budget import seconds_per_epoch, training_copies, within_budget
 from .checkpoint import data_fingerprint, has_checkpoint, kept_checkpoint, load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig, auto_precision, split_sizes
+from .config import ModelConfig, TrainConfig, split_sizes
 from .nn import AutoEncoder
+from .precision import Precision, autocast, device_precision, resolve_on_device
 from .preprocess import Normalizer
 from .progress import bar, say
 
@@ -52,10 +54,12 @@ def train_autoencoder(
     model_config = model_config.resolve("reconstruction")
     build = partial(AutoEncoder, model_config)
     s = Session.start(images, train_config, "reconstruction", build, checkpoint_dir, progress)
-    train_config = s.train_config  # "auto" settings resolved
     distributed.init(s.device)
     if s.device.type == "cuda":  # channels-last convolutions are faster on GPUs
         s.model.to(memory_format=torch.channels_last)
+    time_epoch = partial(_epoch_seconds, s, images, normalizer)
+    s.train_config = within_budget(s.train_config, time_epoch, checkpoint_dir, resume, progress)
+    train_config = s.train_config  # "auto" settings resolved
     start, history = 0, []
     if resume and checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
         start, history = load_checkpoint(checkpoint_dir, s.model, s.optimizer, *s.saved(model_config))
@@ -174,74 +178,27 @@ class EpochLoop:
         return history
 
 
+def _epoch_seconds(s: Session, images: np.ndarray, normalizer: Normalizer) -> float:
+    """An autoencoder epoch's seconds (budget.seconds_per_epoch), timed on copies of the session's."""
+    net, optimizer, scaler = training_copies(s.model, s.optimizer, s.scaler)
+    config = replace(s.train_config, epochs=1)
+
+    def step(positions: np.ndarray) -> None:
+        _train_epoch(
+            net, optimizer, scaler, images, positions, normalizer, config, 1, s.device, s.plan, False
+        )
+
+    def validate(positions: np.ndarray) -> None:
+        _mean_loss(net, images[positions], normalizer, s.device)
+
+    return seconds_per_epoch(step, validate, s.train_idx, s.val_idx, config.batch_size)
+
+
 def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
     if distributed.world_size() == 1:
         return model
     model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How a training step computes: autocast's dtype (None: float32 throughout) and loss scaling."""
-
-    dtype: torch.dtype | None
-    scale_loss: bool  # float16 gradients underflow without a GradScaler; bfloat16 ones do not
-
-
-def precision_plan(
-    precision: str, device_type: str, bf16_supported: bool = False, objective: str = "reconstruction"
-) -> Precision:
-    """The arithmetic of TrainConfig.precision on a device type ("cpu", "cuda", "mps").
-
-    auto: `config.auto_precision` of the objective (mixed precision on CUDA; bfloat16 for the
-    contrastive objectives on a CPU with bfloat16 instructions; float32 otherwise). float16 is for
-    CUDA only; bfloat16 on CUDA needs a GPU that supports it.
-    """
-    if precision == "auto":
-        precision = auto_precision(objective, device_type, bf16_supported)
-    if precision == "float32":
-        return Precision(None, False)
-    if precision == "float16":
-        if device_type != "cuda":
-            raise ValueError(f"precision float16 needs a CUDA GPU, but training runs on {device_type}")
-        return Precision(torch.float16, True)
-    if device_type == "cuda" and not bf16_supported:
-        raise ValueError("precision bfloat16 needs a GPU that supports it; this one does not: use float16")
-    if device_type not in ("cpu", "cuda"):
-        raise ValueError(f"precision bfloat16 runs on CPU or CUDA, not on {device_type}")
-    return Precision(torch.bfloat16, False)
-
-
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether the device computes bfloat16 in hardware: a CUDA GPU that supports it, or a CPU with
-    AVX512-BF16 or AMX tiles. Other CPUs emulate it, which is slower than float32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    checks = (
-        getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    )
-    return any(check() for check in checks if check is not None)
-
-
-def resolve_on_device(config: TrainConfig, **given) -> tuple[TrainConfig, torch.device]:
-    """(config.resolve(**given) for the device it trains on, that device): the precision and, through
-    it, the contrastive epochs follow the device."""
-    device = distributed.resolve_device(config.device)
-    return config.resolve(**given, device_type=device.type, native_bf16=native_bfloat16(device)), device
-
-
-def device_precision(config: TrainConfig, device: torch.device) -> Precision:
-    objective = "reconstruction" if config.objective == "auto" else config.objective
-    return precision_plan(config.precision, device.type, native_bfloat16(device), objective)
-
-
-def autocast(device: torch.device, plan: Precision):
-    if plan.dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=plan.dtype)
 
 
 def epoch_batches(
