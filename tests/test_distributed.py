@@ -111,3 +111,11 @@ def test_a_distributed_ensemble_trains_its_first_member_as_the_distributed_one_n
     first = pair.autoencoder_.encoder.members[0].state_dict()
     assert all(torch.equal(v, first[k]) for k, v in single.autoencoder_.encoder.state_dict().items())
     assert pair.transform(images).shape == (64, 2 * MODEL.latent_dim)
+
+
+def test_distributed_ranks_agree_on_the_epochs_timed_under_train_minutes(ddp_run):
+    root, images = ddp_run
+    _torchrun(root / "data.npz", root / "timed", "--epochs", "auto", "--train-minutes", "0.02")
+    timed = aegmm.load(root / "timed", progress=False)  # ranks that disagreed would hang or fail
+    assert timed.config_.train.epochs == len(timed.history_) >= 1
+    assert timed.config_.train.train_minutes == 0.02 and timed.predict(images).shape == (64,)
