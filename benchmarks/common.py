@@ -277,6 +277,27 @@ def held_out_agreement(config, fit: np.ndarray, held: np.ndarray, classes: np.nd
     return agreement(classes, mixture.predict(held))
 
 
+def field_changes(text: str, known: dict, usage: str) -> dict:
+    """'a=1,b=0.35:1' -> {name: value} for the names of `known` ({name: default}), each value read as
+    its default's type: true/false for a bool, lo:hi for a tuple, a whole number for an int or None.
+    Anything else exits with `usage`."""
+    changes = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if name not in known or not value:
+            raise SystemExit(f"{usage}\nexpected FIELD=VALUE with FIELD one of {sorted(known)}, got {item!r}")
+        default = known[name]
+        if isinstance(default, bool):
+            changes[name] = value.lower() == "true"
+        elif isinstance(default, tuple):
+            changes[name] = tuple(float(v) for v in value.split(":"))
+        elif isinstance(default, float):
+            changes[name] = float(value)
+        else:
+            changes[name] = int(value) if isinstance(default, int) or default is None else value
+    return changes
+
+
 def comma_choices(parser, text: str, known, what: str) -> list[str]:
     """The comma-separated items of a command-line option, each one of `known` (else parser.error)."""
     items = text.split(",")

@@ -21,25 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aegmm.augment as augment  # noqa: E402
 import quality  # noqa: E402
+from common import field_changes  # noqa: E402
 
 USAGE = "usage: view_policy.py FIELD=VALUE[,FIELD=VALUE...] [quality.py options, without --cache]"
 
 
 def parse_changes(text: str) -> dict:
     """'hue=0.1,crop_scale=0.35:1' -> {'hue': 0.1, 'crop_scale': (0.35, 1.0)}; flip takes true/false."""
-    known = {f.name for f in fields(augment.AugmentPolicy)}
-    changes = {}
-    for item in text.split(","):
-        name, _, value = item.partition("=")
-        if name not in known or not value:
-            raise SystemExit(f"{USAGE}\nexpected FIELD=VALUE with FIELD one of {sorted(known)}, got {item!r}")
-        if name == "flip":
-            changes[name] = value.lower() == "true"
-        elif ":" in value:
-            changes[name] = tuple(float(v) for v in value.split(":"))
-        else:
-            changes[name] = float(value)
-    return changes
+    return field_changes(text, {f.name: f.default for f in fields(augment.AugmentPolicy)}, USAGE)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -506,6 +506,37 @@ def test_hybrid_probe_trains_a_shared_hybrid_and_checks_its_weight(tmp_path, res
         assert done.returncode != 0 and "usage: hybrid_probe.py" in done.stderr, done.stderr
 
 
+def test_contrastive_options_reads_each_setting_as_its_type_and_passes_it_to_every_contrastive_run(
+    monkeypatch,
+):
+    import aegmm.contrastive as contrastive
+
+    calls = []
+    monkeypatch.setattr(contrastive, "train_contrastive", lambda *args, **options: calls.append(options))
+    probe = benchmark_module("contrastive_options")
+    changes = probe.parse_changes("hidden_dim=512,projection_dim=128,schedule=constant,shared_gradients=true")
+    assert changes == {
+        "hidden_dim": 512,
+        "projection_dim": 128,
+        "schedule": "constant",
+        "shared_gradients": True,
+    }
+    assert isinstance(changes["hidden_dim"], int)
+    probe.patch({"hidden_dim": 512})
+    contrastive.train_contrastive("images", mode="simclr", temperature=0.2)
+    assert calls == [{"mode": "simclr", "temperature": 0.2, "hidden_dim": 512}]
+    for bad in ("temperature=0.5", "hidden_dim", "width=0.5"):  # a --variant setting, no value, not a field
+        with pytest.raises(SystemExit, match="expected FIELD=VALUE"):
+            probe.parse_changes(bad)
+    view_policy = benchmark_module("view_policy")  # the same reader: AugmentPolicy's types
+    assert view_policy.parse_changes("size=24,crop_scale=0.35:1,flip=false,hue=0.1") == {
+        "size": 24,
+        "crop_scale": (0.35, 1.0),
+        "flip": False,
+        "hue": 0.1,
+    }
+
+
 def test_quality_seeds_runs_every_method_per_seed_and_reports_mean_and_sd(
     shared_data, tmp_path, results_untouched
 ):
