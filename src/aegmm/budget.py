@@ -52,16 +52,25 @@ def seconds_per_epoch(
     to all of them)."""
     batch = train_idx[:batch_size]
     step(batch)
+    _wait_for_gpu()
     start = time.perf_counter()
     for _ in range(TIMED_STEPS):
         step(batch)
+    _wait_for_gpu()
     seconds = (time.perf_counter() - start) / TIMED_STEPS * math.ceil(len(train_idx) / batch_size)
     if validate is not None and len(val_idx) >= 2:
         part = val_idx[:batch_size]
         start = time.perf_counter()
         validate(part)
+        _wait_for_gpu()
         seconds += (time.perf_counter() - start) * len(val_idx) / len(part)
     return seconds
+
+
+def _wait_for_gpu() -> None:
+    """CUDA runs asynchronously: a clock read after queued work needs it finished first."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def epochs_within(minutes: float, spent: float, epoch_seconds: float) -> int:
