@@ -53,13 +53,26 @@ def test_within_budget_times_only_auto_epochs_under_train_minutes(tmp_path):
     assert timed.epochs == 8 and timed.train_minutes == 1.0  # 60 s // 7 s, the budget kept as a record
 
 
-def test_seconds_per_epoch_scales_the_timed_steps_to_every_batch_and_validation_image():
+def test_seconds_per_epoch_scales_the_timed_steps_to_every_batch_and_validation_image(monkeypatch):
+    clock = {"now": 0.0}
+    monkeypatch.setattr(
+        budget, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock["now"])})
+    )
     seen = []
+
+    def step(positions):  # each training step takes 1 s on the fake clock, validation 2 s a batch
+        seen.append(("step", len(positions)))
+        clock["now"] += 1.0
+
+    def validate(positions):
+        seen.append(("validate", len(positions)))
+        clock["now"] += 2.0
+
     train_idx, val_idx = np.arange(100), np.arange(100, 130)
-    seconds = budget.seconds_per_epoch(seen.append, seen.append, train_idx, val_idx, batch_size=16)
-    assert [len(p) for p in seen] == [16] * (1 + budget.TIMED_STEPS) + [16]  # warm-up, timed, validation
-    assert 0 <= seconds < 1  # steps that do nothing take (almost) no time
-    assert budget.seconds_per_epoch(lambda p: None, None, train_idx, val_idx[:1], 16) >= 0
+    seconds = budget.seconds_per_epoch(step, validate, train_idx, val_idx, batch_size=16)
+    assert seen == [("step", 16)] * (1 + budget.TIMED_STEPS) + [("validate", 16)]  # warm-up not timed
+    assert seconds == pytest.approx(1.0 * 7 + 2.0 * 30 / 16)  # 7 batches of 100, 30 validation images
+    assert budget.seconds_per_epoch(step, validate, train_idx, val_idx[:1], 16) == pytest.approx(7.0)
 
 
 @pytest.mark.parametrize("objective", ["reconstruction", "contrastive"])
