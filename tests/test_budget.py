@@ -43,7 +43,7 @@ def test_epochs_within_counts_whole_epochs_after_the_time_spent_and_at_least_one
     assert budget.epochs_within(0.01, 0.0, 10.0) == 1  # a budget under one epoch still trains one
 
 
-def test_within_budget_times_only_auto_epochs_under_train_minutes(tmp_path):
+def test_within_budget_times_only_auto_epochs_under_train_minutes():
     def untimed() -> float:
         raise AssertionError("timed although the epochs were given")
 
