@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import aegmm
 from aegmm import ImageClusterer, budget, contrastive
 from aegmm import train as train_module
 from aegmm.config import ModelConfig, TrainConfig
@@ -127,15 +128,9 @@ def test_a_timed_ensemble_trains_every_member_for_the_first_members_epochs_and_s
     clusterer = ImageClusterer(**params).fit(images)
     assert clusterer.config_.train.epochs == 3 == len(clusterer.history_)  # (1.5 s - spent) // 0.4 s
     assert clusterer.config_.train.train_minutes == 0.05  # the record of how the epochs were chosen
-    saved = aegmm_load(clusterer, tmp_path)
+    clusterer.save(tmp_path / "run")
+    saved = aegmm.load(tmp_path / "run", progress=False)
     assert saved.config_.train.epochs == 3 and ImageClusterer.from_config(saved.config_).epochs == 3
-
-
-def aegmm_load(clusterer: ImageClusterer, folder) -> ImageClusterer:
-    from aegmm import load
-
-    clusterer.save(folder / "run")
-    return load(folder / "run", progress=False)
 
 
 def test_the_command_line_refuses_given_epochs_with_train_minutes_in_one_line(tmp_path):
