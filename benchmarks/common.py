@@ -18,7 +18,9 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# ../shared/data beside the checkout; AEGMM_SHARED_DATA names another folder (a lent GPU machine
+# gets only the repository, so device_check.sh carries the files in and points here)
+SHARED_DATA = Path(os.environ.get("AEGMM_SHARED_DATA") or REPO.parent / "shared" / "data")
 RESULTS = Path(__file__).resolve().parent / "results"
 CIFAKE_ZIP = SHARED_DATA / "cifake_train_20k.zip"
 CIFAKE_SUBSET = SHARED_DATA / "cifake_train_subset.npz"  # 6,000 decoded images, for smoke runs

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from aegmm.config import TrainConfig
 from aegmm.mixture import LatentMixture
@@ -1005,3 +1006,29 @@ def test_the_long_tail_scales_every_count_and_keeps_each_image_in_its_class():
     ]
     shares = np.bincount(labels[full]), np.bincount(labels[quarter])
     assert np.argmax(shares[0]) == np.argmax(shares[1])  # the same digit leads at every scale (seed 0)
+
+
+def test_device_check_runs_the_cuda_tests_and_the_longer_cifake_training(shared_data, tmp_path):
+    """device_check.sh, the one call a lent GPU machine gets, in its SMOKE form on this machine:
+    it runs the CUDA tests (skipped without a GPU), then quality.py at the defaults and at EPOCHS,
+    and leaves every log and table in OUT."""
+    env = os.environ | {
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OUT": str(tmp_path),
+        "SMOKE": "1",
+        "EPOCHS": "2",
+        "PYTHON": sys.executable,
+        "AEGMM_SHARED_DATA": str(shared_data),  # not a .devdata/ that device_prepare.sh left here
+    }
+    command = ["bash", "benchmarks/device_check.sh"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    log = (tmp_path / "check.log").read_text()
+    assert done.returncode == 0, log + done.stderr[-2000:]
+    assert "CUDA tests: exit 0" in log and "CIFAKE: exit 0" in log
+    tests = (tmp_path / "gpu_tests.log").read_text()
+    assert ("passed" if torch.cuda.is_available() else "skipped") in tests, tests
+    report = json.loads((tmp_path / "quality" / "quality.json").read_text())
+    rows = [r for r in report["runs"] if "metrics" in r]
+    assert sorted((r["variant"], r["train"]["epochs"]) for r in rows) == [("default", 1), ("epochs=2", 2)]
+    assert all(r["dataset"] == "cifake" and r["task"] == "cifar10" for r in rows)

@@ -34,3 +34,12 @@ def test_cuda_training_lowers_the_loss_in_every_precision(images, precision):
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert next(clusterer.autoencoder_.parameters()).device.type == "cpu"  # state is kept on CPU
     assert np.isfinite(clusterer.score_samples(images)).all()
+
+
+@pytest.mark.parametrize("objective", ["reconstruction", "contrastive"])
+def test_a_time_budget_on_cuda_picks_whole_epochs_and_trains_them(images, objective):
+    settings = {"objective": objective, "epochs": "auto", "train_minutes": 0.05, "device": "cuda"}
+    clusterer = ImageClusterer(**(TINY | settings)).fit(images)
+    epochs = clusterer.config_.train.epochs  # the count the timed steps chose, saved as given
+    assert isinstance(epochs, int) and epochs >= 1 and len(clusterer.history_) == epochs
+    assert clusterer.config_.train.train_minutes == 0.05
