@@ -1032,3 +1032,32 @@ def test_device_check_runs_the_cuda_tests_and_the_longer_cifake_training(shared_
     rows = [r for r in report["runs"] if "metrics" in r]
     assert sorted((r["variant"], r["train"]["epochs"]) for r in rows) == [("default", 1), ("epochs=2", 2)]
     assert all(r["dataset"] == "cifake" and r["task"] == "cifar10" for r in rows)
+
+
+def test_optimizer_probe_starts_every_session_with_sgd_at_the_runs_learning_rate(monkeypatch):
+    from aegmm.config import ModelConfig
+    from aegmm.nn import AutoEncoder
+    from aegmm.train import Session
+
+    probe = benchmark_module("optimizer_probe")
+    monkeypatch.setattr(Session, "start", probe.sgd_start(0.9, 5e-4))
+    images = np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    config = TrainConfig(lr=0.05, device="cpu", epochs=1, batch_size=4)
+    model = ModelConfig(image_size=16, latent_dim=4, width=0.125)
+    session = Session.start(images, config, "reconstruction", lambda: AutoEncoder(model), None)
+    optimizer = session.optimizer
+    assert type(optimizer) is torch.optim.SGD
+    assert (optimizer.defaults["lr"], optimizer.defaults["momentum"]) == (0.05, 0.9)
+    assert optimizer.defaults["weight_decay"] == 5e-4
+    assert {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for p in session.model.parameters()}
+
+
+def test_optimizer_probe_trains_with_sgd_and_checks_its_numbers(shared_data, tmp_path, results_untouched):
+    out = cifake_classes_smoke("optimizer_probe.py", "0.9", "0", out=tmp_path, methods="aegmm")
+    assert "SGD in place of Adam: momentum 0.9, weight decay 0.0" in out
+    rows = [r for r in json.loads((tmp_path / "quality.json").read_text())["runs"] if "metrics" in r]
+    assert [(r["task"], r["variant"]) for r in rows] == [("cifar10", "default")]
+    for args in (["0.9"], ["1.5", "0"], ["0.9", "nan"], ["0.9", "0", "--cache", "/tmp/x"]):
+        command = [sys.executable, "benchmarks/optimizer_probe.py", *args]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and "usage: optimizer_probe.py" in done.stderr, done.stderr
