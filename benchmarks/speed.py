@@ -4,9 +4,11 @@
     python benchmarks/speed.py --quick            # fewer images and repeats
     python benchmarks/speed.py --smoke --out DIR  # does it run? a tiny network, seconds
 
-Measures, in one process: torch.mm float32 GFLOP/s (best of several 2048x2048 products); the
-FLOPs per image of the default network (torch.utils.flop_counter.FlopCounterMode); training and
-encoding images per second at 32x32 with batch 128, also as a fraction of the FLOP-bound rate;
+Measures, in one process: torch.mm float32 GFLOP/s (best of several 2048x2048 products), and
+bfloat16 where the CPU computes it natively; the FLOPs per image of the default network
+(torch.utils.flop_counter.FlopCounterMode); training and encoding images per second at 32x32
+with batch 128, also as a fraction of the FLOP-bound rate of the precision each loop trains in
+(the contrastive loop trains in bfloat16 autocast on such CPUs, everything else in float32);
 GaussianMixture fit time on 20,000 and 100,000 random latent vectors; peak resident memory.
 Writes speed.json and speed.md under --out (benchmarks/results by default; a smoke run writes
 to a temporary folder and refuses benchmarks/results).
@@ -29,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from aegmm.config import MixtureConfig, ModelConfig, TrainConfig
 from aegmm.mixture import LatentMixture
 from aegmm.nn import AutoEncoder
+from aegmm.precision import native_bfloat16, resolve_on_device
 from aegmm.preprocess import Normalizer, conform_images
 from aegmm.train import encode, train_autoencoder
 from common import CIFAKE_SUBSET, machine, max_rss_mib, measure, output_folder
@@ -40,9 +43,9 @@ SMOKE_MODEL = ModelConfig(image_size=16, latent_dim=8, width=0.125)
 SMOKE_MIXTURE = MixtureConfig(reduced_dim=4, n_init=1)
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> dict:
-    """Best and median float32 torch.mm rate (2 n^3 FLOPs per product)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> dict:
+    """Best and median torch.mm rate in `dtype` (2 n^3 FLOPs per product)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)  # warm-up
     times = []
     for _ in range(repeats):
@@ -53,6 +56,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> dict:
     return {
         "n": n,
         "repeats": repeats,
+        "dtype": str(dtype).removeprefix("torch."),
         "best_gflops": round(flops / min(times) / 1e9, 2),
         "median_gflops": round(flops / statistics.median(times) / 1e9, 2),
     }
@@ -107,6 +111,7 @@ def contrastive_speed(images: np.ndarray, epochs: int, model: ModelConfig) -> di
     from aegmm.contrastive import train_contrastive
 
     train = TrainConfig(epochs=epochs, batch_size=CONTRASTIVE_BATCH, device="cpu", objective="contrastive")
+    resolved, _ = resolve_on_device(train, channels=images.shape[-1], n_train=len(images))
     normalizer = Normalizer.fit(images)
     with measure() as cost:
         _, history = train_contrastive(images, model, train, normalizer, progress=False)
@@ -115,6 +120,7 @@ def contrastive_speed(images: np.ndarray, epochs: int, model: ModelConfig) -> di
         "images": len(images),
         "epochs": epochs,
         "batch_size": CONTRASTIVE_BATCH,
+        "precision": resolved.precision,  # what "auto" chose on this CPU
         "images_per_second_per_epoch": [round(r, 1) for r in rates],
         "images_per_second": round(max(rates), 1),
         "memory": cost.as_dict(),
@@ -199,7 +205,11 @@ def mixture_speed(n: int, model: ModelConfig, mixture: MixtureConfig) -> dict:
 def write_markdown(report: dict, path: Path) -> None:
     m, f, mm = report["machine"], report["flops"], report["matmul"]
     train, enc, step = report["training"], report["encoding"], report["steps"]
-    peak = max(mm["best_gflops"], report["matmul_end"]["best_gflops"]) * 1e9
+    peaks = {"float32": max(mm["best_gflops"], report["matmul_end"]["best_gflops"]) * 1e9}
+    if "matmul_bfloat16" in report:
+        bf16 = (report["matmul_bfloat16"]["best_gflops"], report["matmul_bfloat16_end"]["best_gflops"])
+        peaks["bfloat16"] = max(bf16) * 1e9
+    contrastive = report["contrastive"].get("precision", "float32")  # files before it was recorded
     lines = [
         "# Speed of aegmm's defaults" if report["network"].endswith("(the default)") else "# Speed of aegmm",
         "",
@@ -230,36 +240,49 @@ def write_markdown(report: dict, path: Path) -> None:
         f"{mm['best_gflops']} / {report['matmul_end']['best_gflops']} GFLOP/s (medians "
         f"{mm['median_gflops']} / {report['matmul_end']['median_gflops']}) | - | - |",
     ]
-    for name, rate, flops in (
+    if "matmul_bfloat16" in report:
+        b, e = report["matmul_bfloat16"], report["matmul_bfloat16_end"]
+        lines.append(
+            f"| torch.mm bfloat16 {b['n']}x{b['n']}, best of {b['repeats']}, start / end of run | "
+            f"{b['best_gflops']} / {e['best_gflops']} GFLOP/s (medians {b['median_gflops']} / "
+            f"{e['median_gflops']}) | - | - |"
+        )
+    for name, rate, flops, precision in (
         (
             f"training, aegmm loop, {train['images']:,} images, batch {BATCH}, best epoch",
             train["images_per_second"],
             f["train_per_image_3x"],
+            "float32",
         ),
         (
-            f"training, contrastive (NT-Xent on 2 views; bound = 2 x 3 x encoder forward), "
-            f"{report['contrastive']['images']:,} images, batch {CONTRASTIVE_BATCH}, best epoch",
+            f"training, contrastive in {contrastive} (NT-Xent on 2 views; bound = 2 x 3 x encoder "
+            f"forward at the {contrastive} matmul rate), {report['contrastive']['images']:,} images, "
+            f"batch {CONTRASTIVE_BATCH}, best epoch",
             report["contrastive"]["images_per_second"],
             6 * f["encoder_per_image"],
+            contrastive,
         ),
         (
             f"training, bare steps on one batch of {BATCH}, best",
             step["best_images_per_second"],
             f["train_per_image_3x"],
+            "float32",
         ),
         (
             f"encoding, {enc['images']:,} images, batch {enc['batch_size']}, best of {enc['repeats']}",
             enc["images_per_second"],
             f["encoder_per_image"],
+            "float32",
         ),
         (
             f"encoding, batch {report['encoding_512']['batch_size']} (the library's batch before this "
             "measurement; now 128)",
             report["encoding_512"]["images_per_second"],
             f["encoder_per_image"],
+            "float32",
         ),
     ):
-        bound = peak / flops
+        bound = peaks[precision] / flops
         lines.append(f"| {name} | {rate:,.0f} img/s | {bound:,.0f} img/s | {rate / bound:.1%} |")
     mx = report["mixture_config"]
     lines += [
@@ -331,6 +354,8 @@ def main(argv=None) -> int:
     report["mixture_config"] = asdict(mixture)
     print("matmul and FLOPs", flush=True)
     report["matmul"] = matmul_gflops(matmul_n)
+    if native_bfloat16(torch.device("cpu")):  # elsewhere bfloat16 is emulated and nothing trains in it
+        report["matmul_bfloat16"] = matmul_gflops(matmul_n, dtype=torch.bfloat16)
     report["flops"] = network_flops(model)
     print("training", flush=True)
     images = conform_images(cifake_images(max(args.train_images, enc_n)), model.image_size, model.channels)
@@ -345,6 +370,8 @@ def main(argv=None) -> int:
         print(f"mixture on {n:,}", flush=True)
         report["mixture"].append(mixture_speed(n, model, mixture))
     report["matmul_end"] = matmul_gflops(matmul_n)  # the contention may have changed during the run
+    if "matmul_bfloat16" in report:
+        report["matmul_bfloat16_end"] = matmul_gflops(matmul_n, dtype=torch.bfloat16)
     report["machine_end"] = machine()
     report["max_rss_mib"] = round(max_rss_mib(), 1)
     (args.out / "speed.json").write_text(json.dumps(report, indent=1))

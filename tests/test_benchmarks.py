@@ -22,6 +22,7 @@ import torch
 
 from aegmm.config import TrainConfig
 from aegmm.mixture import LatentMixture
+from aegmm.precision import native_bfloat16
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -624,6 +625,16 @@ def test_speed_smoke(shared_data, tmp_path, results_untouched):
     assert contrastive["batch_size"] == 256 and finite(contrastive["images_per_second"], 0)
     assert contrastive["images_per_second"] > 0 and len(contrastive["images_per_second_per_epoch"]) == 1
     assert all(finite(float(r[3].rstrip("%")), 0) for r in fractions)
+    # the contrastive loop's bound is the matmul rate of the precision it trained in
+    native = native_bfloat16(torch.device("cpu"))
+    assert contrastive["precision"] == ("bfloat16" if native else "float32")
+    assert ("matmul_bfloat16" in report) == native
+    assert f"contrastive in {contrastive['precision']}" in markdown
+    if native:
+        peak = max(report[m]["best_gflops"] for m in ("matmul_bfloat16", "matmul_bfloat16_end")) * 1e9
+        (row,) = [r for r in fractions if "contrastive" in r[0]]
+        bound = peak / (6 * flops["encoder_per_image"])
+        assert row[2] == f"{bound:,.0f} img/s"
 
 
 @pytest.mark.parametrize("objective", ["reconstruction", "contrastive"])
