@@ -43,6 +43,13 @@ SMOKE_MODEL = ModelConfig(image_size=16, latent_dim=8, width=0.125)
 SMOKE_MIXTURE = MixtureConfig(reduced_dim=4, n_init=1)
 
 
+def default_network() -> tuple[ModelConfig, MixtureConfig]:
+    """The default colour network, its "auto" latent size resolved (32), and its autoencoder's
+    mixture (PCA; contrastive features get UMAP instead)."""
+    model = ModelConfig().resolve("reconstruction")
+    return model, MixtureConfig().resolve(channels=3, objective="reconstruction")
+
+
 def matmul_gflops(n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> dict:
     """Best and median torch.mm rate in `dtype` (2 n^3 FLOPs per product)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
@@ -339,8 +346,7 @@ def main(argv=None) -> int:
         parser.error(str(exc))
     # (matmul size, timed steps, encoded images, encoding repeats) of a full, quick and smoke run
     matmul_n, steps, enc_n, repeats = 2048, 10, 6000, 3
-    # the mixture of a colour autoencoder's latents (PCA); contrastive features get UMAP instead
-    model, mixture = ModelConfig(), MixtureConfig().resolve(channels=3, objective="reconstruction")
+    model, mixture = default_network()
     if args.quick:
         args.train_images, args.epochs, args.gmm_sizes = 1000, 1, [20_000]
         steps, enc_n, repeats = 5, 2000, 2
@@ -381,7 +387,7 @@ def main(argv=None) -> int:
 
 
 def _describe(config: ModelConfig) -> str:
-    default = " (the default)" if config == ModelConfig() else ""
+    default = " (the default)" if config == default_network()[0] else ""
     return "ModelConfig(" + ", ".join(f"{k}={v}" for k, v in asdict(config).items()) + ")" + default
 
 

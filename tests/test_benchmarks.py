@@ -596,6 +596,15 @@ def test_report_averages_seeds_and_judges_the_margin_against_the_spread(tmp_path
     assert verdicts == {"mnist acc": "yes", "mnist nmi": "no"}  # +0.04 > 0.02; NMI below the peer
 
 
+def test_speed_measures_the_default_network_with_every_auto_setting_resolved():
+    speed = benchmark_module("speed")
+    model, mixture = speed.default_network()
+    assert (model.latent_dim, model.width, model.image_size) == (32, 0.25, 32)
+    assert mixture.reducer == "pca" and isinstance(mixture.reduced_dim, int)
+    assert speed.random_latents(50, model.latent_dim).shape == (50, 32)  # the full run's mixture input
+    assert speed._describe(model).endswith("(the default)")
+
+
 def test_speed_smoke(shared_data, tmp_path, results_untouched):
     run_script("speed.py", "--smoke", "--out", str(tmp_path))
     report = json.loads((tmp_path / "speed.json").read_text())
