@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     parser.add_argument("--step", help=argparse.SUPPRESS)  # internal: one option, in a child
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    config = SMOKE_MODEL if args.smoke else ModelConfig()
+    config = SMOKE_MODEL if args.smoke else ModelConfig().resolve(args.objective)  # latent 32
     if args.step:
         print(json.dumps(step_rate(args.step, args.threads, args.steps, config, args.objective)))
         return 0

@@ -647,6 +647,16 @@ def test_speed_smoke(shared_data, tmp_path, results_untouched):
 
 
 @pytest.mark.parametrize("objective", ["reconstruction", "contrastive"])
+def test_profile_training_times_steps_of_the_default_network(objective):
+    """The full run's step rates (one step here), on the default network with "auto" resolved."""
+    out = run_script(
+        "profile_training.py", "--step", "fp32", "--threads", "1", "--steps", "1", "--objective", objective
+    )
+    rate = json.loads(out.strip().splitlines()[-1])
+    assert rate["option"] == "fp32" and rate["threads"] == 1 and finite(rate["images_per_second"], 0)
+
+
+@pytest.mark.parametrize("objective", ["reconstruction", "contrastive"])
 def test_profile_training_smoke(shared_data, tmp_path, results_untouched, objective):
     run_script("profile_training.py", "--smoke", "--objective", objective, "--out", str(tmp_path))
     report = json.loads((tmp_path / "profile.json").read_text())
