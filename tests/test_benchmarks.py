@@ -646,11 +646,19 @@ def test_speed_smoke(shared_data, tmp_path, results_untouched):
         assert row[2] == f"{bound:,.0f} img/s"
 
 
-@pytest.mark.parametrize("objective", ["reconstruction", "contrastive"])
-def test_profile_training_times_steps_of_the_default_network(objective):
-    """The full run's step rates (one step here), on the default network with "auto" resolved."""
+def test_profile_training_times_steps_of_the_default_network():
+    """The full run's step rates (one step here), on the default network with "auto" resolved (both
+    objectives build it the same way; the autoencoder's steps are the cheaper)."""
     out = run_script(
-        "profile_training.py", "--step", "fp32", "--threads", "1", "--steps", "1", "--objective", objective
+        "profile_training.py",
+        "--step",
+        "fp32",
+        "--threads",
+        "1",
+        "--steps",
+        "1",
+        "--objective",
+        "reconstruction",
     )
     rate = json.loads(out.strip().splitlines()[-1])
     assert rate["option"] == "fp32" and rate["threads"] == 1 and finite(rate["images_per_second"], 0)
