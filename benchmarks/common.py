@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -277,6 +278,18 @@ def held_out_agreement(config, fit: np.ndarray, held: np.ndarray, classes: np.nd
 
     mixture = LatentMixture(replace(config, n_components=10)).fit(fit, n_jobs=jobs)
     return agreement(classes, mixture.predict(held))
+
+
+def number_argument(text: str, usage: str, wanted: str, accept) -> float:
+    """A probe's numeric argument: `text` as a finite float that `accept` takes, else exit with
+    `usage` and what was `wanted`."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and accept(value)):
+        raise SystemExit(f"{usage}\nexpected {wanted}, got {text!r}")
+    return value
 
 
 def field_changes(text: str, known: dict, usage: str) -> dict:

@@ -19,7 +19,6 @@ does not know the patch.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aegmm.contrastive as contrastive  # noqa: E402
 import quality  # noqa: E402
+from common import number_argument  # noqa: E402
 
 USAGE = "usage: hybrid_probe.py WEIGHT [quality.py options, without --cache]"
 
@@ -46,12 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or "--cache" in argv:
         raise SystemExit(USAGE)
-    try:
-        weight = float(argv[0])
-    except ValueError:
-        weight = math.nan
-    if not math.isfinite(weight) or weight <= 0:
-        raise SystemExit(f"{USAGE}\nexpected WEIGHT, a number > 0, got {argv[0]!r}")
+    weight = number_argument(argv[0], USAGE, "WEIGHT, a number > 0", lambda w: w > 0)
     patch_shared(weight)
     print(f"hybrid with shared gradients, reconstruction weight {weight}", flush=True)
     return quality.main(argv[1:])

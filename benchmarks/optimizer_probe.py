@@ -14,7 +14,6 @@ results give them. No `--cache`: its key does not know the patch.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aegmm.train as train  # noqa: E402
 import quality  # noqa: E402
+from common import number_argument  # noqa: E402
 
 USAGE = "usage: optimizer_probe.py MOMENTUM WEIGHT_DECAY [quality.py options, without --cache]"
 
@@ -42,21 +42,12 @@ def sgd_start(momentum: float, weight_decay: float):
     return classmethod(start)
 
 
-def number(text: str, lowest: float, highest: float) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and lowest <= value < highest):
-        raise SystemExit(f"{USAGE}\nexpected a number in [{lowest}, {highest}), got {text!r}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2 or "--cache" in argv:
         raise SystemExit(USAGE)
-    momentum, weight_decay = number(argv[0], 0.0, 1.0), number(argv[1], 0.0, 1.0)
+    momentum = number_argument(argv[0], USAGE, "MOMENTUM, a number in [0, 1)", lambda m: 0 <= m < 1)
+    weight_decay = number_argument(argv[1], USAGE, "WEIGHT_DECAY, a number in [0, 1)", lambda w: 0 <= w < 1)
     train.Session.start = sgd_start(momentum, weight_decay)
     print(f"SGD in place of Adam: momentum {momentum}, weight decay {weight_decay}", flush=True)
     return quality.main(argv[2:])
