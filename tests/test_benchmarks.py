@@ -1099,3 +1099,13 @@ def test_optimizer_probe_trains_with_sgd_and_checks_its_numbers(shared_data, tmp
     for args in (["0.9"], ["1.5", "0"], ["0.9", "nan"], ["0.9", "0", "--cache", "/tmp/x"]):
         with pytest.raises(SystemExit, match="usage: optimizer_probe.py"):
             probe.main(args)  # refused before anything is patched or trained
+
+
+def test_umap_compile_smoke(tmp_path, results_untouched):
+    run_script("umap_compile.py", "--smoke", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "umap_compile.json").read_text())
+    (row,) = report["rows"]
+    assert (row["mode"], row["process"], report["points"]) == ("cached", 1, 200)
+    assert finite(row["seconds"], 0) and len(row["sha256"]) == 16
+    markdown = (tmp_path / "umap_compile.md").read_text()
+    assert f"| cached | 1 | {row['seconds']:.2f} |" in markdown and "identical: yes" in markdown

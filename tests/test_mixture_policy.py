@@ -110,6 +110,30 @@ def test_umap_mixture_keeps_training_clusters_and_sorts_new_points_with_their_ne
     np.testing.assert_array_equal(same_log_likelihood, log_likelihood)
 
 
+def test_umaps_compiled_functions_are_kept_on_disk_except_one_compiled_with_two_sets_of_options():
+    """The next process loads them instead of compiling them again (benchmarks/umap_compile.py
+    checks that the embedding stays the same); the layout step has a serial and a parallel
+    dispatcher of one Python function, which numba's cache would not tell apart."""
+    from pathlib import Path
+
+    import umap.layouts
+    import umap.umap_
+
+    from aegmm.embedding import umap_embedding
+
+    latents, _ = blobs(60, seed=0)
+    umap_embedding(latents.astype(np.float32), 2, seed=0)
+    for function in (umap.umap_.smooth_knn_dist, umap.umap_.compute_membership_strengths):
+        folder = function.stats.cache_path
+        assert folder is not None, function
+        name = function.py_func.__qualname__
+        assert list(Path(folder).glob(f"*{name}-*.nbi")), f"no cache index for {name} in {folder}"
+    serial = umap.layouts._nb_optimize_layout_euclidean_single_epoch
+    parallel = umap.layouts._nb_optimize_layout_euclidean_single_epoch_parallel
+    assert serial.py_func is parallel.py_func
+    assert serial.stats.cache_path is None and parallel.stats.cache_path is None
+
+
 def test_a_single_channel_collection_is_clustered_with_umap_and_the_run_records_it(tmp_path, capsys):
     rng = np.random.default_rng(0)
     n = UMAP_MIN_IMAGES

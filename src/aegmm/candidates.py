@@ -14,9 +14,10 @@ from threadpoolctl import threadpool_limits
 
 from .progress import say
 
-# Fewer points than this: the candidates run in the calling process. A worker compiles UMAP
-# again (about 28 s), which 2,000 CIFAKE feature vectors do not repay
-# (benchmarks/results/mixture_speed/NOTES.md).
+# Fewer points than this: the candidates run in the calling process. A worker compiled UMAP
+# again (about 28 s), which 2,000 CIFAKE feature vectors did not repay
+# (benchmarks/results/mixture_speed/NOTES.md); since embedding.keep_compiled a worker loads most
+# of it from numba's cache (results/umap_compile/NOTES.md), and this threshold is not re-measured.
 PARALLEL_MIN_SAMPLES = 5_000
 
 

@@ -6,6 +6,9 @@ training inputs and their embedding) and places any point among its nearest trai
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
+
 import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -50,6 +53,7 @@ def umap_embedding(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
         import umap
     except ImportError:
         raise ValueError("reducer 'umap' needs umap-learn: pip install umap-learn") from None
+    keep_compiled("umap")
     neighbours = min(UMAP_NEIGHBORS, len(x) - 1)
     reducer = umap.UMAP(n_components=dim, n_neighbors=neighbours, min_dist=0.0, random_state=seed, n_jobs=1)
     return reducer.fit_transform(x).astype(np.float32)
@@ -76,3 +80,34 @@ def knn_place(inputs, embedding, queries, k: int = 10, return_weights: bool = Fa
     rows = np.repeat(np.arange(len(queries)), k)
     matrix = sparse.csr_matrix((weights.ravel(), (rows, index.ravel())), shape=(len(queries), len(inputs)))
     return placed, matrix
+
+
+def keep_compiled(package: str) -> None:
+    """Keep the numba functions of ``package`` compiled on disk, as ``cache=True`` would.
+
+    umap-learn compiles its functions in every process that first uses them and caches almost
+    none (pynndescent caches its own), so each ``aegmm fit`` and every candidate worker would
+    compile them again. Numba writes the cache beside the package's source, or under
+    ``NUMBA_CACHE_DIR`` / the user's cache folder, and recompiles when a source file changes;
+    a function numba finds no folder for is compiled in memory as before. A Python function
+    compiled twice with different options (umap's layout step, serial and parallel) is left
+    alone: numba's cache does not key on the options, and one would load the other's code. The
+    compiled code is the same, so the embedding is too (benchmarks/results/umap_compile/NOTES.md).
+    """
+    if package in _KEPT_COMPILED:
+        return
+    from numba.core.dispatcher import Dispatcher
+
+    modules = [m for n, m in list(sys.modules.items()) if n == package or n.startswith(package + ".")]
+    found = {id(f): f for m in modules if m for f in vars(m).values() if isinstance(f, Dispatcher)}
+    twice = Counter(id(f.py_func) for f in found.values())
+    for function in found.values():
+        if twice[id(function.py_func)] == 1 and function.stats.cache_path is None:
+            try:
+                function.enable_caching()
+            except RuntimeError:  # "cannot cache function ...: no locator available"
+                continue
+    _KEPT_COMPILED.add(package)
+
+
+_KEPT_COMPILED: set[str] = set()
