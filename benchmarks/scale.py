@@ -36,8 +36,8 @@ FIT_ARGS = [
 ]  # fmt: skip
 SMOKE_FIT_ARGS = [
     "--epochs", "1", "--train-images", "500", "--width", "0.125", "--clusters", "10",
-    "--batch-size", "256", "--image-size", "16", "--latent-dim", "8", "--reduced-dim", "4",
-    "--quiet",
+    "--batch-size", "256", "--image-size", "16", "--latent-dim", "8", "--reducer", "pca",
+    "--reduced-dim", "4", "--quiet",
 ]  # fmt: skip
 RESULTS = Path(__file__).resolve().parent / "results"
 

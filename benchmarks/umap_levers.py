@@ -69,6 +69,10 @@ def gmm(k: int, n_init: int, seed: int, **options):
 def neighbours_rows(x, y, seeds, k, neighbours):
     import umap
 
+    from aegmm.embedding import keep_compiled
+
+    keep_compiled("umap")  # as aegmm's own UMAP does: the next process loads what this one compiles
+
     for n in neighbours:
         for seed in seeds:
             started = time.perf_counter()
@@ -92,8 +96,9 @@ def placement_rows(x, y, xh, yh, seeds, k, n_neighbors=30):
     import umap
     from sklearn.neighbors import KNeighborsClassifier
 
-    from aegmm.embedding import knn_place
+    from aegmm.embedding import keep_compiled, knn_place
 
+    keep_compiled("umap")
     for seed in seeds:
         reducer = umap.UMAP(
             n_components=10, n_neighbors=n_neighbors, min_dist=0.0, random_state=seed, n_jobs=1

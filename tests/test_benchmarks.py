@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import importlib.util
+import io
 import json
 import math
 import os
