@@ -891,6 +891,8 @@ def report_module():
         "denoising/mnist/quality.md",
         "epochs22/quality.md",
         "epochs50/quality.md",
+        "epochs100/quality.md",
+        "epochs100/seed1/quality.md",
         "mixture_speed/gray_recheck/quality.md",
         "digits_seeds10/quality.md",
         "digits_seeds10/normalize_none/quality.md",
