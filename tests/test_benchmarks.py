@@ -1,7 +1,9 @@
 """The benchmark scripts still run at HEAD: each one's --smoke run, and report.py on the committed results.
 
-Every script runs as a subprocess from the repository root with one thread, on a tiny input, and
+Every smoke runs as a subprocess from the repository root with one thread, on a tiny input, and
 writes into tmp_path; the assertions read what it wrote. None of them may touch benchmarks/results.
+What needs no fresh process runs in this one (a fresh process spends 4-5 s importing torch):
+report.py's rebuilds of the committed tables, and the arguments a script refuses.
 """
 
 from __future__ import annotations
