@@ -33,10 +33,8 @@ import numpy as np
 
 from common import load_cifake, load_cifake_subset, machine, output_folder, split_cifake
 
-SMOKE_FIT = {
-    **{"image_size": 16, "width": 0.125, "latent_dim": 8, "epochs": 1, "batch_size": 64},
-    "reducer": "pca",  # the smoke's encoder run need not compile UMAP either
-}
+# the smoke's encoder run fits with PCA too: it need not compile UMAP either
+SMOKE_FIT = dict(image_size=16, width=0.125, latent_dim=8, epochs=1, batch_size=64, reducer="pca")
 
 
 def fit_images(smoke: bool) -> np.ndarray:

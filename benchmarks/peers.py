@@ -97,11 +97,9 @@ def umap_gmm(fit: np.ndarray, score: np.ndarray, k: int, seed: int) -> Outcome:
     Scored images that were not fitted are placed with UMAP's own `transform`. UMAP's compiled
     functions are kept on disk as aegmm keeps its own, so neither pays numba's compilation twice.
     """
-    import umap
+    from aegmm.embedding import import_umap
 
-    from aegmm.embedding import keep_compiled
-
-    keep_compiled("umap")
+    umap = import_umap()
     pca = PCA(n_components=pca_size(fit), random_state=seed).fit(pixels(fit))
     reducer = umap.UMAP(n_components=k, n_neighbors=UMAP_NEIGHBORS, min_dist=0.0, random_state=seed, n_jobs=1)
     embedded = reducer.fit_transform(pca.transform(pixels(fit)))

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -64,9 +65,9 @@ def child(mode: str, n: int) -> dict:
 
 def run_mode(mode: str, n: int, processes: int, threads: int, fresh_cache: bool = True) -> list[dict]:
     rows = []
-    with tempfile.TemporaryDirectory(prefix="aegmm-numba-") as cache:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
-        if fresh_cache:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
+    with tempfile.TemporaryDirectory(prefix="aegmm-numba-") if fresh_cache else nullcontext() as cache:
+        if cache is not None:
             env["NUMBA_CACHE_DIR"] = cache
         for index in range(processes):
             load = os.getloadavg()[0]

@@ -67,11 +67,9 @@ def gmm(k: int, n_init: int, seed: int, **options):
 
 
 def neighbours_rows(x, y, seeds, k, neighbours):
-    import umap
+    from aegmm.embedding import import_umap
 
-    from aegmm.embedding import keep_compiled
-
-    keep_compiled("umap")  # as aegmm's own UMAP does: the next process loads what this one compiles
+    umap = import_umap()  # as aegmm's own UMAP: the next process loads what this one compiles
 
     for n in neighbours:
         for seed in seeds:
@@ -93,12 +91,11 @@ def neighbours_rows(x, y, seeds, k, neighbours):
 
 
 def placement_rows(x, y, xh, yh, seeds, k, n_neighbors=30):
-    import umap
     from sklearn.neighbors import KNeighborsClassifier
 
-    from aegmm.embedding import keep_compiled, knn_place
+    from aegmm.embedding import import_umap, knn_place
 
-    keep_compiled("umap")
+    umap = import_umap()
     for seed in seeds:
         reducer = umap.UMAP(
             n_components=10, n_neighbors=n_neighbors, min_dist=0.0, random_state=seed, n_jobs=1

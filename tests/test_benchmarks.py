@@ -917,7 +917,7 @@ def test_report_rebuilds_committed_tables(committed, tmp_path):
     """report.py turns each committed quality JSON back into the tables of the committed markdown."""
     source = RESULTS / committed
     shutil.copy(source.with_suffix(".json"), tmp_path / "quality.json")
-    assert report_module().main([str(tmp_path / "quality.json")]) == 0  # in this process: 40 files
+    assert report_module().main([str(tmp_path / "quality.json")]) == 0  # in this process
     rebuilt, original = (tmp_path / "quality.md").read_text(), source.read_text()
     assert rebuilt.splitlines()[2] == original.splitlines()[2]  # the "Command: ..." line
     rebuilt_rows, original_rows = table_rows(rebuilt), table_rows(original)

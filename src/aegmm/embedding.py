@@ -48,12 +48,19 @@ class UMAPPlacement(TransformerMixin, BaseEstimator):
         return self.neighbours_
 
 
-def umap_embedding(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
+def import_umap():
+    """umap-learn, with its compiled functions kept on disk (``keep_compiled``): the one way
+    aegmm, and the benchmarks beside it, get UMAP."""
     try:
         import umap
     except ImportError:
         raise ValueError("reducer 'umap' needs umap-learn: pip install umap-learn") from None
     keep_compiled("umap")
+    return umap
+
+
+def umap_embedding(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    umap = import_umap()
     neighbours = min(UMAP_NEIGHBORS, len(x) - 1)
     reducer = umap.UMAP(n_components=dim, n_neighbors=neighbours, min_dist=0.0, random_state=seed, n_jobs=1)
     return reducer.fit_transform(x).astype(np.float32)
