@@ -1120,6 +1120,61 @@ def test_optimizer_probe_trains_with_sgd_and_checks_its_numbers(shared_data, tmp
             probe.main(args)  # refused before anything is patched or trained
 
 
+def test_training_probe_tricks_change_what_they_name_and_nothing_else(monkeypatch):
+    from aegmm import contrastive
+    from aegmm.config import ModelConfig
+    from aegmm.nn.autoencoder import Encoder
+    from aegmm.preprocess import Normalizer
+    from conftest import two_group_images
+
+    probe = benchmark_module("training_probe")
+    images, _ = two_group_images(36)  # 32 training images: 2 steps of 16 an epoch, 4 in all
+    normalizer = Normalizer.fit(images)
+    model = ModelConfig(image_size=16, width=0.125, latent_dim=8)
+    train = TrainConfig(epochs=2, batch_size=16, device="cpu", seed=0)
+    patched = ((contrastive._Run, "_set_lr"), (contrastive._Run, "train_epoch"), (Encoder, "__init__"))
+
+    def fit(trick: str | None = None, value: float = 0.0) -> tuple[list[torch.Tensor], list[float]]:
+        lrs = []
+        with monkeypatch.context() as m:
+            if trick is not None:
+                for target, name in patched:
+                    m.setattr(target, name, getattr(target, name))  # restored when the context ends
+                probe.patch(trick, value)
+            set_lr = contrastive._Run._set_lr
+
+            def recorded(self, epoch, step, steps):
+                set_lr(self, epoch, step, steps)
+                lrs.append(self.optimizer.param_groups[0]["lr"])
+
+            m.setattr(contrastive._Run, "_set_lr", recorded)
+            net, _ = contrastive.train_contrastive(images, model, train, normalizer, progress=False)
+        return [t.detach().clone() for t in net.state_dict().values()], lrs
+
+    plain, plain_lrs = fit()
+    _, warm_lrs = fit("warmup", 1.5)
+    assert warm_lrs == pytest.approx([lr * r for lr, r in zip(plain_lrs, (1 / 3, 2 / 3, 1, 1))])
+    same, _ = fit("ema", 1e-12)  # an average that forgets at once: the last weights, statistics too
+    assert all(torch.allclose(a.float(), b.float()) for a, b in zip(same, plain))
+    averaged, averaged_lrs = fit("ema", 0.5)
+    assert averaged_lrs == plain_lrs and not all(torch.equal(a, b) for a, b in zip(averaged, plain))
+
+    with monkeypatch.context() as m:
+        m.setattr(Encoder, "__init__", probe.zero_init_encoder())
+        torch.manual_seed(0)
+        zeroed = Encoder(model.resolve("contrastive"))
+    torch.manual_seed(0)
+    default = Encoder(model.resolve("contrastive"))
+    blocks = [block for stage in zeroed.stages for block in stage]
+    assert len(blocks) == 8 and all(not block.bn2.weight.any() for block in blocks)
+    for (name, a), b in zip(zeroed.state_dict().items(), default.state_dict().values()):
+        assert torch.equal(a, b) or name.endswith("bn2.weight"), name
+    refused = (["warmup"], ["ema", "1"], ["zero-init", "2"], ["lars", "1"], ["warmup", "2", "--cache", "/x"])
+    for args in refused:
+        with pytest.raises(SystemExit, match="usage: training_probe.py"):
+            probe.main(args)  # refused before anything is patched or trained
+
+
 def test_umap_compile_smoke(tmp_path, results_untouched):
     run_script("umap_compile.py", "--smoke", "--out", str(tmp_path))
     report = json.loads((tmp_path / "umap_compile.json").read_text())
