@@ -15,6 +15,9 @@ that code did, whatever `--jobs` says.
 
     python benchmarks/mixture_speed.py --smoke   # does it run? 600 subset images, a tiny network, PCA
 
+`--parallel-min N` moves the size from which candidates go to workers (the library's
+`PARALLEL_MIN_SAMPLES`) for the rows of this run, so smaller collections can be timed both ways.
+
 The smoke run fits a tiny network on 600 images of `cifake_train_subset.npz` into a temporary
 folder and times one PCA mixture (UMAP would spend half a minute compiling in the child).
 """
@@ -60,10 +63,15 @@ def encode(run: Path, features: Path, smoke: bool) -> None:
     np.save(features, aegmm.load(run, progress=False).transform(fit_images(smoke)))
 
 
-def one_fit(features: Path, n: int, jobs: int, labels: Path, reducer: str) -> dict:
-    """Child process: the mixture on the first n feature vectors, with `jobs` workers."""
+def one_fit(features: Path, n: int, jobs: int, labels: Path, reducer: str, parallel_min: int) -> dict:
+    """Child process: the mixture on the first n feature vectors, with `jobs` workers (from
+    `parallel_min` points on; below 0: the library's own threshold)."""
+    from aegmm import candidates
     from aegmm.config import MixtureConfig
     from aegmm.mixture import LatentMixture
+
+    if parallel_min >= 0:
+        candidates.PARALLEL_MIN_SAMPLES = parallel_min
 
     x = np.load(features)[:n]
     umap = {"normalize": "l2", "reduced_dim": 10, "n_init": 20, "candidates": 5}  # auto's, for such features
@@ -77,7 +85,11 @@ def one_fit(features: Path, n: int, jobs: int, labels: Path, reducer: str) -> di
     seconds = time.perf_counter() - started
     np.save(labels, mixture.predict(x))
     agreement = {str(seed): round(value, 6) for seed, value in mixture.agreement_.items()}
-    return {"seconds": round(seconds, 1), "agreement": agreement}
+    return {
+        "seconds": round(seconds, 1),
+        "parallel_min": candidates.PARALLEL_MIN_SAMPLES,
+        "agreement": agreement,
+    }
 
 
 def main(argv=None) -> int:
@@ -88,11 +100,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="folder for mixture_speed.json (required unless --smoke)")
     parser.add_argument("--smoke", action="store_true", help="600 images, a tiny network, PCA, seconds")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--parallel-min",
+        type=int,
+        default=-1,
+        help="fit in workers from this many points on (default: aegmm.candidates.PARALLEL_MIN_SAMPLES)",
+    )
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        features, n, jobs, labels, reducer = args.child
-        print(json.dumps(one_fit(Path(features), int(n), int(jobs), Path(labels), reducer)))
+        features, n, jobs, labels, reducer, parallel_min = args.child
+        print(
+            json.dumps(one_fit(Path(features), int(n), int(jobs), Path(labels), reducer, int(parallel_min)))
+        )
         return 0
     if args.smoke:
         args.sizes, args.jobs = "600", "1,2"
@@ -111,7 +131,7 @@ def main(argv=None) -> int:
     for n in (int(s) for s in args.sizes.split(",")):
         for jobs in (int(s) for s in args.jobs.split(",")):
             labels = args.out / f"labels_{n}_{jobs}.npy"
-            where = [str(features), str(n), str(jobs), str(labels), reducer]
+            where = [str(features), str(n), str(jobs), str(labels), reducer, str(args.parallel_min)]
             child = [sys.executable, __file__, "--child", *where]
             done = subprocess.run(child, check=True, capture_output=True, text=True)
             row = {"n": n, "jobs": jobs, **json.loads(done.stdout.strip().splitlines()[-1])}

@@ -2,7 +2,7 @@
 process: issue 13's last untried levers for the 15-minute CIFAKE budget.
 
     python benchmarks/training_probe.py warmup 2 --datasets cifake --tasks cifar10 --seeds 0 \\
-        --methods aegmm --no-default --out /tmp/exp/warmup
+        --methods aegmm --out /tmp/exp/warmup
 
 - `warmup EPOCHS`: the learning rate rises linearly from 0 over the first EPOCHS epochs, times
   the run's cosine schedule (SimCLR warms up for 10 of its 100+ epochs at large batches).

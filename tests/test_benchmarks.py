@@ -951,10 +951,11 @@ def test_readme_names_committed_results_files():
 
 
 def test_mixture_speed_smoke(shared_data, tmp_path, results_untouched):
-    run_script("mixture_speed.py", "--smoke", "--out", str(tmp_path))
+    run_script("mixture_speed.py", "--smoke", "--parallel-min", "0", "--out", str(tmp_path))
     record = json.loads((tmp_path / "mixture_speed.json").read_text())
     assert record["encoder"]["fitted_here"] and (tmp_path / "run" / "config.json").exists()
-    assert [(row["n"], row["jobs"]) for row in record["rows"]] == [(600, 1), (600, 2)]
+    rows = [(row["n"], row["jobs"], row["parallel_min"]) for row in record["rows"]]
+    assert rows == [(600, 1, 0), (600, 2, 0)]  # 600 points in 2 workers: the threshold moved to 0
     assert all(row["same_labels_as_first_row"] and finite(row["seconds"], 0) for row in record["rows"])
     assert len(record["rows"][0]["agreement"]) == 5 and not list(tmp_path.glob("*.npy"))
 
