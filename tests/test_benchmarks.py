@@ -895,6 +895,7 @@ def report_module():
         "epochs50/quality.md",
         "epochs100/quality.md",
         "epochs100/seed1/quality.md",
+        "epochs100/seed2/quality.md",
         "umap_compile/default_fit/quality.md",
         "mixture_speed/gray_recheck/quality.md",
         "digits_seeds10/quality.md",
