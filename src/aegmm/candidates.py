@@ -14,11 +14,11 @@ from threadpoolctl import threadpool_limits
 
 from .progress import say
 
-# Fewer points than this: the candidates run in the calling process. A worker compiled UMAP
-# again (about 28 s), which 2,000 CIFAKE feature vectors did not repay
-# (benchmarks/results/mixture_speed/NOTES.md); since embedding.keep_compiled a worker loads most
-# of it from numba's cache (results/umap_compile/NOTES.md), and this threshold is not re-measured.
-PARALLEL_MIN_SAMPLES = 5_000
+# Fewer points than this: the candidates run in the calling process. Since embedding.keep_compiled
+# a worker loads UMAP from numba's cache instead of compiling it (about 28 s before), and two
+# workers repay themselves from 1,000 CIFAKE feature vectors, the fewest measured: 16.0 -> 10.6 s,
+# the same clusters (benchmarks/results/mixture_speed/threshold/NOTES.md).
+PARALLEL_MIN_SAMPLES = 1_000
 
 
 class Candidate(NamedTuple):
