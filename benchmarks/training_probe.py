@@ -57,16 +57,17 @@ def ema_train_epoch(decay: float):
 
     def train_epoch(self, images, train_idx, epoch: int) -> dict[str, float]:
         if not hasattr(self, "ema"):
-            state = self.model.state_dict()
-            self.ema = {name: value.detach().clone() for name, value in state.items()}
+            live = self.model.state_dict()  # detached views of the tensors training updates in place
+            self.ema = {name: value.clone() for name, value in live.items()}
+            pairs = [(self.ema[name], value) for name, value in live.items()]
 
             def update(optimizer, args, kwargs) -> None:
                 with torch.no_grad():
-                    for name, value in self.model.state_dict().items():
+                    for average, value in pairs:
                         if value.is_floating_point():
-                            self.ema[name].lerp_(value, 1 - decay)
-                        else:
-                            self.ema[name].copy_(value)
+                            average.lerp_(value, 1 - decay)
+                        else:  # the batch counters
+                            average.copy_(value)
 
             self.optimizer.register_step_post_hook(update)
         losses = original(self, images, train_idx, epoch)
@@ -90,28 +91,30 @@ def zero_init_encoder():
     return init
 
 
+# trick -> (what its value must be, the check, where its patch goes, the patch for a value)
+TRICKS = {
+    "warmup": ("EPOCHS, a number > 0", lambda v: v > 0, (contrastive._Run, "_set_lr"), warmup_set_lr),
+    "ema": (
+        "DECAY, a number in (0, 1)",
+        lambda v: 0 < v < 1,
+        (contrastive._Run, "train_epoch"),
+        ema_train_epoch,
+    ),
+    "zero-init": ("1", lambda v: v == 1, (autoencoder.Encoder, "__init__"), lambda v: zero_init_encoder()),
+}
+
+
 def patch(trick: str, value: float) -> None:
     """Install `trick` at `value` for every contrastive run of this process."""
-    if trick == "warmup":
-        contrastive._Run._set_lr = warmup_set_lr(value)
-    elif trick == "ema":
-        contrastive._Run.train_epoch = ema_train_epoch(value)
-    else:
-        autoencoder.Encoder.__init__ = zero_init_encoder()
-
-
-TRICKS = {
-    "warmup": ("EPOCHS, a number > 0", lambda v: v > 0),
-    "ema": ("DECAY, a number in (0, 1)", lambda v: 0 < v < 1),
-    "zero-init": ("1", lambda v: v == 1),
-}
+    _, _, (owner, name), patched = TRICKS[trick]
+    setattr(owner, name, patched(value))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2 or argv[0] not in TRICKS or "--cache" in argv:
         raise SystemExit(USAGE)
-    wanted, accept = TRICKS[argv[0]]
+    wanted, accept, _, _ = TRICKS[argv[0]]
     value = number_argument(argv[1], USAGE, wanted, accept)
     patch(argv[0], value)
     print(f"training trick: {argv[0]} {argv[1]}", flush=True)

@@ -1137,7 +1137,7 @@ def test_training_probe_tricks_change_what_they_name_and_nothing_else(monkeypatc
     normalizer = Normalizer.fit(images)
     model = ModelConfig(image_size=16, width=0.125, latent_dim=8)
     train = TrainConfig(epochs=2, batch_size=16, device="cpu", seed=0)
-    patched = ((contrastive._Run, "_set_lr"), (contrastive._Run, "train_epoch"), (Encoder, "__init__"))
+    patched = [where for _, _, where, _ in probe.TRICKS.values()]
 
     def fit(trick: str | None = None, value: float = 0.0) -> tuple[list[torch.Tensor], list[float]]:
         lrs = []
