@@ -943,15 +943,17 @@ def test_smoke_output_folder_never_results(tmp_path):
         common.output_folder(RESULTS / "smoke", smoke=True)
 
 
-def test_readme_names_committed_results_files():
-    """Every results file README.md cites exists, so a number's source can be opened."""
+@pytest.mark.parametrize("document", ["README.md", "benchmarks/what_we_tried.md"])
+def test_documents_name_committed_results_files(document):
+    """Every results file the README or the log of experiments cites exists, so a number's source
+    can be opened."""
     import re
 
-    readme = (REPO / "README.md").read_text()
-    cited = set(re.findall(r"`((?:benchmarks/results/)?[\w/.-]+\.md)`", readme)) - {"benchmarks/README.md"}
+    text = (REPO / document).read_text()
+    cited = set(re.findall(r"`([\w/.-]+\.md)`", text)) - {document}
     assert len(cited) >= 6
     missing = [c for c in cited if not (REPO / c).is_file() and not (RESULTS / c).is_file()]
-    assert not missing, f"README.md cites results files that do not exist: {missing}"
+    assert not missing, f"{document} cites results files that do not exist: {missing}"
 
 
 def test_mixture_speed_smoke(shared_data, tmp_path, results_untouched):
