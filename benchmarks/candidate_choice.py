@@ -29,6 +29,7 @@ keeps, and the held-out accuracy it gets:
     python benchmarks/candidate_choice.py pairs --latents DIR --out DIR2   # DIR2/NAME_{unit,raw}_pairS.npz
     python benchmarks/candidate_choice.py tail --out DIR    # DIR/tail_encoderS.npz from DIR/digits_encoderS
     python benchmarks/candidate_choice.py cifake --cache /tmp/qcache --out DIR   # DIR/cifake_encoderS.npz
+    python benchmarks/candidate_choice.py cifake --epochs 100 --cache /tmp/qcache --out DIR   # longer runs
 
 digits, mnist, mnist3k: write the latents of every default encoder of that data set that a
 `quality.py --cache` run saved, in the format `fit` reads: for the digits all 1,797 as both fit and
@@ -37,8 +38,8 @@ held-out images (transductive, as `quality.py` scores them), for MNIST its 8,000
 pairs: two consecutive encoders side by side, with and without unit length (see write_pairs).
 tail: long-tailed subsets of those digits latents (170 of one digit down to 30 of another), to see
 what a rule that prefers equal clusters costs where the groups are unequal.
-cifake: the same for the cached CIFAKE default encoders (contrastive, 22 epochs, pooled features),
-with the 16,000 / 4,000 split of `quality.py`.
+cifake: the same for the cached CIFAKE default encoders (contrastive, 22 epochs or `--epochs`, pooled
+features), with the 16,000 / 4,000 split of `quality.py`.
 """
 
 from __future__ import annotations
@@ -337,6 +338,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--seeds", type=int, default=10, help="fit: N mixture seeds, from --first")
     parser.add_argument("--first", type=int, default=0, help="fit: the first mixture seed")
+    parser.add_argument("--epochs", type=int, default=22, help="cifake: the cached encoders' epochs")
     parser.add_argument("--no-scores", action="store_true", help="fit: accuracies and labels only")
     parser.add_argument(
         "--normalize", default="auto", help="fit: the mixture's normalize setting (auto: L2 under UMAP)"
@@ -363,7 +365,7 @@ def main(argv=None) -> int:
     elif args.step == "tail":
         long_tailed(args.out)
     elif args.step == "cifake":
-        cifake_latents(args.cache, args.out)
+        cifake_latents(args.cache, args.out, args.epochs)
     elif args.step == "fit":
         fit_rows(args.latents, args.seeds, args.out, args.normalize, not args.no_scores, args.first)
     else:
