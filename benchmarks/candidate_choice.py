@@ -7,7 +7,7 @@
 fit: LatentMixture with the grayscale auto settings and ONE candidate, mixture seeds 0..N-1, on the
 fit latents of a file as `umap_levers.py encode` writes it (fit, held_out, fit_labels,
 held_out_labels); one JSON line per seed with its accuracy on the fit and held-out images, its
-label-free scores and its training labels.
+label-free scores and its training labels (`--reduced-dim D`: UMAP to D instead of 10).
 report: for every window of C consecutive seeds (C = 3, 5) of every file, the candidate each rule
 keeps, and the held-out accuracy it gets:
   - silhouette: the highest silhouette in the standardised latents (aegmm's first rule);
@@ -22,6 +22,8 @@ keeps, and the held-out accuracy it gets:
   - balance: the most equal cluster sizes (aegmm's `--candidate-rule balance`: the highest
     entropy of the clusters' shares);
   - first: the window's first seed alone (one candidate; what a single fit gets).
+With `--latents`, each seed's row also names its largest cluster: its size and the two true
+labels it holds most (where one cluster holds two classes).
 
     python benchmarks/candidate_choice.py digits --cache /tmp/qcache --out DIR   # DIR/digits_encoderS.npz
     python benchmarks/candidate_choice.py mnist --cache /tmp/qcache --out DIR    # DIR/mnist_encoderS.npz
@@ -168,10 +170,17 @@ def cifake_latents(cache: Path, out: Path, epochs: int = 22) -> None:
 
 
 def fit_rows(
-    latents: Path, seeds: int, out: Path, normalize: str = "auto", scores: bool = True, first: int = 0
+    latents: Path,
+    seeds: int,
+    out: Path,
+    normalize: str = "auto",
+    scores: bool = True,
+    first: int = 0,
+    reduced_dim: int | str = "auto",
 ) -> None:
     """One JSON line per mixture seed (first .. first + seeds - 1); without `scores` only the
-    accuracies and labels (the silhouette alone takes minutes on 16,000 CIFAKE features)."""
+    accuracies and labels (the silhouette alone takes minutes on 16,000 CIFAKE features);
+    `reduced_dim`: UMAP's output size (auto: aegmm's 10)."""
     from sklearn.metrics import calinski_harabasz_score, silhouette_score
 
     from aegmm.mixture import LatentMixture
@@ -182,7 +191,12 @@ def fit_rows(
         for seed in range(first, first + seeds):
             t0 = time.perf_counter()
             config = MixtureConfig(
-                n_components=K, reducer="umap", seed=seed, candidates=1, normalize=normalize
+                n_components=K,
+                reducer="umap",
+                seed=seed,
+                candidates=1,
+                normalize=normalize,
+                reduced_dim=reduced_dim,
             ).resolve()
             mixture = LatentMixture(config).fit(data["fit"])
             labels = mixture.predict(data["fit"])
@@ -191,6 +205,7 @@ def fit_rows(
             row = {
                 "latents": latents.name,
                 "normalize": config.normalize,
+                "reduced_dim": config.reduced_dim,
                 "seed": seed,
                 "fit_acc": agreement(data["fit_labels"], labels)["acc"],
                 "held_out_acc": agreement(data["held_out_labels"], mixture.predict(data["held_out"]))["acc"],
@@ -217,6 +232,17 @@ def choose(window: list[dict], rule: str) -> dict:
     if rule == "balance":  # aegmm's --candidate-rule balance
         return max(window, key=lambda row: evenness(np.asarray(row["labels"]), K))
     return max(window, key=lambda row: row[rule])
+
+
+def largest_cluster(labels: list[int], truth: np.ndarray | None) -> str:
+    """'3,301 (1 + 9)': the largest training cluster's size and its two commonest true labels
+    (where one cluster holds two classes); '-' without the true labels."""
+    if truth is None:
+        return "-"
+    labels = np.asarray(labels)
+    biggest = np.bincount(labels).argmax()
+    common = np.bincount(truth[labels == biggest]).argsort()[::-1][:2]
+    return f"{int((labels == biggest).sum()):,} ({' + '.join(str(c) for c in common)})"
 
 
 def report(
@@ -270,14 +296,15 @@ def report(
         "## Each seed (one candidate)",
         "",
         "| latents | seed | fit acc | held-out acc | evenness | silhouette | mean log-likelihood | "
-        "Calinski-Harabasz | partition log-likelihood |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "Calinski-Harabasz | partition log-likelihood | largest cluster: size (its two commonest labels) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     lines += [
         f"| {r['latents']} | {r['seed']} | {r['fit_acc']:.4f} | {r['held_out_acc']:.4f} | "
         f"{evenness(np.asarray(r['labels']), K):.4f} | "
         f"{r.get('silhouette', math.nan):.4f} | {r.get('likelihood', math.nan):.4f} | "
-        f"{r.get('calinski', math.nan):.1f} | {r.get('partition_likelihood', math.nan):.4f} |"
+        f"{r.get('calinski', math.nan):.1f} | {r.get('partition_likelihood', math.nan):.4f} | "
+        f"{largest_cluster(r['labels'], truth.get(r['latents']))} |"
         for r in sorted(rows, key=lambda r: (r["latents"], r["seed"]))
     ]
     lines += [
@@ -339,6 +366,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=10, help="fit: N mixture seeds, from --first")
     parser.add_argument("--first", type=int, default=0, help="fit: the first mixture seed")
     parser.add_argument("--epochs", type=int, default=22, help="cifake: the cached encoders' epochs")
+    parser.add_argument(
+        "--reduced-dim", default="auto", help="fit: UMAP's output size (auto: the mixture's 10)"
+    )
     parser.add_argument("--no-scores", action="store_true", help="fit: accuracies and labels only")
     parser.add_argument(
         "--normalize", default="auto", help="fit: the mixture's normalize setting (auto: L2 under UMAP)"
@@ -367,7 +397,8 @@ def main(argv=None) -> int:
     elif args.step == "cifake":
         cifake_latents(args.cache, args.out, args.epochs)
     elif args.step == "fit":
-        fit_rows(args.latents, args.seeds, args.out, args.normalize, not args.no_scores, args.first)
+        dim = args.reduced_dim if args.reduced_dim == "auto" else int(args.reduced_dim)
+        fit_rows(args.latents, args.seeds, args.out, args.normalize, not args.no_scores, args.first, dim)
     else:
         windows = tuple(int(c) for c in args.windows.split(","))
         report(args.rows, args.out, command, args.right, args.latents, windows)
