@@ -778,6 +778,7 @@ def test_candidate_choice_smoke(tmp_path, results_untouched):
     run_script("candidate_choice.py", "--smoke", "--out", str(tmp_path))
     rows = [json.loads(line) for line in (tmp_path / "blobs.jsonl").read_text().splitlines()]
     assert [r["seed"] for r in rows] == [0, 1, 2] and all(len(r["labels"]) == 300 for r in rows)
+    assert all(r["reduced_dim"] == 10 for r in rows)  # UMAP's output size, aegmm's own by default
     assert all(finite(r["held_out_acc"], 0, 1) and finite(r["silhouette"], -1, 1) for r in rows)
     assert all(finite(r["calinski"], 0) and finite(r["partition_likelihood"]) for r in rows)
     kept = json.loads((tmp_path / "candidates.json").read_text())
@@ -799,6 +800,17 @@ def test_the_balance_rule_keeps_the_candidate_with_the_most_equal_clusters():
     equal, merged = np.repeat(np.arange(10), 4), np.repeat(np.arange(10), [13, 3, 3, 3, 3, 3, 3, 3, 3, 3])
     window = [{"labels": merged.tolist()}, {"labels": equal.tolist()}, {"labels": [0] * 40}]
     assert probe.choose(window, "balance") is window[1]
+
+
+def test_the_report_names_the_largest_cluster_and_the_classes_it_holds():
+    import numpy as np
+
+    probe = benchmark_module("candidate_choice")
+    truth = np.repeat([0, 1, 2, 3], [5, 5, 5, 2])  # classes 1 and 2 share cluster 7, 1 the more often
+    labels = [0] * 5 + [7] * 10 + [3] * 2
+    labels[5] = 3  # one image of class 1 sits with class 3
+    assert probe.largest_cluster(labels, truth) == "9 (2 + 1)"
+    assert probe.largest_cluster(labels, None) == "-"
 
 
 def test_the_tail_step_keeps_each_digit_in_its_long_tailed_share(tmp_path):
@@ -899,6 +911,8 @@ def report_module():
         "training_tricks/warmup/quality.md",
         "training_tricks/ema/quality.md",
         "training_tricks/zero-init/quality.md",
+        "epochs100/seed2/cached/quality.md",
+        "umap_dims/quality.md",
         "umap_compile/default_fit/quality.md",
         "mixture_speed/gray_recheck/quality.md",
         "digits_seeds10/quality.md",
