@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aegmm.cli_parser import count_or_auto
 from aegmm.config import MixtureConfig
 from common import agreement, machine, output_folder, tail_indices
 from report import mean_sd
@@ -367,7 +368,10 @@ def main(argv=None) -> int:
     parser.add_argument("--first", type=int, default=0, help="fit: the first mixture seed")
     parser.add_argument("--epochs", type=int, default=22, help="cifake: the cached encoders' epochs")
     parser.add_argument(
-        "--reduced-dim", default="auto", help="fit: UMAP's output size (auto: the mixture's 10)"
+        "--reduced-dim",
+        type=count_or_auto,
+        default="auto",
+        help="fit: UMAP's output size (auto: the mixture's 10)",
     )
     parser.add_argument("--no-scores", action="store_true", help="fit: accuracies and labels only")
     parser.add_argument(
@@ -397,8 +401,15 @@ def main(argv=None) -> int:
     elif args.step == "cifake":
         cifake_latents(args.cache, args.out, args.epochs)
     elif args.step == "fit":
-        dim = args.reduced_dim if args.reduced_dim == "auto" else int(args.reduced_dim)
-        fit_rows(args.latents, args.seeds, args.out, args.normalize, not args.no_scores, args.first, dim)
+        fit_rows(
+            args.latents,
+            args.seeds,
+            args.out,
+            normalize=args.normalize,
+            scores=not args.no_scores,
+            first=args.first,
+            reduced_dim=args.reduced_dim,
+        )
     else:
         windows = tuple(int(c) for c in args.windows.split(","))
         report(args.rows, args.out, command, args.right, args.latents, windows)
