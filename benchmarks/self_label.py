@@ -49,7 +49,8 @@ def targets_from(proba: np.ndarray, threshold: float) -> np.ndarray:
 
 def neighbour_targets(x: np.ndarray, labels: np.ndarray, keep: float, neighbours: int = 20) -> np.ndarray:
     """Each cluster's `keep` share of images whose `neighbours` nearest images (cosine) most often
-    share their label keep it as a target; the rest get -1 (no target)."""
+    share their label keep it as a target (images tied at the cut too, so a little more than `keep`);
+    the rest get -1 (no target)."""
     from sklearn.neighbors import NearestNeighbors
 
     from feature_neighbours import unit

@@ -1072,6 +1072,31 @@ def test_cluster_alternatives_find_well_separated_blobs():
     assert adjusted_rand_score(labels, probe.spectral(near, seed=0)) > 0.95
 
 
+def test_self_label_targets_keep_only_sure_or_neighbour_backed_assignments():
+    import numpy as np
+
+    probe = benchmark_module("self_label")
+    proba = np.array([[0.95, 0.05], [0.6, 0.4], [0.02, 0.98]])
+    assert probe.targets_from(proba, threshold=0.9).tolist() == [0, -1, 1]
+    points, labels, _ = blobs_and_neighbours()
+    given = labels.copy()
+    wrong = np.arange(0, len(labels), 10)  # 3 points of every blob given the next blob's label
+    given[wrong] = (labels[wrong] + 1) % 10
+    targets = probe.neighbour_targets(points, given, keep=0.5)
+    chosen = targets >= 0
+    assert chosen.mean() >= 0.5 and set(targets[chosen]) == set(range(10))  # ties at the cut all kept
+    assert not chosen[wrong].any() and (targets[chosen] == labels[chosen]).all()
+
+
+def test_self_label_class_weights_are_inverse_counts_with_mean_one():
+    import numpy as np
+
+    probe = benchmark_module("self_label")
+    weights = probe.class_weights(np.array([0, 0, 0, 1, -1, -1]), k=3).numpy()
+    assert weights[2] == 0  # no targets in cluster 2
+    assert np.isclose(weights[1], 3 * weights[0]) and np.isclose(weights[:2].mean(), 1.0)
+
+
 def test_the_long_tail_scales_every_count_and_keeps_each_image_in_its_class():
     import numpy as np
 
