@@ -913,6 +913,8 @@ def report_module():
         "training_tricks/zero-init/quality.md",
         "epochs100/seed2/cached/quality.md",
         "umap_dims/quality.md",
+        "epochs100/seeds01_cached/quality.md",
+        "epochs100/umap5_all/quality.md",
         "umap_compile/default_fit/quality.md",
         "mixture_speed/gray_recheck/quality.md",
         "digits_seeds10/quality.md",
