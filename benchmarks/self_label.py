@@ -2,7 +2,7 @@
 assignments train the encoder further (the self-labelling step of SCAN, Van Gansbeke et al., 2020).
 
     python benchmarks/self_label.py --cache /tmp/qcache22 --out DIR [--epochs 5] [--threshold 0.9]
-        [--keep 0.3] [--lr 1e-4] [--contrastive-weight 0] [--threads 2]
+        [--keep 0.3] [--lr 1e-4] [--threads 2]
 
 Reads every CIFAKE run that `quality.py --datasets cifake --cache DIR` trained on the split of
 seed 0 (16,000 fit / 4,000 held-out images). For each, with the run's own encoder and mixture:
@@ -13,7 +13,7 @@ seed 0 (16,000 fit / 4,000 held-out images). For each, with the run's own encode
 2. --epochs more epochs on the fit images: two augmented views of each (the colour policy the
    encoder was trained with), a new linear head on the pooled features, cross-entropy of both
    views against the targets, each cluster weighted by the inverse of its count (as SCAN does);
-   with --contrastive-weight W > 0 plus W x NT-Xent through a new projection head. Adam at --lr,
+   Adam at --lr,
    bfloat16 autocast where the CPU has bf16 instructions (as the default training);
 3. the new pooled features of the fit images clustered again by a mixture with the run's own
    settings (UMAP candidates kept by agreement), the held-out images placed by it.
@@ -77,22 +77,22 @@ def class_weights(targets: np.ndarray, k: int = K) -> torch.Tensor:
 def self_label(clusterer, images: np.ndarray, targets: np.ndarray, args) -> tuple[torch.nn.Module, float]:
     """Train the run's encoder further on `images` with `targets`; (the head, seconds)."""
     from aegmm.augment import augment, default_policy
-    from aegmm.contrastive import ProjectionHead, nt_xent
     from aegmm.precision import native_bfloat16
 
-    net = clusterer.autoencoder_.train()
+    net = clusterer.autoencoder_.eval()
     encoder, normalizer = net.encoder, clusterer.normalizer_
     policy = default_policy(images.shape[-1])
     torch.manual_seed(args.seed)
-    width = encoder.pooled(normalizer.to_tensor(images[:2])).shape[1]
+    with torch.no_grad():  # in eval mode: a 2-image batch must not move BatchNorm's statistics
+        width = encoder.pooled(normalizer.to_tensor(images[:2])).shape[1]
     head = torch.nn.Linear(width, K)
-    projection = ProjectionHead(width, 256, 64)
-    params = [*encoder.parameters(), *head.parameters(), *projection.parameters()]
+    params = [*encoder.parameters(), *head.parameters()]
     optimizer = torch.optim.Adam(params, lr=args.lr, weight_decay=1e-4)
     weights = class_weights(targets)
     bf16 = native_bfloat16(torch.device("cpu"))
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(args.seed)
+    net.train()
     for epoch in range(args.epochs):
         order = torch.randperm(len(images), generator=generator).numpy()
         total, steps = 0.0, 0
@@ -105,11 +105,7 @@ def self_label(clusterer, images: np.ndarray, targets: np.ndarray, args) -> tupl
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 h = encoder.pooled(views)
                 logits = head(h)
-                z = projection(h) if args.contrastive_weight > 0 else None
             loss = F.cross_entropy(logits.float(), y, weight=weights, ignore_index=-1)
-            if z is not None:
-                n = len(batch)
-                loss = loss + args.contrastive_weight * nt_xent(z[:n].float(), z[n:].float(), 0.2)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -147,9 +143,7 @@ def one_run(folder: Path, fit, held_out, args) -> dict:
         "folder": folder.name,
         "seed": int(clusterer.config_.train.seed),
         "epochs_before": int(clusterer.config_.train.epochs),
-        "settings": {
-            k: getattr(args, k) for k in ("epochs", "threshold", "keep", "lr", "contrastive_weight", "batch")
-        },
+        "settings": {k: getattr(args, k) for k in ("epochs", "threshold", "keep", "lr", "batch")},
         "targets_share": round(float(sure.mean()), 4),
         "targets_acc": agreement(fit.classes[sure], targets[sure])["acc"],
         "before": before,
@@ -174,7 +168,6 @@ def main(argv=None) -> int:
         "whose 20 nearest neighbours agree most (0: the mixture's memberships >= --threshold)",
     )
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--contrastive-weight", type=float, default=0.0)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default="", help="comma-separated cache folder names (default: all)")
