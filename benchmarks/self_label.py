@@ -13,8 +13,7 @@ seed 0 (16,000 fit / 4,000 held-out images). For each, with the run's own encode
 2. --epochs more epochs on the fit images: two augmented views of each (the colour policy the
    encoder was trained with), a new linear head on the pooled features, cross-entropy of both
    views against the targets, each cluster weighted by the inverse of its count (as SCAN does);
-   Adam at --lr,
-   bfloat16 autocast where the CPU has bf16 instructions (as the default training);
+   Adam at --lr, bfloat16 autocast where the CPU has bf16 instructions (as the default training);
 3. the new pooled features of the fit images clustered again by a mixture with the run's own
    settings (UMAP candidates kept by agreement), the held-out images placed by it.
 
@@ -55,9 +54,8 @@ def neighbour_targets(x: np.ndarray, labels: np.ndarray, keep: float, neighbours
 
     from feature_neighbours import unit
 
-    near = (
-        NearestNeighbors(n_neighbors=neighbours + 1).fit(unit(x)).kneighbors(unit(x), return_distance=False)
-    )
+    x = unit(x)
+    near = NearestNeighbors(n_neighbors=neighbours + 1).fit(x).kneighbors(x, return_distance=False)
     same = (labels[near[:, 1:]] == labels[:, None]).mean(1)
     targets = np.full(len(labels), -1)
     for k in np.unique(labels):
@@ -74,17 +72,18 @@ def class_weights(targets: np.ndarray, k: int = K) -> torch.Tensor:
     return torch.tensor(weights * (counts > 0).sum() / weights.sum(), dtype=torch.float32)
 
 
-def self_label(clusterer, images: np.ndarray, targets: np.ndarray, args) -> tuple[torch.nn.Module, float]:
-    """Train the run's encoder further on `images` with `targets`; (the head, seconds)."""
+def self_label(
+    clusterer, images: np.ndarray, targets: np.ndarray, width: int, args
+) -> tuple[torch.nn.Module, float]:
+    """Train the run's encoder further on `images` with `targets` through a new linear head on its
+    `width` pooled features; (the head, seconds)."""
     from aegmm.augment import augment, default_policy
     from aegmm.precision import native_bfloat16
 
-    net = clusterer.autoencoder_.eval()
+    net = clusterer.autoencoder_
     encoder, normalizer = net.encoder, clusterer.normalizer_
     policy = default_policy(images.shape[-1])
     torch.manual_seed(args.seed)
-    with torch.no_grad():  # in eval mode: a 2-image batch must not move BatchNorm's statistics
-        width = encoder.pooled(normalizer.to_tensor(images[:2])).shape[1]
     head = torch.nn.Linear(width, K)
     params = [*encoder.parameters(), *head.parameters()]
     optimizer = torch.optim.Adam(params, lr=args.lr, weight_decay=1e-4)
@@ -129,7 +128,7 @@ def one_run(folder: Path, fit, held_out, args) -> dict:
     else:
         targets = targets_from(proba, args.threshold)
     sure = targets >= 0
-    head, train_seconds = self_label(clusterer, fit.images, targets, args)
+    head, train_seconds = self_label(clusterer, fit.images, targets, fit_x.shape[1], args)
     new_fit, new_test = (
         encode_features(clusterer.autoencoder_, x, clusterer.normalizer_, ("pooled",))["pooled"]
         for x in (fit.images, held_out.images)
