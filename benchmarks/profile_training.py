@@ -4,6 +4,9 @@
     python benchmarks/profile_training.py --smoke --out DIR  # does it run? a tiny network, seconds
     python benchmarks/profile_training.py --objective contrastive --options fp32,channels_last \
         --out benchmarks/results/profile_contrastive            # the NT-Xent loop (batch 256)
+    python benchmarks/profile_training.py --objective contrastive \
+        --options bf16+channels_last,bf16+channels_last+compile --steps 8 \
+        --out benchmarks/results/profile_compile                # options joined by + run together
 
 1. torch.profiler over aegmm's own training loop (`train_autoencoder`, default network, batch
    128, one epoch over 2,560 CIFAKE images): the operators with the most self CPU time, and the
@@ -86,22 +89,27 @@ def profile_loop(images: np.ndarray, config: ModelConfig, objective: str, top: i
     }
 
 
+STEP_OPTIONS = ("fp32", "bf16", "channels_last", "compile")
+
+
 def step_rate(option: str, threads: int, steps: int, config: ModelConfig, objective: str) -> dict:
-    """Images per second of bare training steps of the network `config` under `option`."""
+    """Images per second of bare training steps of the network `config` under `option`: one of
+    STEP_OPTIONS, or several joined by "+" (``bf16+channels_last+compile``: all three at once)."""
+    parts = set(option.split("+"))  # checked by main
     torch.set_num_threads(threads)
     contrastive, batch = objective == "contrastive", LOOPS[objective][0]
     model = (ContrastiveModel(config, ContrastiveConfig()) if contrastive else AutoEncoder(config)).train()
     x = torch.randn(batch * (2 if contrastive else 1), config.channels, config.image_size, config.image_size)
-    if option == "channels_last":
+    if "channels_last" in parts:
         model, x = (
             model.to(memory_format=torch.channels_last),
             x.contiguous(memory_format=torch.channels_last),
         )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     net, compile_seconds = model, 0.0
-    if option == "compile":
+    if "compile" in parts:
         net = torch.compile(model)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if option == "bf16" else nullcontext()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in parts else nullcontext()
 
     def step() -> None:
         with autocast:
@@ -117,7 +125,7 @@ def step_rate(option: str, threads: int, steps: int, config: ModelConfig, object
     try:
         t0 = time.perf_counter()
         step()  # warm-up (and compilation)
-        compile_seconds = time.perf_counter() - t0 if option == "compile" else 0.0
+        compile_seconds = time.perf_counter() - t0 if "compile" in parts else 0.0
         step()
         times = []
         for _ in range(steps):
@@ -217,7 +225,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--options",
         default=None,
-        help="comma list of step options (default fp32,bf16,channels_last,compile; --smoke: bf16)",
+        help="comma list of step options (default fp32,bf16,channels_last,compile; --smoke: bf16); "
+        "join options with + to combine them, e.g. bf16+channels_last+compile",
     )
     parser.add_argument(
         "--smoke",
@@ -243,6 +252,10 @@ def main(argv=None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     options = args.options or ("bf16" if args.smoke else "fp32,bf16,channels_last,compile")
+    unknown = {part for option in options.split(",") for part in option.split("+")} - set(STEP_OPTIONS)
+    if unknown:
+        expected = ", ".join(STEP_OPTIONS)
+        parser.error(f"--options: expected {expected} (joined by + to combine), found {sorted(unknown)}")
     steps = min(args.steps, 2) if args.smoke else args.steps
     images = np.load(CIFAKE_SUBSET)["images"][: 256 if args.smoke else 2560]
     images = conform_images(images, config.image_size, config.channels)

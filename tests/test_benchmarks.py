@@ -675,6 +675,20 @@ def test_profile_training_times_steps_of_the_default_network():
     assert rate["option"] == "fp32" and rate["threads"] == 1 and finite(rate["images_per_second"], 0)
 
 
+def test_profile_training_combines_step_options_and_refuses_unknown_ones(tmp_path):
+    """ "a+b" times a step under both options at once (what the contrastive loop does is
+    bf16+channels_last); an option it does not know is refused before anything runs."""
+    out = run_script("profile_training.py", "--step", "bf16+channels_last", "--threads", "1", "--steps", "1")
+    rate = json.loads(out.strip().splitlines()[-1])
+    assert rate["option"] == "bf16+channels_last" and "error" not in rate
+    assert finite(rate["images_per_second"], 0) and rate["compile_seconds"] == 0
+    script = "benchmarks/profile_training.py"
+    command = [sys.executable, script, "--options", "bf16+fast", "--out", str(tmp_path)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "expected fp32, bf16, channels_last, compile" in done.stderr
+    assert "['fast']" in done.stderr and not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("objective", ["reconstruction", "contrastive"])
 def test_profile_training_smoke(shared_data, tmp_path, results_untouched, objective):
     run_script("profile_training.py", "--smoke", "--objective", objective, "--out", str(tmp_path))
