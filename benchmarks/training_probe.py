@@ -1,4 +1,4 @@
-"""`quality.py` with one of three short-schedule training tricks in every contrastive run of the
+"""`quality.py` with one of four short-schedule training tricks in every contrastive run of the
 process: issue 13's last untried levers for the 15-minute CIFAKE budget.
 
     python benchmarks/training_probe.py warmup 2 --datasets cifake --tasks cifar10 --seeds 0 \\
@@ -12,6 +12,12 @@ process: issue 13's last untried levers for the 15-minute CIFAKE budget.
 - `zero-init 1`: each residual block's last batch-norm scale starts at 0, so every block starts
   as the identity (Goyal et al. 2017, torchvision's `zero_init_residual`); it draws no random
   numbers, so the rest of the network starts as in the default.
+- `whiten-stem 1` (or `2`): the stem's 3x3 convolution starts as a patch-whitening filter bank,
+  as in the fast CIFAR-10 training runs (Page 2018, Keller Jordan's airbench): the top half of its
+  filters are the leading eigenvectors of the covariance of 3x3 patches of augmented views of up
+  to 2,000 training images, each divided by the square root of its eigenvalue, the other half
+  their negatives. 1: the filters train from there; 2: they stay fixed. The patches come from a
+  generator of their own, so the run's other random numbers are the default's.
 
 The patches wrap `aegmm.contrastive._Run` and `aegmm.nn.autoencoder.Encoder` for this process
 only; quality.md records the command without the trick, and the NOTES beside committed results
@@ -23,17 +29,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aegmm.contrastive as contrastive  # noqa: E402
 import aegmm.nn.autoencoder as autoencoder  # noqa: E402
 import quality  # noqa: E402
+from aegmm.augment import augment  # noqa: E402
 from common import number_argument  # noqa: E402
 
 USAGE = (
-    "usage: training_probe.py {warmup EPOCHS | ema DECAY | zero-init 1} [quality.py options, without --cache]"
+    "usage: training_probe.py {warmup EPOCHS | ema DECAY | zero-init 1 | whiten-stem 1|2} "
+    "[quality.py options, without --cache]"
 )
 
 
@@ -91,6 +101,41 @@ def zero_init_encoder():
     return init
 
 
+def whitening_filters(patches: torch.Tensor, filters: int, eps: float = 1e-2) -> torch.Tensor:
+    """(filters, C, k, k) weights from (N, C*k*k) patches: the leading filters // 2 eigenvectors of
+    the patches' covariance over sqrt(eigenvalue + eps), then the same negated."""
+    covariance = torch.cov(patches.T.double())
+    values, vectors = torch.linalg.eigh(covariance)  # ascending
+    half = filters // 2
+    lead = (vectors[:, -half:].flip(1) / (values[-half:].flip(0) + eps).sqrt()).T.float()
+    return torch.cat([lead, -lead])
+
+
+def whiten_stem_train_epoch(mode: float):
+    """`_Run.train_epoch` that first sets the stem's convolution to whitening filters (mode 2: and
+    fixes them)."""
+    original = contrastive._Run.train_epoch
+
+    def train_epoch(self, images, train_idx, epoch: int) -> dict[str, float]:
+        if not getattr(self, "whitened", False):
+            conv = self.model.autoencoder.encoder.stem[0]
+            rows = images[np.sort(train_idx[:2000])]
+            x = self.normalizer.to_tensor(rows, self.device)
+            with torch.no_grad():
+                views = augment(x, self.policy, self.normalizer, torch.Generator().manual_seed(12345))
+                k = conv.kernel_size[0]
+                patches = F.unfold(views.float(), k, padding=conv.padding[0])  # (N, C*k*k, L)
+                patches = patches.transpose(1, 2).reshape(-1, patches.shape[1])
+                step = max(1, len(patches) // 200_000)
+                weights = whitening_filters(patches[::step], conv.out_channels)
+                conv.weight.copy_(weights.reshape(conv.weight.shape))
+            conv.weight.requires_grad_(mode != 2)
+            self.whitened = True
+        return original(self, images, train_idx, epoch)
+
+    return train_epoch
+
+
 # trick -> (what its value must be, the check, where its patch goes, the patch for a value)
 TRICKS = {
     "warmup": ("EPOCHS, a number > 0", lambda v: v > 0, (contrastive._Run, "_set_lr"), warmup_set_lr),
@@ -101,6 +146,12 @@ TRICKS = {
         ema_train_epoch,
     ),
     "zero-init": ("1", lambda v: v == 1, (autoencoder.Encoder, "__init__"), lambda v: zero_init_encoder()),
+    "whiten-stem": (
+        "1 (trained) or 2 (fixed)",
+        lambda v: v in (1, 2),
+        (contrastive._Run, "train_epoch"),
+        whiten_stem_train_epoch,
+    ),
 }
 
 

@@ -1231,10 +1231,64 @@ def test_training_probe_tricks_change_what_they_name_and_nothing_else(monkeypatc
     assert len(blocks) == 8 and all(not block.bn2.weight.any() for block in blocks)
     for (name, a), b in zip(zeroed.state_dict().items(), default.state_dict().values()):
         assert torch.equal(a, b) or name.endswith("bn2.weight"), name
-    refused = (["warmup"], ["ema", "1"], ["zero-init", "2"], ["lars", "1"], ["warmup", "2", "--cache", "/x"])
+    refused = (
+        ["warmup"],
+        ["ema", "1"],
+        ["zero-init", "2"],
+        ["whiten-stem", "3"],
+        ["lars", "1"],
+        ["warmup", "2", "--cache", "/x"],
+    )
     for args in refused:
         with pytest.raises(SystemExit, match="usage: training_probe.py"):
             probe.main(args)  # refused before anything is patched or trained
+
+
+def test_training_probe_whitening_filters_decorrelate_patches():
+    """The top half of the bank maps patches to uncorrelated responses of unit variance (up to
+    eps), leading component first; the bottom half is the top half negated."""
+    probe = benchmark_module("training_probe")
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.randn(27, 27, generator=generator) * torch.linspace(0.1, 3.0, 27)
+    patches = torch.randn(20_000, 27, generator=generator) @ mixing.T
+    bank = probe.whitening_filters(patches, 16, eps=1e-6)
+    assert bank.shape == (16, 27) and torch.equal(bank[8:], -bank[:8])
+    responses = torch.cov((patches.double() @ bank[:8].double().T).T)
+    assert torch.allclose(responses, torch.eye(8, dtype=torch.float64), atol=1e-3)
+    first = torch.linalg.eigh(torch.cov(patches.T.double()))[1][:, -1]
+    assert abs(torch.nn.functional.cosine_similarity(bank[0].double(), first, dim=0)) > 0.999
+
+
+@pytest.mark.parametrize("mode", [1, 2])
+def test_training_probe_whiten_stem_sets_the_stem_and_fixes_it_in_mode_2(monkeypatch, mode):
+    from aegmm import contrastive
+    from aegmm.config import ModelConfig
+    from aegmm.preprocess import Normalizer
+    from conftest import two_group_images
+
+    probe = benchmark_module("training_probe")
+    images, _ = two_group_images(36)
+    normalizer = Normalizer.fit(images)
+    model = ModelConfig(image_size=16, width=0.125, latent_dim=8)
+    train = TrainConfig(epochs=2, batch_size=16, device="cpu", seed=0)
+    seen = []
+    with monkeypatch.context() as m:
+        m.setattr(contrastive._Run, "train_epoch", contrastive._Run.train_epoch)  # restored after
+        probe.patch("whiten-stem", mode)
+        patched = contrastive._Run.train_epoch
+
+        def record(self, images, train_idx, epoch):
+            losses = patched(self, images, train_idx, epoch)
+            seen.append(self.model.autoencoder.encoder.stem[0].weight.detach().clone())
+            return losses
+
+        m.setattr(contrastive._Run, "train_epoch", record)
+        net, _ = contrastive.train_contrastive(images, model, train, normalizer, progress=False)
+    default, _ = contrastive.train_contrastive(images, model, train, normalizer, progress=False)
+    stem = net.encoder.stem[0].weight
+    assert stem.shape[0] == 8 and torch.equal(stem[4:], -stem[:4]) == (mode == 2)  # 4 filters, negated
+    assert torch.equal(seen[0], seen[1]) == (mode == 2)  # fixed over the epochs in mode 2 only
+    assert not torch.equal(stem, default.encoder.stem[0].weight)
 
 
 def test_umap_compile_smoke(tmp_path, results_untouched):
