@@ -17,7 +17,8 @@ process: issue 13's last untried levers for the 15-minute CIFAKE budget.
   filters are the leading eigenvectors of the covariance of 3x3 patches of augmented views of up
   to 2,000 training images, each divided by the square root of its eigenvalue, the other half
   their negatives. 1: the filters train from there; 2: they stay fixed. The patches come from a
-  generator of their own, so the run's other random numbers are the default's.
+  generator of their own, so the run's other random numbers are the default's. The library's
+  `stem_init` whiten / whiten-fixed train the same networks (tests/test_benchmarks.py checks it).
 
 The patches wrap `aegmm.contrastive._Run` and `aegmm.nn.autoencoder.Encoder` for this process
 only; quality.md records the command without the trick, and the NOTES beside committed results
@@ -39,6 +40,7 @@ import aegmm.contrastive as contrastive  # noqa: E402
 import aegmm.nn.autoencoder as autoencoder  # noqa: E402
 import quality  # noqa: E402
 from aegmm.augment import augment  # noqa: E402
+from aegmm.nn.whitening import whitening_filters  # noqa: E402
 from common import number_argument  # noqa: E402
 
 USAGE = (
@@ -99,16 +101,6 @@ def zero_init_encoder():
                 torch.nn.init.zeros_(block.bn2.weight)
 
     return init
-
-
-def whitening_filters(patches: torch.Tensor, filters: int, eps: float = 1e-2) -> torch.Tensor:
-    """(filters, C, k, k) weights from (N, C*k*k) patches: the leading filters // 2 eigenvectors of
-    the patches' covariance over sqrt(eigenvalue + eps), then the same negated."""
-    covariance = torch.cov(patches.T.double())
-    values, vectors = torch.linalg.eigh(covariance)  # ascending
-    half = filters // 2
-    lead = (vectors[:, -half:].flip(1) / (values[-half:].flip(0) + eps).sqrt()).T.float()
-    return torch.cat([lead, -lead])
 
 
 def whiten_stem_train_epoch(mode: float):

@@ -1244,23 +1244,10 @@ def test_training_probe_tricks_change_what_they_name_and_nothing_else(monkeypatc
             probe.main(args)  # refused before anything is patched or trained
 
 
-def test_training_probe_whitening_filters_decorrelate_patches():
-    """The top half of the bank maps patches to uncorrelated responses of unit variance (up to
-    eps), leading component first; the bottom half is the top half negated."""
-    probe = benchmark_module("training_probe")
-    generator = torch.Generator().manual_seed(0)
-    mixing = torch.randn(27, 27, generator=generator) * torch.linspace(0.1, 3.0, 27)
-    patches = torch.randn(20_000, 27, generator=generator) @ mixing.T
-    bank = probe.whitening_filters(patches, 16, eps=1e-6)
-    assert bank.shape == (16, 27) and torch.equal(bank[8:], -bank[:8])
-    responses = torch.cov((patches.double() @ bank[:8].double().T).T)
-    assert torch.allclose(responses, torch.eye(8, dtype=torch.float64), atol=1e-3)
-    first = torch.linalg.eigh(torch.cov(patches.T.double()))[1][:, -1]
-    assert abs(torch.nn.functional.cosine_similarity(bank[0].double(), first, dim=0)) > 0.999
-
-
-@pytest.mark.parametrize("mode", [1, 2])
-def test_training_probe_whiten_stem_sets_the_stem_and_fixes_it_in_mode_2(monkeypatch, mode):
+@pytest.mark.parametrize("mode, stem_init", [(1, "whiten"), (2, "whiten-fixed")])
+def test_training_probe_whiten_stem_trains_the_library_option(monkeypatch, mode, stem_init):
+    """The probe's patch (which trained the committed whiten_stem rows) and the library's
+    `stem_init` train the same network, weight for weight."""
     from aegmm import contrastive
     from aegmm.config import ModelConfig
     from aegmm.preprocess import Normalizer
@@ -1271,24 +1258,18 @@ def test_training_probe_whiten_stem_sets_the_stem_and_fixes_it_in_mode_2(monkeyp
     normalizer = Normalizer.fit(images)
     model = ModelConfig(image_size=16, width=0.125, latent_dim=8)
     train = TrainConfig(epochs=2, batch_size=16, device="cpu", seed=0)
-    seen = []
+
+    def fit(**options):
+        return contrastive.train_contrastive(images, model, train, normalizer, progress=False, **options)[0]
+
     with monkeypatch.context() as m:
         m.setattr(contrastive._Run, "train_epoch", contrastive._Run.train_epoch)  # restored after
         probe.patch("whiten-stem", mode)
-        patched = contrastive._Run.train_epoch
-
-        def record(self, images, train_idx, epoch):
-            losses = patched(self, images, train_idx, epoch)
-            seen.append(self.model.autoencoder.encoder.stem[0].weight.detach().clone())
-            return losses
-
-        m.setattr(contrastive._Run, "train_epoch", record)
-        net, _ = contrastive.train_contrastive(images, model, train, normalizer, progress=False)
-    default, _ = contrastive.train_contrastive(images, model, train, normalizer, progress=False)
-    stem = net.encoder.stem[0].weight
-    assert stem.shape[0] == 8 and torch.equal(stem[4:], -stem[:4]) == (mode == 2)  # 4 filters, negated
-    assert torch.equal(seen[0], seen[1]) == (mode == 2)  # fixed over the epochs in mode 2 only
-    assert not torch.equal(stem, default.encoder.stem[0].weight)
+        patched = fit()
+    library, plain = fit(stem_init=stem_init), fit()
+    weights = list(zip(*(n.state_dict().values() for n in (patched, library, plain))))
+    assert all(torch.equal(a, b) for a, b, _ in weights)
+    assert not all(torch.equal(a, c) for a, _, c in weights)
 
 
 def test_umap_compile_smoke(tmp_path, results_untouched):

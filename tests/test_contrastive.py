@@ -257,21 +257,27 @@ def test_same_seed_same_weights_other_seed_other_weights(data):
     )
 
 
-def test_resume_equals_an_uninterrupted_run(data, tmp_path, monkeypatch):
+def _interrupted_after_epoch_one(data, folder, monkeypatch, **options):
+    """Train with a checkpoint in ``folder`` and stop right after epoch 1's checkpoint."""
     images, normalizer = data
-    whole, whole_history = _train(data, mode="hybrid")
     saved = contrastive.save_checkpoint
 
-    def save_then_stop(*args, **kwargs):  # the process is killed right after epoch 1's checkpoint
+    def save_then_stop(*args, **kwargs):
         saved(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(contrastive, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train_contrastive(
-            images, MODEL, TRAIN, normalizer, checkpoint_dir=tmp_path, progress=False, mode="hybrid"
-        )
-    monkeypatch.setattr(contrastive, "save_checkpoint", saved)
+    with monkeypatch.context() as m:
+        m.setattr(contrastive, "save_checkpoint", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            train_contrastive(
+                images, MODEL, TRAIN, normalizer, checkpoint_dir=folder, progress=False, **options
+            )
+
+
+def test_resume_equals_an_uninterrupted_run(data, tmp_path, monkeypatch):
+    images, normalizer = data
+    whole, whole_history = _train(data, mode="hybrid")
+    _interrupted_after_epoch_one(data, tmp_path, monkeypatch, mode="hybrid")
     resumed, history = train_contrastive(
         images, MODEL, TRAIN, normalizer, checkpoint_dir=tmp_path, resume=True, progress=False, mode="hybrid"
     )
@@ -325,6 +331,70 @@ def test_a_checkpoint_written_before_hue_existed_resumes(data, tmp_path):
     options.write_text(json.dumps(record))
     with pytest.raises(ValueError, match="contrastive settings changed: \\['policy'\\]"):
         train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, **saved)
+
+
+def test_whitening_filters_decorrelate_patches_and_come_in_signed_pairs():
+    from aegmm.nn.whitening import whitening_filters
+
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.randn(27, 27, generator=generator) * torch.linspace(0.1, 3.0, 27)
+    patches = torch.randn(20_000, 27, generator=generator) @ mixing.T
+    bank = whitening_filters(patches, 16, eps=1e-6)
+    assert bank.shape == (16, 27) and torch.equal(bank[8:], -bank[:8])
+    responses = torch.cov((patches.double() @ bank[:8].double().T).T)  # unit variance, uncorrelated
+    assert torch.allclose(responses, torch.eye(8, dtype=torch.float64), atol=1e-3)
+    leading = torch.linalg.eigh(torch.cov(patches.T.double()))[1][:, -1]
+    assert abs(F.cosine_similarity(bank[0].double(), leading, dim=0)) > 0.999  # leading first
+    assert whitening_filters(patches, 5).shape == (5, 27)  # an odd count: the leading filter again
+    with pytest.raises(
+        ValueError, match="expected \\(N >= 2, D\\) patches and 2 to 2D filters, got \\(1, 27\\)"
+    ):
+        whitening_filters(patches[:1], 16)
+
+
+@pytest.mark.parametrize("stem_init", ["whiten", "whiten-fixed"])
+def test_a_whitened_stem_is_seeded_resumes_exactly_and_stays_fixed_when_asked(
+    data, tmp_path, monkeypatch, stem_init
+):
+    images, normalizer = data
+    first, _ = _train(data, stem_init=stem_init)
+    again, _ = _train(data, stem_init=stem_init)
+    plain, _ = _train(data)
+    assert all(torch.equal(a, b) for a, b in zip(_weights(first), _weights(again)))
+    stem, plain_stem = first.encoder.stem[0].weight, plain.encoder.stem[0].weight
+    assert stem.shape == plain_stem.shape == (8, 3, 3, 3) and not torch.equal(stem, plain_stem)
+    assert torch.equal(stem[4:], -stem[:4]) == (stem_init == "whiten-fixed")  # trained: no longer pairs
+    _interrupted_after_epoch_one(data, tmp_path, monkeypatch, stem_init=stem_init)
+    resumed, _ = train_contrastive(
+        images,
+        MODEL,
+        TRAIN,
+        normalizer,
+        checkpoint_dir=tmp_path,
+        resume=True,
+        progress=False,
+        stem_init=stem_init,
+    )
+    for a, b in zip(_weights(first), _weights(resumed)):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+    with pytest.raises(ValueError, match="contrastive settings changed: \\['stem_init'\\]"):
+        train_contrastive(images, MODEL, TRAIN, normalizer, checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="stem_init must be one of random, whiten, whiten-fixed, got 'pca'"):
+        _train(data, stem_init="pca")
+
+
+def test_a_checkpoint_written_before_stem_init_existed_resumes_as_random(data, tmp_path):
+    images, normalizer = data
+    saved = {"checkpoint_dir": tmp_path, "progress": False}
+    whole, _ = train_contrastive(images, MODEL, TRAIN, normalizer, **saved)
+    options = tmp_path / contrastive.OPTIONS_FILE
+    record = json.loads(options.read_text())
+    del record["stem_init"]  # the options file as it was written before the field existed
+    options.write_text(json.dumps(record))
+    resumed, _ = train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, **saved)
+    assert all(torch.equal(a, b) for a, b in zip(_weights(whole), _weights(resumed)))
+    with pytest.raises(ValueError, match="contrastive settings changed: \\['stem_init'\\]"):
+        train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, stem_init="whiten", **saved)
 
 
 def test_a_cpu_with_bfloat16_instructions_trains_contrast_in_bfloat16_and_says_so(data, monkeypatch, capsys):

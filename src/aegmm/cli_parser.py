@@ -149,6 +149,7 @@ FIT_FIELDS = {
     "objective": (T, None, None),
     "temperature": (T, None, None),
     "view_size": (T, None, at_least(0)),
+    "stem_init": (T, None, None),
     "members": (T, None, count_or_auto),
     "precision": (T, None, None),
     "features": (X, None, None),

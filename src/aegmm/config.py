@@ -57,6 +57,7 @@ CHOICES = {
     "stem": ("small", "strided", "standard"),  # ModelConfig.stem
     "precision": ("auto", "float32", "bfloat16", "float16"),  # TrainConfig.precision (precision_plan)
     "objective": ("auto", *OBJECTIVES),
+    "stem_init": ("random", "whiten", "whiten-fixed"),  # TrainConfig.stem_init
     "covariance_type": COVARIANCE_TYPES,
     "reducer": ("auto", "none", "pca", "umap"),
     "normalize": ("auto", "none", "l2", "both"),
@@ -155,6 +156,10 @@ class TrainConfig:
     # reconstructions); hybrid: contrastive plus a decoder on the detached encoder output, for the
     # report's reconstructions (about twice the time). auto: contrastive for colour, else reconstruction
     temperature: float = 0.2  # NT-Xent's temperature (contrastive and hybrid objectives)
+    stem_init: str = "random"  # how the encoder's first convolution starts (contrastive and hybrid
+    # objectives): random (torchvision's initialisation) or whiten (the whitening filters of 3x3
+    # patches of augmented views of up to 2,000 training images, then trained with the rest);
+    # whiten-fixed keeps them fixed
     view_size: int = 0  # side in pixels of the augmented views the contrastive objective trains
     # on (0: the image size; the reconstruction objective has no views); smaller views train
     # faster, the mixture still reads whole images at the image size
@@ -167,7 +172,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_counts(self, "epochs", "batch_size", "members")
-        check_choices(self, "objective", "precision")
+        check_choices(self, "objective", "precision", "stem_init")
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if self.view_size != 0 and self.view_size < 8:

@@ -32,8 +32,9 @@ from . import distributed
 from .augment import AugmentPolicy, augment, check_policy, default_policy
 from .budget import seconds_per_epoch, training_copies, within_budget
 from .checkpoint import has_checkpoint, kept_checkpoint, load_checkpoint, save_checkpoint
-from .config import FEATURES, ModelConfig, TrainConfig, check_hybrid_views
+from .config import FEATURES, ModelConfig, TrainConfig, check_choices, check_hybrid_views
 from .nn import AutoEncoder
+from .nn.whitening import whiten_conv
 from .precision import Precision, autocast
 from .preprocess import Normalizer
 from .progress import bar
@@ -41,6 +42,9 @@ from .storage import write_json
 from .train import EpochLoop, Session, epoch_batches, evaluating_on
 
 OPTIONS_FILE = "contrastive.json"  # the contrastive settings of a checkpoint, checked on resume
+BEFORE_FIELD = {"stem_init": "random"}  # what a checkpoint written before a setting existed did
+WHITENING_IMAGES = 2000  # training images whose views' patches set the whitening filters
+WHITENING_SEED = 12345  # the views' own generator: the run's other random numbers stay as they were
 MODES = ("simclr", "hybrid")
 
 
@@ -55,6 +59,7 @@ class ContrastiveConfig:
     reconstruction_weight: float = 1.0  # hybrid: weight of the MSE next to NT-Xent
     policy: AugmentPolicy | None = None  # the views; None: default_policy(channels)
     view_size: int = 0  # side of the views in pixels, overriding the policy's size (0: keep it)
+    stem_init: str = "random"  # the first convolution's start: random, whiten, whiten-fixed (TrainConfig)
 
     @property
     def objective(self) -> str:
@@ -64,6 +69,7 @@ class ContrastiveConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        check_choices(self, "stem_init")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if not math.isfinite(self.temperature) or self.temperature <= 0:
@@ -191,6 +197,14 @@ def train_contrastive(
     start, history = _resume(
         checkpoint_dir, resume, model, s.optimizer, config, policy, s.saved(model_config)
     )
+    if config.stem_init != "random":
+        stem = model.autoencoder.encoder.stem[0]
+        if start == 0:  # a resumed run's checkpoint holds the filters
+            rows = images[np.sort(s.train_idx[:WHITENING_IMAGES])]
+            x = normalizer.to_tensor(rows, s.device)
+            generator = torch.Generator().manual_seed(WHITENING_SEED)  # on the CPU, as the epochs'
+            whiten_conv(stem, augment(x, policy, normalizer, generator))
+        stem.weight.requires_grad_(config.stem_init != "whiten-fixed")
     run = _Run(
         model, s.optimizer, s.scaler, normalizer, train_config, config, policy, s.device, s.plan, progress
     )
@@ -256,6 +270,8 @@ def _check_options(folder: Path, config: ContrastiveConfig, policy: AugmentPolic
     if saved is not None and isinstance(saved.get("policy"), dict):  # fields added since: their defaults
         defaults = json.loads(json.dumps({f.name: f.default for f in fields(AugmentPolicy)}))
         saved["policy"] = defaults | saved["policy"]
+    if saved is not None:
+        saved = BEFORE_FIELD | saved
     now = _options_record(config, policy)
     if saved != now:
         changed = sorted(k for k in now if saved is None or saved.get(k) != now[k])

@@ -72,6 +72,7 @@ def _train_one(images, model: ModelConfig, train: TrainConfig, normalizer, check
         options = {"mode": "simclr" if train.objective == "contrastive" else "hybrid"}
         options["temperature"] = train.temperature
         options["view_size"] = train.view_size
+        options["stem_init"] = train.stem_init
     return trainer(
         images,
         model,
@@ -154,6 +155,7 @@ class ImageClusterer(BaseEstimator):
         objective: str = _T.objective,
         temperature: float = _T.temperature,
         view_size: int = _T.view_size,
+        stem_init: str = _T.stem_init,
         members: int | str = _T.members,
         train_minutes: float = _T.train_minutes,
         n_components: int | str = _X.n_components,
@@ -182,6 +184,7 @@ class ImageClusterer(BaseEstimator):
         self.n_init, self.candidates, self.reg_covar, self.seed = n_init, candidates, reg_covar, seed
         self.max_fit_samples, self.train_images, self.precision = max_fit_samples, train_images, precision
         self.objective, self.temperature, self.view_size = objective, temperature, view_size
+        self.stem_init = stem_init
         self.members, self.candidate_rule, self.train_minutes = members, candidate_rule, train_minutes
         self.device, self.encode_batch_size, self.progress = device, encode_batch_size, progress
 
