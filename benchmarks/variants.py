@@ -56,6 +56,7 @@ TRAIN_KEYS = (
     "objective",
     "temperature",
     "view_size",
+    "stem_init",
     "train_images",
     "members",
     "train_minutes",
