@@ -209,7 +209,7 @@ def train(
     folder = trained = None
     if cache is not None:
         network_settings = resolved_network(params, fit)
-        key = [network_settings, _digest(fit), _digest(score)]
+        key = [_keyed(network_settings), _digest(fit), _digest(score)]
         # several members' cached latents are each member's vectors as they are, not unit scaled
         if network_settings["train"]["members"] > 1:
             key.append("members side by side unscaled")
@@ -227,6 +227,16 @@ def train(
         images=(fit, score),
         run_config=run_config,
     )
+
+
+# training settings added after caches were written, with the value that kept the old behaviour:
+# a network trained that way keys as before, so an earlier cache still holds it
+ADDED_LATER = {"stem_init": "random"}
+
+
+def _keyed(network_settings: dict) -> dict:
+    train = {k: v for k, v in network_settings["train"].items() if ADDED_LATER.get(k, object()) != v}
+    return network_settings | {"train": train}
 
 
 def network_params(variant: Variant, epochs: int | None, base: dict | None) -> dict:

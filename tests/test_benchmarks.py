@@ -1272,6 +1272,17 @@ def test_training_probe_whiten_stem_trains_the_library_option(monkeypatch, mode,
     assert not all(torch.equal(a, c) for a, _, c in weights)
 
 
+def test_cache_keys_of_networks_trained_before_a_setting_existed_stay_the_same():
+    """A setting added later, at the value that kept the old behaviour, leaves the cache key as it
+    was, so encoders cached before it existed are found; any other value keys a new network."""
+    variants = benchmark_module("variants")
+    before = {"model": {"width": 0.25}, "train": {"epochs": 22, "seed": 0}}
+    random = {"model": {"width": 0.25}, "train": {"epochs": 22, "seed": 0, "stem_init": "random"}}
+    whiten = {"model": {"width": 0.25}, "train": {"epochs": 22, "seed": 0, "stem_init": "whiten"}}
+    assert variants._keyed(random) == variants._keyed(before) == before
+    assert variants._keyed(whiten) == whiten and random["train"]["stem_init"] == "random"  # not changed
+
+
 def test_umap_compile_smoke(tmp_path, results_untouched):
     run_script("umap_compile.py", "--smoke", "--out", str(tmp_path))
     report = json.loads((tmp_path / "umap_compile.json").read_text())
