@@ -43,7 +43,9 @@ from .train import EpochLoop, Session, epoch_batches, evaluating_on
 
 OPTIONS_FILE = "contrastive.json"  # the contrastive settings of a checkpoint, checked on resume
 BEFORE_FIELD = {"stem_init": "random"}  # what a checkpoint written before a setting existed did
-WHITENING_IMAGES = 2000  # training images whose views' patches set the whitening filters
+# the whitening filters come from the views of up to WHITENING_IMAGES training images, fewer for
+# views larger than 32 pixels (as many view pixels as 2,000 views of 32 x 32: memory stays ~0.2 GB)
+WHITENING_IMAGES, WHITENING_PIXELS = 2000, 2000 * 32 * 32
 WHITENING_SEED = 12345  # the views' own generator: the run's other random numbers stay as they were
 MODES = ("simclr", "hybrid")
 
@@ -198,13 +200,8 @@ def train_contrastive(
         checkpoint_dir, resume, model, s.optimizer, config, policy, s.saved(model_config)
     )
     if config.stem_init != "random":
-        stem = model.autoencoder.encoder.stem[0]
-        if start == 0:  # a resumed run's checkpoint holds the filters
-            rows = images[np.sort(s.train_idx[:WHITENING_IMAGES])]
-            x = normalizer.to_tensor(rows, s.device)
-            generator = torch.Generator().manual_seed(WHITENING_SEED)  # on the CPU, as the epochs'
-            whiten_conv(stem, augment(x, policy, normalizer, generator))
-        stem.weight.requires_grad_(config.stem_init != "whiten-fixed")
+        views = partial(_whitening_views, images, s.train_idx, normalizer, policy, model_config, s.device)
+        _whiten_stem(model, config.stem_init, views if start == 0 else None)  # resumed: in the checkpoint
     run = _Run(
         model, s.optimizer, s.scaler, normalizer, train_config, config, policy, s.device, s.plan, progress
     )
@@ -224,6 +221,25 @@ def train_contrastive(
         start, history, lambda epoch: run.train_epoch(images, s.train_idx, epoch), validate, save
     )
     return model.autoencoder.to("cpu", memory_format=torch.contiguous_format).eval(), history
+
+
+def _whitening_views(images, train_idx, normalizer, policy, model_config: ModelConfig, device) -> Tensor:
+    """One view of each of the first training images (WHITENING_IMAGES, fewer for large views),
+    drawn from a generator of its own."""
+    side = policy.size or model_config.image_size
+    count = max(1, min(WHITENING_IMAGES, WHITENING_PIXELS // side**2))
+    x = normalizer.to_tensor(images[np.sort(train_idx[:count])], device)
+    generator = torch.Generator().manual_seed(WHITENING_SEED)  # on the CPU, as the epochs' generators
+    return augment(x, policy, normalizer, generator)
+
+
+def _whiten_stem(model: ContrastiveModel, stem_init: str, views: Callable[[], Tensor] | None) -> None:
+    """Start the stem's convolution as the whitening filters of ``views()`` (None: keep the weights,
+    a resumed run's); "whiten-fixed" keeps it out of training."""
+    stem = model.autoencoder.encoder.stem[0]
+    if views is not None:
+        whiten_conv(stem, views())
+    stem.weight.requires_grad_(stem_init != "whiten-fixed")
 
 
 def _epoch_seconds(s: Session, images, normalizer, config: ContrastiveConfig, policy: AugmentPolicy) -> float:
