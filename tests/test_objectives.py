@@ -92,6 +92,21 @@ def test_view_size_is_saved_loaded_and_refused_where_it_cannot_work(images, tmp_
     assert not any((tmp_path / name).exists() for name in ("big", "h"))
 
 
+def test_stem_init_reaches_training_is_saved_and_loaded_and_refused_in_one_line(images, tmp_path, capsys):
+    np.savez(tmp_path / "train.npz", images=images)
+    args = ["fit", str(tmp_path / "train.npz"), *TINY_ARGS, "--objective", "contrastive"]
+    assert main([*args, "--out", str(tmp_path / "run"), "--stem-init", "whiten-fixed"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["stem_init"] == "whiten-fixed"
+    loaded = aegmm.load(tmp_path / "run", progress=False)
+    stem = loaded.autoencoder_.encoder.stem[0].weight  # fixed: still the whitening pairs after training
+    assert loaded.stem_init == "whiten-fixed" and torch.equal(stem[4:], -stem[:4])
+    with pytest.raises(SystemExit, match="2"):
+        main([*args, "--out", str(tmp_path / "bad"), "--stem-init", "pca"])
+    err = capsys.readouterr().err
+    assert "--stem-init invalid choice: 'pca' (choose from 'random', 'whiten', 'whiten-fixed')" in err
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize(
     "channels,objective,batch_size,noise,features,dim",
     [(3, "contrastive", 256, 0.0, "pooled", 64), (1, "reconstruction", 128, 0.1, "bottleneck", 8)],
