@@ -352,6 +352,18 @@ def test_whitening_filters_decorrelate_patches_and_come_in_signed_pairs():
         whitening_filters(patches[:1], 16)
 
 
+def test_a_stem_wider_than_the_patches_whitens_its_first_filters_and_keeps_the_rest():
+    from aegmm.nn.whitening import whiten_conv
+
+    conv = torch.nn.Conv2d(1, 24, 3, padding=1, bias=False)  # a 3x3 grayscale patch: 9 directions
+    before = conv.weight.detach().clone()
+    images = torch.randn(6, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    whiten_conv(conv, images)
+    weight = conv.weight.detach()
+    assert torch.equal(weight[18:], before[18:]) and not torch.equal(weight[:18], before[:18])
+    assert torch.equal(weight[9:18], -weight[:9])  # 9 whitening filters, then the same negated
+
+
 @pytest.mark.parametrize("stem_init", ["whiten", "whiten-fixed"])
 def test_a_whitened_stem_is_seeded_resumes_exactly_and_stays_fixed_when_asked(
     data, tmp_path, monkeypatch, stem_init

@@ -35,10 +35,12 @@ def whitening_filters(patches: Tensor, filters: int, eps: float = 1e-2) -> Tenso
 @torch.no_grad()
 def whiten_conv(conv: nn.Conv2d, images: Tensor) -> None:
     """Set ``conv``'s weights to the whitening filters of the patches it sees in ``images``
-    (B, C, H, W), normalised as the network gets them."""
+    (B, C, H, W), normalised as the network gets them. A patch of D numbers has D directions, so
+    at most 2D filters whiten (a 3x3 colour patch: 54); any further filters keep their weights."""
     k, padding = conv.kernel_size[0], conv.padding[0]
     patches = F.unfold(images.float(), k, padding=padding, stride=conv.stride[0])  # (B, C*k*k, L)
     patches = patches.transpose(1, 2).reshape(-1, patches.shape[1])
     step = max(1, len(patches) // MAX_PATCHES)
-    bank = whitening_filters(patches[::step].cpu(), conv.out_channels)
-    conv.weight.copy_(bank.reshape(conv.weight.shape).to(conv.weight.device))
+    count = min(conv.out_channels, 2 * patches.shape[1])
+    bank = whitening_filters(patches[::step].cpu(), count)
+    conv.weight[:count] = bank.reshape(count, *conv.weight.shape[1:]).to(conv.weight.device)
