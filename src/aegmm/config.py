@@ -25,9 +25,8 @@ AUTO_FEATURES = {"reconstruction": "bottleneck", "contrastive": "pooled", "hybri
 # contrastive training always 500 steps: 100-200 CIFAKE images +0.02-0.03 (results/small_epochs/).
 AUTO_EPOCHS, AUTO_MIN_STEPS = 10, 500
 AUTO_MAX_EPOCHS = {"reconstruction": 50, "contrastive": AUTO_MIN_STEPS, "hybrid": AUTO_MIN_STEPS}
-# Contrastive training in mixed precision gets AUTO_EPOCHS_MIXED passes (its epochs take 0.6x as long
-# with bf16 instructions, results/bf16_default/NOTES.md): 22 keep the 16,000-image CIFAKE fit within
-# 15 minutes: 673-685 s on an AMD EPYC (results/epochs22/NOTES.md).
+# Contrastive training in mixed precision gets AUTO_EPOCHS_MIXED passes (epochs 0.6x as long with bf16
+# instructions, results/bf16_default/NOTES.md): 22 keep the CIFAKE fit in 15 min (results/epochs22/NOTES.md).
 AUTO_EPOCHS_MIXED = 22
 # Denoising: a single-channel autoencoder that auto epochs pass over more than AUTO_EPOCHS times
 # trains on inputs plus Gaussian noise of std AUTO_NOISE. Digits (39 passes), 3 seeds: 0.936 +- 0.033
@@ -156,10 +155,8 @@ class TrainConfig:
     # reconstructions); hybrid: contrastive plus a decoder on the detached encoder output, for the
     # report's reconstructions (about twice the time). auto: contrastive for colour, else reconstruction
     temperature: float = 0.2  # NT-Xent's temperature (contrastive and hybrid objectives)
-    stem_init: str = "random"  # how the encoder's first convolution starts (contrastive and hybrid
-    # objectives): random (torchvision's initialisation) or whiten (the whitening filters of 3x3
-    # patches of augmented views of up to 2,000 training images, then trained with the rest);
-    # whiten-fixed keeps them fixed
+    stem_init: str = "random"  # the first convolution's start (contrastive, hybrid): random, or whiten:
+    # the whitening filters of the views' 3x3 patches, then trained; whiten-fixed: kept as they start
     view_size: int = 0  # side in pixels of the augmented views the contrastive objective trains
     # on (0: the image size; the reconstruction objective has no views); smaller views train
     # faster, the mixture still reads whole images at the image size
@@ -261,8 +258,7 @@ def auto_noise(objective: str, channels: int, n_train: int | None, batch_size: i
 
 def auto_members(objective: str, channels: int, n_train: int | None) -> int | str:
     """How many autoencoders "auto" trains (TrainConfig.members): AUTO_MEMBERS for a single-channel
-    autoencoder on AUTO_MEMBERS_MIN_TRAIN or more training images, else 1; "auto" while a
-    single-channel autoencoder's `n_train` is unknown."""
+    autoencoder on AUTO_MEMBERS_MIN_TRAIN+ training images, else 1; "auto" while `n_train` is unknown."""
     if objective != "reconstruction" or channels != 1:
         return 1
     if n_train is None:
@@ -384,8 +380,7 @@ def resolve_features(features: str, objective: str) -> str:
 
 
 def check_hybrid_views(view: int | None, side: int) -> None:
-    """The hybrid objective reconstructs its views, so a view (None or 0: the image size) must be
-    the image's `side`."""
+    """The hybrid objective reconstructs its views: a view (None or 0: the image size) must be `side`."""
     if view not in (None, 0, side):
         raise ValueError(
             f"the hybrid objective reconstructs its views, so view_size must be 0 or {side} (the "
