@@ -274,28 +274,24 @@ def _interrupted_after_epoch_one(data, folder, monkeypatch, **options):
             )
 
 
-def test_resume_equals_an_uninterrupted_run(data, tmp_path, monkeypatch):
+def _resumed(data, folder, **options):
+    """Resume the run checkpointed in ``folder``."""
     images, normalizer = data
+    return train_contrastive(
+        images, MODEL, TRAIN, normalizer, checkpoint_dir=folder, resume=True, progress=False, **options
+    )
+
+
+def test_resume_equals_an_uninterrupted_run(data, tmp_path, monkeypatch):
     whole, whole_history = _train(data, mode="hybrid")
     _interrupted_after_epoch_one(data, tmp_path, monkeypatch, mode="hybrid")
-    resumed, history = train_contrastive(
-        images, MODEL, TRAIN, normalizer, checkpoint_dir=tmp_path, resume=True, progress=False, mode="hybrid"
-    )
+    resumed, history = _resumed(data, tmp_path, mode="hybrid")
     for a, b in zip(_weights(whole), _weights(resumed)):
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
     assert [h["train_loss"] for h in history] == pytest.approx([h["train_loss"] for h in whole_history])
     assert {"train_contrastive", "train_reconstruction"} <= set(history[-1])
     with pytest.raises(ValueError, match="contrastive settings changed: \\['temperature'\\]"):
-        train_contrastive(
-            images,
-            MODEL,
-            TRAIN,
-            normalizer,
-            checkpoint_dir=tmp_path,
-            resume=True,
-            mode="hybrid",
-            temperature=0.5,
-        )
+        _resumed(data, tmp_path, mode="hybrid", temperature=0.5)
 
 
 def test_smaller_views_train_another_network_and_a_resume_must_keep_them(data, tmp_path):
@@ -315,22 +311,6 @@ def test_smaller_views_train_another_network_and_a_resume_must_keep_them(data, t
         train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, view_size=12, **saved)
     with pytest.raises(ValueError, match="view_size must be 0 or 16 \\(the image size\\), got 8"):
         _train(data, mode="hybrid", view_size=8)
-
-
-def test_a_checkpoint_written_before_hue_existed_resumes(data, tmp_path):
-    images, normalizer = data
-    saved = {"checkpoint_dir": tmp_path, "progress": False}
-    whole, _ = train_contrastive(images, MODEL, TRAIN, normalizer, **saved)
-    options = tmp_path / contrastive.OPTIONS_FILE
-    record = json.loads(options.read_text())
-    del record["policy"]["hue"]  # the options file as it was written before the field existed
-    options.write_text(json.dumps(record))
-    resumed, _ = train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, **saved)
-    assert all(torch.equal(a, b) for a, b in zip(_weights(whole), _weights(resumed)))
-    record["policy"]["hue"] = 0.1  # a checkpoint trained with hue does not resume without it
-    options.write_text(json.dumps(record))
-    with pytest.raises(ValueError, match="contrastive settings changed: \\['policy'\\]"):
-        train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, **saved)
 
 
 def test_whitening_filters_decorrelate_patches_and_come_in_signed_pairs():
@@ -368,7 +348,6 @@ def test_a_stem_wider_than_the_patches_whitens_its_first_filters_and_keeps_the_r
 def test_a_whitened_stem_is_seeded_resumes_exactly_and_stays_fixed_when_asked(
     data, tmp_path, monkeypatch, stem_init
 ):
-    images, normalizer = data
     first, _ = _train(data, stem_init=stem_init)
     again, _ = _train(data, stem_init=stem_init)
     plain, _ = _train(data)
@@ -377,36 +356,31 @@ def test_a_whitened_stem_is_seeded_resumes_exactly_and_stays_fixed_when_asked(
     assert stem.shape == plain_stem.shape == (8, 3, 3, 3) and not torch.equal(stem, plain_stem)
     assert torch.equal(stem[4:], -stem[:4]) == (stem_init == "whiten-fixed")  # trained: no longer pairs
     _interrupted_after_epoch_one(data, tmp_path, monkeypatch, stem_init=stem_init)
-    resumed, _ = train_contrastive(
-        images,
-        MODEL,
-        TRAIN,
-        normalizer,
-        checkpoint_dir=tmp_path,
-        resume=True,
-        progress=False,
-        stem_init=stem_init,
-    )
+    resumed, _ = _resumed(data, tmp_path, stem_init=stem_init)
     for a, b in zip(_weights(first), _weights(resumed)):
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
     with pytest.raises(ValueError, match="contrastive settings changed: \\['stem_init'\\]"):
-        train_contrastive(images, MODEL, TRAIN, normalizer, checkpoint_dir=tmp_path, resume=True)
+        _resumed(data, tmp_path)
     with pytest.raises(ValueError, match="stem_init must be one of random, whiten, whiten-fixed, got 'pca'"):
         _train(data, stem_init="pca")
 
 
-def test_a_checkpoint_written_before_stem_init_existed_resumes_as_random(data, tmp_path):
+@pytest.mark.parametrize("keys, other", [(("policy", "hue"), 0.1), (("stem_init",), "whiten")])
+def test_a_checkpoint_written_before_a_setting_existed_resumes_as_it_trained(data, tmp_path, keys, other):
     images, normalizer = data
     saved = {"checkpoint_dir": tmp_path, "progress": False}
     whole, _ = train_contrastive(images, MODEL, TRAIN, normalizer, **saved)
     options = tmp_path / contrastive.OPTIONS_FILE
     record = json.loads(options.read_text())
-    del record["stem_init"]  # the options file as it was written before the field existed
+    holder = record if len(keys) == 1 else record[keys[0]]
+    del holder[keys[-1]]  # the options file as it was written before the field existed
     options.write_text(json.dumps(record))
     resumed, _ = train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, **saved)
     assert all(torch.equal(a, b) for a, b in zip(_weights(whole), _weights(resumed)))
-    with pytest.raises(ValueError, match="contrastive settings changed: \\['stem_init'\\]"):
-        train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, stem_init="whiten", **saved)
+    holder[keys[-1]] = other  # a checkpoint trained with another value does not resume without it
+    options.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=f"contrastive settings changed: \\['{keys[0]}'\\]"):
+        train_contrastive(images, MODEL, TRAIN, normalizer, resume=True, **saved)
 
 
 def test_a_cpu_with_bfloat16_instructions_trains_contrast_in_bfloat16_and_says_so(data, monkeypatch, capsys):
