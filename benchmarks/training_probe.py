@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,7 +39,7 @@ import aegmm.contrastive as contrastive  # noqa: E402
 import aegmm.nn.autoencoder as autoencoder  # noqa: E402
 import quality  # noqa: E402
 from aegmm.augment import augment  # noqa: E402
-from aegmm.nn.whitening import whitening_filters  # noqa: E402
+from aegmm.nn.whitening import whiten_conv  # noqa: E402
 from common import number_argument  # noqa: E402
 
 USAGE = (
@@ -113,14 +112,8 @@ def whiten_stem_train_epoch(mode: float):
             conv = self.model.autoencoder.encoder.stem[0]
             rows = images[np.sort(train_idx[:2000])]
             x = self.normalizer.to_tensor(rows, self.device)
-            with torch.no_grad():
-                views = augment(x, self.policy, self.normalizer, torch.Generator().manual_seed(12345))
-                k = conv.kernel_size[0]
-                patches = F.unfold(views.float(), k, padding=conv.padding[0])  # (N, C*k*k, L)
-                patches = patches.transpose(1, 2).reshape(-1, patches.shape[1])
-                step = max(1, len(patches) // 200_000)
-                weights = whitening_filters(patches[::step], conv.out_channels)
-                conv.weight.copy_(weights.reshape(conv.weight.shape))
+            generator = torch.Generator().manual_seed(12345)
+            whiten_conv(conv, augment(x, self.policy, self.normalizer, generator))  # no_grad inside
             conv.weight.requires_grad_(mode != 2)
             self.whitened = True
         return original(self, images, train_idx, epoch)

@@ -30,6 +30,7 @@ import numpy as np
 
 from aegmm import ImageClusterer
 from aegmm.config import MixtureConfig, RunConfig
+from aegmm.contrastive import BEFORE_FIELD
 from aegmm.evaluation.image_scores import high_frequency, reconstruction
 from aegmm.mixture import LatentMixture
 from aegmm.pipeline import resolve_auto
@@ -229,13 +230,11 @@ def train(
     )
 
 
-# training settings added after caches were written, with the value that kept the old behaviour:
-# a network trained that way keys as before, so an earlier cache still holds it
-ADDED_LATER = {"stem_init": "random"}
-
-
 def _keyed(network_settings: dict) -> dict:
-    train = {k: v for k, v in network_settings["train"].items() if ADDED_LATER.get(k, object()) != v}
+    """The settings without training settings added since caches were written that hold the value
+    which kept the old behaviour (contrastive.BEFORE_FIELD): such a network keys as before, so an
+    earlier cache still holds it."""
+    train = {k: v for k, v in network_settings["train"].items() if BEFORE_FIELD.get(k, object()) != v}
     return network_settings | {"train": train}
 
 
